@@ -1,0 +1,109 @@
+"""The `codelutra` command: run a refinement, evaluate a model, judge candidates.
+
+Bad configuration or data ends in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from codelutra.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as e:
+        print(f"codelutra: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("codelutra: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codelutra", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="refine a model: sample, verify, pair, train, evaluate; iterate")
+    run.add_argument("--config", help="YAML config (default: the embedded default run)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    run.add_argument("--output", help="folder that runs/ goes into (config: output_dir)")
+    run.add_argument("--name", help="run name (config: name)")
+    run.set_defaults(handler=_run)
+
+    ev = sub.add_parser("eval", help="evaluate a model or a run's iteration on a task set")
+    ev.add_argument("--model", default=None, help="RUN_DIR/iter_K, a model directory or Hub id (default: embedded)")
+    ev.add_argument("--tasks", default="builtin:heldout", help="Spider/BIRD dir or questions file, .jsonl, builtin:SPLIT")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate a fixed random sample of this many problems")
+    ev.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    ev.add_argument("--output", help="folder for eval.json and samples (default: eval_results/<model>__<tasks>)")
+    ev.set_defaults(handler=_eval)
+    return parser
+
+
+def _run(args) -> int:
+    from codelutra.config import load_config
+    from codelutra.console import console
+    from codelutra.loop.refine import Refiner
+    from codelutra.loop.report import accuracy_table
+
+    overrides = list(args.set)
+    if args.output:
+        overrides.append(f"output_dir={args.output}")
+    if args.name:
+        overrides.append(f"name={args.name}")
+    cfg = load_config(args.config, overrides)
+    refiner = Refiner(cfg)
+    history = refiner.run()
+    console.print(accuracy_table(history, title=f"Held-out execution accuracy, run '{cfg.name}'"))
+    console.print(f"report: {refiner.run_dir / 'report.md'}")
+    return 0
+
+
+def _eval(args) -> int:
+    from codelutra.config import TaskSource, load_config
+    from codelutra.console import console
+    from codelutra.loop.evaluate import evaluate_model
+    from codelutra.loop.report import accuracy_table
+    from codelutra.models import EMBEDDED_DEFAULT, resolve_model
+    from codelutra.tasks.sources import load_tasks
+
+    cfg = load_config(args.config, args.set)
+    model = resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
+    tasks, skipped = load_tasks(TaskSource(path=args.tasks, limit=args.limit))
+    for s in skipped:
+        console.print(f"[yellow]skipped[/] {s}")
+    out = Path(args.output) if args.output else Path("eval_results") / f"{_slug(args.model or 'embedded')}__{_slug(args.tasks)}"
+    result = evaluate_model(model, tasks, out, prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, label="eval")
+    console.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
+    console.print(f"results: {out / 'eval.json'}")
+    return 0
+
+
+def _model_of(spec: str) -> str:
+    """Accept a run's iteration folder: iter_K/model for K >= 1, the run's base model for iter_0."""
+    path = Path(spec).expanduser()
+    if (path / "model" / "config.json").exists():
+        return str(path / "model")
+    if path.name == "iter_0" and (path.parent / "config.yaml").exists():
+        from codelutra.config import load_config
+
+        return load_config(path.parent / "config.yaml").model.name
+    if path.name.startswith("iter_") and path.is_dir():
+        raise UserError(f"{path}: this iteration has no trained model yet (expected {path / 'model'})")
+    return spec
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.strip("/.")).strip("_")[-60:] or "x"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

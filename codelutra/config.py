@@ -1,0 +1,143 @@
+"""The run configuration: plain data, validated once at the edge (YAML file plus `--set key=value`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from codelutra.errors import UserError
+from codelutra.models import EMBEDDED_DEFAULT
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(_Section):
+    name: str = EMBEDDED_DEFAULT  # a Hub id, a local directory, or the embedded default
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class TaskSource(_Section):
+    """Where problems come from; see `codelutra.tasks.load_tasks`."""
+
+    path: str  # a Spider/BIRD directory or questions file, a .jsonl file, or builtin:train / builtin:heldout
+    format: Literal["auto", "spider", "bird", "jsonl"] = "auto"
+    databases: list[str] | None = None  # keep only problems on these databases
+    exclude_databases: list[str] | None = None  # drop problems on these databases
+    limit: int | None = Field(default=None, gt=0)  # a fixed random sample of this many problems
+    seed: int = 0
+
+
+class PromptConfig(_Section):
+    schema_style: Literal["compact", "create"] = "compact"
+
+
+class SamplingConfig(_Section):
+    n: int = Field(default=4, ge=1)  # candidates per training problem
+    temperature: float = Field(default=0.8, gt=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_new_tokens: int = Field(default=96, ge=8)
+    batch_size: int = Field(default=32, ge=1)  # sequences per generate() call
+
+
+class VerifyConfig(_Section):
+    timeout_s: float = Field(default=5.0, gt=0)
+    workers: int | None = Field(default=None, ge=1)  # default: one per CPU core
+
+
+class PairConfig(_Section):
+    max_per_problem: int = Field(default=2, ge=1)
+
+
+class TrainConfig(_Section):
+    loss: Literal["codelutra", "dpo", "sft"] = "codelutra"
+    beta: float = Field(default=0.1, gt=0)
+    sft_weight: float = Field(default=1.0, ge=0)  # lambda of the dual loss
+    lora: bool = True  # False: full fine-tuning
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    lora_target_modules: list[str] | str = "all-linear"
+    lora_top_layers: int | None = Field(default=None, ge=1)  # adapt only the top N layers: backward stops there
+    learning_rate: float = Field(default=5e-4, gt=0)
+    lr_scheduler: str = "linear"
+    warmup_steps: int = Field(default=0, ge=0)
+    epochs: float = Field(default=2.0, gt=0)
+    batch_size: int = Field(default=4, ge=1)  # pairs per step
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_length: int = Field(default=512, ge=16)
+    gradient_checkpointing: bool = False
+    checkpoint_steps: int = Field(default=20, ge=1)
+
+
+class EvalConfig(_Section):
+    max_new_tokens: int = Field(default=96, ge=8)
+    batch_size: int = Field(default=32, ge=1)
+
+
+class RunConfig(_Section):
+    name: str = "default"
+    output_dir: str = "."  # runs go to <output_dir>/runs/<name>
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    train_tasks: TaskSource = TaskSource(path="builtin:train", limit=160)
+    eval_tasks: TaskSource = TaskSource(path="builtin:heldout", limit=100)
+    prompt: PromptConfig = PromptConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    verify: VerifyConfig = VerifyConfig()
+    pairs: PairConfig = PairConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    max_iterations: int = Field(default=2, ge=1)
+    min_gain: float = 0.0  # stop when an iteration gains less than this (a fraction; 0.01 = one point)
+
+    @model_validator(mode="after")
+    def _name_is_a_folder_name(self):
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"name must be a plain folder name, got {self.name!r}")
+        return self
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config (or start from the defaults), apply `key.sub=value` overrides, validate."""
+    source = str(path) if path else "defaults"
+    data: dict = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: the config must be a mapping of keys to values")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item}: expected key=value, e.g. train.beta=0.2")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item}: {part} is not a section")
+        node[leaf] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise UserError(f"{source}: {field}: {err['msg']}{more}") from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,535 @@
+"""Run untrusted SQL safely and judge it against the gold query by execution.
+
+The SQL comes from a model, so it is treated as hostile. It runs:
+
+* in worker processes, never in the caller's process (a crash or hang there cannot take the
+  caller down). Workers start through `multiprocessing`'s "forkserver" context, not plain fork,
+  because the caller may have torch loaded with threads. Scripts that call this module need the
+  usual `if __name__ == "__main__":` guard;
+* against databases opened read-only, behind an authorizer that lets through only reads;
+* under a time limit that SQLite enforces itself (a progress handler), with a wall-clock kill of
+  the worker as the backstop for time spent inside one C call;
+* under an address-space limit and a cap on the number of rows fetched.
+
+Workers are reused from query to query (starting a process per query is too slow for hundreds of
+candidates a second); a worker that hangs or dies is replaced and the batch goes on.
+
+Results are compared the way Spider's execution accuracy does (test-suite-sql-eval's
+`result_eq`): as multisets of rows unless the gold query orders its output, and regardless of
+column order.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import multiprocessing
+import os
+import re
+import resource
+import signal
+import sqlite3
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+VERDICT_KINDS = ("correct", "wrong_result", "runtime_error", "syntax_error", "timeout", "no_sql")
+
+# Limits on one query in a worker. The memory limit is handed to each worker as it starts (so a
+# test can lower it); the others the worker reads from its own import of this module.
+_WORKER_MEMORY_BYTES = 2 * 1024**3  # address space a worker may add to what it maps at start
+_MAX_ROWS = 100_000  # more rows than this is an error, not a result
+_PROGRESS_STEPS = 1_000  # SQLite VM steps between two checks of the deadline
+
+_KILL_GRACE_S = 1.0  # how long past its time limit a query may run before its worker is killed
+_STARTUP_TIMEOUT_S = 60.0  # a worker not ready by then means a broken environment
+_STOP_TIMEOUT_S = 1.0
+_DETAIL_CHARS = 200
+_SIGNIFICANT_DIGITS = 6  # floats agreeing to this many significant digits are equal
+_MAX_COLUMN_PERMUTATIONS = 1_000  # column orders tried before giving up on a match
+
+_SYNTAX_ERROR_MARKS = ("syntax error", "incomplete input", "unrecognized token")
+_READ_ONLY_ERROR_MARK = "readonly database"
+_FORBIDDEN = "forbidden: "  # detail prefix of a refused write or state change
+
+# What the authorizer lets a query do: read. Everything else (writes, schema changes, ATTACH,
+# PRAGMA, transactions, VACUUM INTO...) is refused.
+_ALLOWED_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+_FORBIDDEN_FUNCTIONS = frozenset({"load_extension"})
+_ACTION_NAMES = {  # for error details: the authorizer's action codes that writes and state changes use
+    getattr(sqlite3, f"SQLITE_{name}"): name.replace("_", " ")
+    for name in (
+        "INSERT", "UPDATE", "DELETE", "CREATE_TABLE", "CREATE_INDEX", "CREATE_VIEW", "CREATE_TRIGGER",
+        "CREATE_TEMP_TABLE", "CREATE_TEMP_INDEX", "CREATE_TEMP_VIEW", "CREATE_TEMP_TRIGGER", "CREATE_VTABLE",
+        "DROP_TABLE", "DROP_INDEX", "DROP_VIEW", "DROP_TRIGGER", "DROP_TEMP_TABLE", "DROP_TEMP_INDEX",
+        "DROP_TEMP_VIEW", "DROP_TEMP_TRIGGER", "DROP_VTABLE", "ALTER_TABLE", "REINDEX", "ANALYZE",
+        "ATTACH", "DETACH", "PRAGMA", "TRANSACTION", "SAVEPOINT",
+    )
+}
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_READY = "ready"
+
+
+@dataclass(frozen=True)
+class SqlCheck:
+    db_path: str
+    gold_sql: str
+    candidate_sql: str | None  # None or blank -> verdict "no_sql" (nothing is run)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # one of VERDICT_KINDS
+    detail: str  # one short line: the error, or how the result differs; "" when correct
+    seconds: float  # wall time the candidate took to execute (0.0 when not run)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    kind: str  # "ok" | "runtime_error" | "syntax_error" | "timeout"
+    rows: list[tuple] | None  # None unless kind == "ok"
+    error: str  # "" when ok
+    seconds: float
+
+
+_NO_SQL = Verdict("no_sql", "no SQL to run", 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def run_queries(
+    queries: Sequence[tuple[str, str]], *, timeout_s: float = 10.0, workers: int | None = None
+) -> list[QueryResult]:
+    """Run (db_path, sql) pairs in the sandbox; results in input order. Used e.g. to check that gold queries run."""
+    cleaned = [(db_path, _clean_sql(sql)) for db_path, sql in queries]
+    if not cleaned:
+        return []
+    with _SandboxPool(_pool_size(workers, len(cleaned))) as pool:
+        return pool.run_all(cleaned, timeout_s)
+
+
+def verify_sql(
+    checks: Sequence[SqlCheck],
+    *,
+    timeout_s: float = 5.0,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Verdict]:
+    """Judge each candidate against its gold query by execution; verdicts in input order.
+
+    Each distinct (db_path, sql) is executed once and its result reused: a gold query shared by
+    many checks, a candidate sampled several times, a candidate identical to its gold.
+    `progress(n)` is called with the number of checks just finished (for a progress bar).
+    """
+    report = progress or (lambda finished: None)
+    verdicts: list[Verdict | None] = [None] * len(checks)
+    gold_keys = [(check.db_path, _clean_sql(check.gold_sql)) for check in checks]
+    checks_by_candidate: dict[tuple[str, str], list[int]] = {}
+    for index, check in enumerate(checks):
+        candidate = _clean_sql(check.candidate_sql or "")
+        if candidate:
+            checks_by_candidate.setdefault((check.db_path, candidate), []).append(index)
+        else:
+            verdicts[index] = _NO_SQL
+    without_sql = verdicts.count(_NO_SQL)
+    if without_sql:
+        report(without_sql)
+    if not checks_by_candidate:
+        return verdicts
+
+    golds = list(dict.fromkeys(gold_keys[i] for indexes in checks_by_candidate.values() for i in indexes))
+    is_ordered = functools.cache(gold_is_ordered)  # parsed as results come in, while workers run
+    with _SandboxPool(_pool_size(workers, len(golds) + len(checks_by_candidate))) as pool:
+        results = dict(zip(golds, pool.run_all(golds, timeout_s)))
+
+        def settle(candidate_key: tuple[str, str], candidate: QueryResult | None) -> None:
+            indexes = checks_by_candidate[candidate_key]
+            for i in indexes:
+                gold_key = gold_keys[i]
+                verdicts[i] = _judge(results[gold_key], candidate, ordered=is_ordered(gold_key[1]))
+            report(len(indexes))
+
+        to_run = []
+        for key, indexes in checks_by_candidate.items():
+            if key in results or all(results[gold_keys[i]].kind != "ok" for i in indexes):
+                settle(key, results.get(key))  # known already, or not worth running: its gold failed
+            else:
+                to_run.append(key)
+        for position, result in pool.run(to_run, timeout_s):
+            settle(to_run[position], result)
+    return verdicts
+
+
+def results_match(gold_rows: list[tuple], candidate_rows: list[tuple], *, ordered: bool) -> bool:
+    """Spider-style execution accuracy: equal rows (as a multiset unless `ordered`), up to column order.
+
+    Numbers compare by value (1 == 1.0) and floats to 6 significant digits (see `_normalize`).
+    Column orders are pruned first: a candidate column can only stand for a gold column holding
+    the same multiset of values, so usually a single order is left to try.
+    """
+    if gold_rows == candidate_rows:  # the usual correct case (and two empty results), settled fast
+        return True
+    if len(gold_rows) != len(candidate_rows) or len(gold_rows[0]) != len(candidate_rows[0]):
+        return False
+    gold = [_normalize(row) for row in gold_rows]
+    candidate = [_normalize(row) for row in candidate_rows]
+    wanted = gold if ordered else Counter(gold)
+    for order in itertools.islice(_column_orders(gold, candidate), _MAX_COLUMN_PERMUTATIONS):
+        reordered = [tuple(row[column] for column in order) for row in candidate]
+        if (reordered if ordered else Counter(reordered)) == wanted:
+            return True
+    return False
+
+
+def gold_is_ordered(gold_sql: str) -> bool:
+    """True when the outermost SELECT (or UNION etc.) has ORDER BY: then row order is part of the answer."""
+    # Imported here, not at the top: sandbox workers import this module and should start fast.
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        node = sqlglot.parse_one(gold_sql, read="sqlite")
+    except sqlglot.errors.SqlglotError:
+        return _has_outer_order_by(gold_sql)
+    while not node.args.get("order") and isinstance(node, exp.Subquery):
+        node = node.this  # "(SELECT ... ORDER BY ...)" as a whole statement
+    return bool(node.args.get("order"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging
+
+
+def _judge(gold: QueryResult, candidate: QueryResult | None, *, ordered: bool) -> Verdict:
+    """The verdict on one candidate; `candidate` is None only when the gold failed (it was not run)."""
+    if gold.kind != "ok":
+        return Verdict("runtime_error", _one_line(f"gold query failed: {gold.kind}: {gold.error}"), 0.0)
+    if candidate.kind != "ok":
+        return Verdict(candidate.kind, candidate.error, candidate.seconds)
+    if results_match(gold.rows, candidate.rows, ordered=ordered):
+        return Verdict("correct", "", candidate.seconds)
+    difference = _describe_difference(gold.rows, candidate.rows, ordered=ordered)
+    return Verdict("wrong_result", difference, candidate.seconds)
+
+
+def _describe_difference(gold_rows: list[tuple], candidate_rows: list[tuple], *, ordered: bool) -> str:
+    """One short line saying how a wrong result differs from the gold one."""
+    if len(gold_rows) != len(candidate_rows):
+        return f"expected {len(gold_rows)} rows, got {len(candidate_rows)}"
+    if len(gold_rows[0]) != len(candidate_rows[0]):
+        return f"expected {len(gold_rows[0])} columns, got {len(candidate_rows[0])}"
+    if ordered and results_match(gold_rows, candidate_rows, ordered=False):
+        return "same rows as the gold query but in another order (the gold query has ORDER BY)"
+    gold = [_normalize(row) for row in gold_rows]
+    candidate = [_normalize(row) for row in candidate_rows]
+    if ordered:
+        differing = ((n, g, c) for n, (g, c) in enumerate(zip(gold, candidate), 1) if g != c)
+        line, expected, got = next(differing, (1, gold[0], candidate[0]))
+        return _one_line(f"result differs from gold (row {line}: expected {_short(expected)}, got {_short(got)})")
+    candidate_counts = Counter(candidate)
+    missing = next((row for row in gold if not candidate_counts[row]), gold[0])
+    return _one_line(f"result differs from gold (gold row {_short(missing)} not in the candidate's result)")
+
+
+def _normalize(row: tuple) -> tuple:
+    """Make values that should count as equal compare (and hash) equal.
+
+    Floats are rounded to 6 significant digits, but never past the units digit, so that a float
+    holding a whole number equals that int (1.0 == 1, 1234567.0 == 1234567). Two floats straddling
+    a rounding boundary can still differ; for results computed two ways that is vanishingly rare.
+    """
+    return tuple(_round_float(value) if isinstance(value, float) else value for value in row)
+
+
+def _round_float(value: float) -> float:
+    if value == 0 or not math.isfinite(value):
+        return value
+    decimals = _SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(abs(value)))
+    return round(value, max(decimals, 0))
+
+
+def _column_orders(gold: list[tuple], candidate: list[tuple]) -> Iterator[tuple[int, ...]]:
+    """Candidate column orders worth trying: column j may stand for gold column i only when both
+    hold the same multiset of values."""
+    width = len(gold[0])
+    gold_columns = [Counter(row[i] for row in gold) for i in range(width)]
+    candidate_columns = [Counter(row[j] for row in candidate) for j in range(width)]
+    choices = [[j for j in range(width) if candidate_columns[j] == gold_columns[i]] for i in range(width)]
+
+    def extend(order: list[int]) -> Iterator[tuple[int, ...]]:
+        if len(order) == width:
+            yield tuple(order)
+            return
+        for column in choices[len(order)]:
+            if column not in order:
+                yield from extend([*order, column])
+
+    return extend([])
+
+
+def _has_outer_order_by(sql: str) -> bool:
+    """Regex fallback for SQL that sqlglot cannot parse: ORDER BY outside all parentheses."""
+    text = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", sql)
+    previous = None
+    while previous != text:
+        previous, text = text, re.sub(r"\([^()]*\)", "()", text)
+    return re.search(r"\border\s+by\b", text, re.IGNORECASE) is not None
+
+
+def _short(row: tuple) -> str:
+    text = repr(row)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
+
+
+def _clean_sql(sql: str) -> str:
+    """Drop surrounding whitespace and trailing semicolons (models often end with ';')."""
+    return re.sub(r"[\s;]+$", "", sql.strip())
+
+
+def _pool_size(workers: int | None, queries: int) -> int:
+    return max(1, min(workers or os.cpu_count() or 1, queries))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside a worker process
+
+
+def _serve(conn: Connection, memory_bytes: int) -> None:
+    """Body of a sandbox worker: run each (db_path, sql, timeout_s) received until the parent hangs up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then ends us
+    _limit_address_space(memory_bytes)
+    conn.send(_READY)
+    while True:
+        try:
+            db_path, sql, timeout_s = conn.recv()
+        except EOFError:
+            return
+        conn.send(_execute(db_path, sql, timeout_s))
+
+
+def _limit_address_space(extra_bytes: int) -> None:
+    """Let the worker map at most `extra_bytes` beyond what it maps already.
+
+    Relative rather than absolute, because what a fresh worker maps depends on the caller (the
+    forkserver imports the caller's main module, which may pull in large libraries).
+    """
+    with open("/proc/self/statm") as statm:
+        mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = mapped + extra_bytes if hard == resource.RLIM_INFINITY else min(mapped + extra_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+class _ReadOnlyAuthorizer:
+    """SQLite authorizer that allows reading only, and remembers what it refused so the error can say so."""
+
+    def __init__(self) -> None:
+        self.refused = ""
+
+    def __call__(
+        self, action: int, arg1: str | None, arg2: str | None, database: str | None, trigger: str | None
+    ) -> int:
+        is_function = action == sqlite3.SQLITE_FUNCTION
+        if action in _ALLOWED_ACTIONS and not (is_function and (arg2 or "").lower() in _FORBIDDEN_FUNCTIONS):
+            return sqlite3.SQLITE_OK
+        if not self.refused:
+            if is_function:
+                self.refused = f"function {arg2}()"
+            else:
+                self.refused = f"{_ACTION_NAMES.get(action, f'action {action}')} {arg1 or ''}".strip()
+        return sqlite3.SQLITE_DENY
+
+
+def _connect_read_only(db_path: str, authorizer: _ReadOnlyAuthorizer, deadline: float) -> sqlite3.Connection:
+    """Open `db_path` so that nothing the query does can change it, and so that it stops at `deadline`."""
+    uri = Path(db_path).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=max(deadline - time.monotonic(), 0.0))
+    conn.text_factory = lambda data: data.decode("utf-8", errors="replace")  # Spider has some bad UTF-8
+    conn.execute("PRAGMA query_only = ON")
+    conn.execute("PRAGMA temp_store = MEMORY")  # big sorts stay under the memory limit, off the disk
+    if hasattr(conn, "enable_load_extension"):  # absent when Python is built without extension loading
+        conn.enable_load_extension(False)
+    conn.set_authorizer(authorizer)
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+    return conn
+
+
+def _execute(db_path: str, sql: str, timeout_s: float) -> QueryResult:
+    """Run one query and say how it went; never raises."""
+    if not sql:
+        return QueryResult("runtime_error", None, "empty query", 0.0)
+    started = time.monotonic()
+    deadline = started + timeout_s
+    authorizer = _ReadOnlyAuthorizer()
+    try:
+        with closing(_connect_read_only(db_path, authorizer, deadline)) as conn:
+            rows = conn.execute(sql).fetchmany(_MAX_ROWS + 1)
+    except Exception as error:  # sqlite3 errors, but also MemoryError, ValueError (NUL in the SQL)...
+        seconds = time.monotonic() - started
+        if seconds > timeout_s:
+            return QueryResult("timeout", None, f"exceeded the {timeout_s:g} s time limit", seconds)
+        kind, detail = _classify_error(error, authorizer)
+        return QueryResult(kind, None, detail, seconds)
+    seconds = time.monotonic() - started
+    if seconds > timeout_s:  # finished, but only after a long stretch in one C call
+        return QueryResult("timeout", None, f"exceeded the {timeout_s:g} s time limit", seconds)
+    if len(rows) > _MAX_ROWS:
+        return QueryResult("runtime_error", None, f"result too large (over {_MAX_ROWS} rows)", seconds)
+    return QueryResult("ok", rows, "", seconds)
+
+
+def _classify_error(error: Exception, authorizer: _ReadOnlyAuthorizer) -> tuple[str, str]:
+    """(kind, detail) for a failed query."""
+    if isinstance(error, MemoryError):
+        return "runtime_error", "out of memory (the sandbox's memory limit)"
+    message = _one_line(str(error) or type(error).__name__)
+    if authorizer.refused:
+        return "runtime_error", _one_line(f"{_FORBIDDEN}{authorizer.refused} (the sandbox only reads)")
+    if _READ_ONLY_ERROR_MARK in message:
+        return "runtime_error", _one_line(f"{_FORBIDDEN}{message}")
+    if any(mark in message for mark in _SYNTAX_ERROR_MARKS):
+        return "syntax_error", message
+    return "runtime_error", message
+
+
+# ---------------------------------------------------------------------------------------------
+# In the caller's process: the pool of workers
+
+
+class _Worker:
+    """One sandbox process, the pipe to it, and the query it is running, if any."""
+
+    def __init__(self) -> None:
+        self._conn, child_conn = _CONTEXT.Pipe()
+        self.process = _CONTEXT.Process(
+            target=_serve, args=(child_conn, _WORKER_MEMORY_BYTES), name="codelutra-sql-sandbox", daemon=True
+        )
+        self.process.start()
+        child_conn.close()  # so that our end reads EOF if the worker dies
+        self.query_index: int | None = None
+        self.started_at = 0.0
+        self.dead = False  # killed or died: to be replaced
+
+    def wait_ready(self) -> None:
+        try:
+            if self._conn.poll(_STARTUP_TIMEOUT_S) and self._conn.recv() == _READY:
+                return
+        except (EOFError, OSError):
+            pass
+        raise RuntimeError(f"SQL sandbox worker failed to start (exit code {self.process.exitcode})")
+
+    def start_query(self, index: int, db_path: str, sql: str, timeout_s: float) -> None:
+        self.query_index = index
+        self.started_at = time.monotonic()
+        try:
+            self._conn.send((db_path, sql, timeout_s))
+        except OSError:
+            pass  # it died while idle; `result` reports it
+
+    def has_news(self, ready: set, now: float, timeout_s: float) -> bool:
+        """Whether `result` has something to report: a reply or a death, or a hang past the kill time."""
+        past_kill_time = now > self.started_at + timeout_s + _KILL_GRACE_S
+        return self._conn in ready or self.process.sentinel in ready or past_kill_time
+
+    def result(self, timeout_s: float) -> QueryResult:
+        """The running query's result: its own, a timeout if the worker is stuck (it is then killed),
+        or an error if the worker died. Call only when `has_news`."""
+        elapsed = time.monotonic() - self.started_at
+        if self._conn.poll():
+            try:
+                return self._conn.recv()
+            except (EOFError, OSError):
+                pass  # died before or while replying
+        elif self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+            self.dead = True
+            return QueryResult("timeout", None, f"exceeded the {timeout_s:g} s time limit (worker killed)", elapsed)
+        self.process.join()
+        self.dead = True
+        death = f"sandbox worker died while running the query (exit code {self.process.exitcode}: crash or memory kill)"
+        return QueryResult("runtime_error", None, death, elapsed)
+
+    def wait_handles(self) -> list:
+        return [self._conn, self.process.sentinel]
+
+    def stop(self) -> None:
+        self._conn.close()  # an idle worker reads EOF and exits
+        if self.query_index is not None:
+            self.process.kill()
+        self.process.join(_STOP_TIMEOUT_S)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class _SandboxPool:
+    """Workers that each run one query at a time; a worker that hangs or dies is replaced."""
+
+    def __init__(self, size: int) -> None:
+        self._workers: list[_Worker] = []
+        try:
+            self._workers.extend(_Worker() for _ in range(size))  # start them all, then wait: in parallel
+            for worker in self._workers:
+                worker.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> _SandboxPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+
+    def run_all(self, queries: Sequence[tuple[str, str]], timeout_s: float) -> list[QueryResult]:
+        """Results of (db_path, sql) pairs, in input order."""
+        results: list[QueryResult | None] = [None] * len(queries)
+        for index, result in self.run(queries, timeout_s):
+            results[index] = result
+        return results
+
+    def run(self, queries: Sequence[tuple[str, str]], timeout_s: float) -> Iterator[tuple[int, QueryResult]]:
+        """Yield (index in `queries`, result) for each (db_path, sql) pair as it finishes."""
+        waiting = deque(enumerate(queries))
+        while True:
+            for worker in self._workers:
+                if worker.query_index is None and waiting:
+                    index, (db_path, sql) = waiting.popleft()
+                    worker.start_query(index, db_path, sql, timeout_s)
+            busy = [worker for worker in self._workers if worker.query_index is not None]
+            if not busy:
+                return
+            next_kill = min(worker.started_at for worker in busy) + timeout_s + _KILL_GRACE_S
+            handles = [handle for worker in busy for handle in worker.wait_handles()]
+            ready = set(wait(handles, max(next_kill - time.monotonic(), 0.0)))
+            now = time.monotonic()
+            for position, worker in enumerate(self._workers):
+                if worker.query_index is None or not worker.has_news(ready, now, timeout_s):
+                    continue
+                result = worker.result(timeout_s)
+                index, worker.query_index = worker.query_index, None
+                if worker.dead:
+                    worker.stop()
+                    self._workers[position] = _Worker()
+                    self._workers[position].wait_ready()
+                yield index, result

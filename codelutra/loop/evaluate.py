@@ -1,0 +1,56 @@
+"""Held-out evaluation: greedy decoding, execution accuracy and the breakdown by verdict kind."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from codelutra.artifacts import read_json, write_json
+from codelutra.config import EvalConfig, PromptConfig, VerifyConfig
+from codelutra.execution.sql import VERDICT_KINDS
+from codelutra.loop.stages import generate_completions, judge_completions
+from codelutra.tasks import Task
+
+
+def evaluate_model(
+    model_path: str,
+    tasks: list[Task],
+    out_dir: Path,
+    *,
+    prompt: PromptConfig,
+    eval_cfg: EvalConfig,
+    verify: VerifyConfig,
+    label: str,
+) -> dict:
+    """Evaluate `model_path` on `tasks`; write `out_dir/eval.json` (accuracy, n, counts) and its samples."""
+    out_dir = Path(out_dir)
+    if (out_dir / "eval.json").exists():
+        return read_json(out_dir / "eval.json")
+    start = time.monotonic()
+    samples = generate_completions(
+        model_path,
+        tasks,
+        out_dir / "eval_samples.jsonl",
+        prompt=prompt,
+        n=1,
+        temperature=0.0,
+        top_p=1.0,
+        max_new_tokens=eval_cfg.max_new_tokens,
+        batch_size=eval_cfg.batch_size,
+        seed=0,
+        description=f"{label}: generating (greedy)",
+    )
+    verdicts = judge_completions(
+        tasks, samples, out_dir / "eval_verdicts.jsonl", verify=verify, description=f"{label}: verifying"
+    )
+    counts = Counter(row["verdicts"][0] for row in verdicts)
+    result = {
+        "model": model_path,
+        "n": len(verdicts),
+        "accuracy": counts["correct"] / len(verdicts) if verdicts else 0.0,
+        "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS},
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    write_json(out_dir / "eval.json", result)
+    return result

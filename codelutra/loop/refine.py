@@ -1,0 +1,144 @@
+"""The CodeLutra refinement loop: sample, verify, pair, train, evaluate; iterate.
+
+Every stage's artifact lives under `runs/<name>/iter_<k>/`; a stage whose artifact exists is not
+redone, so re-running the same command after a crash resumes at the first missing stage.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from codelutra.artifacts import atomic_write_text, read_jsonl, write_json, write_jsonl
+from codelutra.config import RunConfig, dump_config
+from codelutra.console import console
+from codelutra.errors import UserError
+from codelutra.loop.evaluate import evaluate_model
+from codelutra.loop.report import write_report
+from codelutra.loop.stages import generate_completions, judge_completions
+from codelutra.models import resolve_model
+from codelutra.tasks import Task
+from codelutra.tasks.prompts import format_answer, sql_messages
+from codelutra.tasks.sources import load_tasks
+from codelutra.training.pairs import build_pairs
+
+
+class Refiner:
+    """Runs one configured refinement; `run()` returns the evaluation of the base model and each iteration."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.output_dir).expanduser() / "runs" / cfg.name
+        self.train_tasks: list[Task] = []
+        self.eval_tasks: list[Task] = []
+
+    def run(self) -> list[dict]:
+        self._claim_run_dir()
+        self.train_tasks = self._load("train_tasks")
+        self.eval_tasks = self._load("eval_tasks")
+        overlap = {t.db_id for t in self.train_tasks} & {t.db_id for t in self.eval_tasks}
+        if overlap:
+            console.print(f"[yellow]note:[/] train and eval tasks share databases: {', '.join(sorted(overlap))}")
+
+        policy = resolve_model(self.cfg.model.name)
+        history = [self._evaluate(policy, 0)]
+        for k in range(1, self.cfg.max_iterations + 1):
+            policy = self._iterate(k, policy)
+            history.append(self._evaluate(policy, k))
+            gain = history[-1]["accuracy"] - history[-2]["accuracy"]
+            if gain < self.cfg.min_gain and k < self.cfg.max_iterations:
+                console.print(f"iteration {k} gained {gain:+.1%} < min_gain {self.cfg.min_gain:.1%}: stopping")
+                break
+        write_report(self.run_dir, history, self.cfg)
+        return history
+
+    def _claim_run_dir(self) -> None:
+        """Record the config; refuse to resume a run that was started with a different one."""
+        text = dump_config(self.cfg)
+        path = self.run_dir / "config.yaml"
+        if path.exists() and path.read_text(encoding="utf-8") != text:
+            raise UserError(
+                f"{path}: this run was started with a different configuration; "
+                "choose another name (--set name=...) or delete the folder to start over"
+            )
+        if not path.exists():
+            atomic_write_text(path, text)
+            console.print(f"run folder: {self.run_dir}")
+        else:
+            console.print(f"resuming run in {self.run_dir}")
+
+    def _load(self, which: str) -> list[Task]:
+        tasks, skipped = load_tasks(getattr(self.cfg, which))
+        for s in skipped:
+            console.print(f"[yellow]skipped[/] {s}")
+        console.print(f"{which}: {len(tasks)} problems" + (f" ({len(skipped)} skipped)" if skipped else ""))
+        return tasks
+
+    def _evaluate(self, policy: str, k: int) -> dict:
+        result = evaluate_model(
+            policy,
+            self.eval_tasks,
+            self.run_dir / f"iter_{k}",
+            prompt=self.cfg.prompt,
+            eval_cfg=self.cfg.eval,
+            verify=self.cfg.verify,
+            label=f"iter {k} eval",
+        )
+        console.print(f"iter {k}: held-out accuracy {result['accuracy']:.1%} ({result['n']} problems)")
+        return {"iteration": k, **result}
+
+    def _iterate(self, k: int, policy: str) -> str:
+        """Sample from `policy`, verify, pair, and train the next policy with `policy` as reference."""
+        cfg, it_dir = self.cfg, self.run_dir / f"iter_{k}"
+        model_dir = it_dir / "model"
+        if (model_dir / "config.json").exists():
+            return str(model_dir)
+        s = cfg.sampling
+        samples = generate_completions(
+            policy,
+            self.train_tasks,
+            it_dir / "samples.jsonl",
+            prompt=cfg.prompt,
+            n=s.n,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_new_tokens=s.max_new_tokens,
+            batch_size=s.batch_size,
+            seed=cfg.seed * 1000 + k,
+            description=f"iter {k}: sampling {s.n} per problem",
+        )
+        verdicts = judge_completions(
+            self.train_tasks, samples, it_dir / "verdicts.jsonl", verify=cfg.verify, description=f"iter {k}: verifying"
+        )
+        pairs = self._pairs(k, samples, verdicts, it_dir / "pairs.jsonl")
+        if not pairs:
+            raise UserError(f"iteration {k}: no preference pairs (every sample was correct); nothing left to learn")
+        from codelutra.training.trainer import train_policy
+
+        console.print(f"iter {k}: training on {len(pairs)} pairs ({cfg.train.loss}, ref = iteration {k - 1})")
+        start = time.monotonic()
+        new_policy = train_policy(policy, pairs, it_dir, cfg.train, seed=cfg.seed + k)
+        write_json(it_dir / "train.json", {"pairs": len(pairs), "seconds": round(time.monotonic() - start, 1)})
+        return str(new_policy)
+
+    def _pairs(self, k: int, samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
+        if path.exists():
+            return read_jsonl(path)
+        by_id = {t.id: t for t in self.train_tasks}
+        pairs = []
+        for sample, verdict in zip(samples, verdicts):
+            task = by_id[sample["id"]]
+            pairs += build_pairs(
+                task.id,
+                sql_messages(task, self.cfg.prompt.schema_style),
+                sample["completions"],
+                verdict["verdicts"],
+                format_answer(task.gold),
+                max_pairs=self.cfg.pairs.max_per_problem,
+                seed=self.cfg.seed + k,
+            )
+        write_jsonl(path, pairs)
+        from_gold = sum(p["chosen_source"] == "gold" for p in pairs)
+        console.print(f"iter {k}: {len(pairs)} pairs ({from_gold} with the gold query as the correct side)")
+        return pairs
+

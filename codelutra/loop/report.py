@@ -1,0 +1,80 @@
+"""What a run shows a person: the accuracy table (terminal and report.md) and a plot per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from codelutra.artifacts import atomic_write_text
+from codelutra.execution.sql import VERDICT_KINDS
+
+
+def accuracy_table(history: list[dict], title: str = "Held-out execution accuracy") -> Table:
+    table = Table(title=title)
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    table.add_column("n", justify="right")
+    for kind in VERDICT_KINDS:
+        table.add_column(kind, justify="right")
+    for row in history:
+        table.add_row(_label(row), f"{row['accuracy']:.1%}", str(row["n"]), *(str(row["counts"][k]) for k in VERDICT_KINDS))
+    return table
+
+
+def markdown_table(history: list[dict]) -> str:
+    head = "| model | accuracy | n | " + " | ".join(VERDICT_KINDS) + " |"
+    rule = "|---|---:|---:|" + "---:|" * len(VERDICT_KINDS)
+    rows = [
+        f"| {_label(r)} | {r['accuracy']:.1%} | {r['n']} | " + " | ".join(str(r["counts"][k]) for k in VERDICT_KINDS) + " |"
+        for r in history
+    ]
+    return "\n".join([head, rule, *rows]) + "\n"
+
+
+def write_report(run_dir: Path, history: list[dict], cfg) -> None:
+    """Write `report.md` and `accuracy.png` for a run."""
+    plot_history(history, run_dir / "accuracy.png", title=f"codelutra run '{cfg.name}'")
+    text = (
+        f"# codelutra run `{cfg.name}`\n\n"
+        f"Model: `{cfg.model.name}`; training tasks: `{cfg.train_tasks.path}`; "
+        f"held-out tasks: `{cfg.eval_tasks.path}`; loss: {cfg.train.loss} "
+        f"(beta={cfg.train.beta}, lambda={cfg.train.sft_weight}).\n\n"
+        + markdown_table(history)
+        + "\n![accuracy per iteration](accuracy.png)\n"
+    )
+    atomic_write_text(run_dir / "report.md", text)
+
+
+def plot_history(history: list[dict], path: Path, title: str) -> None:
+    """Accuracy per iteration (line) above the verdict kinds per iteration (stacked bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    iterations = [r["iteration"] for r in history]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [1, 1]})
+    top.plot(iterations, [100 * r["accuracy"] for r in history], marker="o")
+    top.set_ylabel("execution accuracy (%)")
+    top.set_title(title)
+    top.grid(alpha=0.3)
+    base = [0] * len(history)
+    for kind in VERDICT_KINDS:
+        values = [r["counts"][kind] for r in history]
+        bottom.bar(iterations, values, bottom=base, label=kind)
+        base = [b + v for b, v in zip(base, values)]
+    bottom.set_xlabel("iteration (0 = base model)")
+    bottom.set_ylabel("held-out problems")
+    bottom.set_xticks(iterations)
+    bottom.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _label(row: dict) -> str:
+    return "base model" if row.get("iteration") == 0 else f"iteration {row['iteration']}" if "iteration" in row else row.get("model", "")

@@ -1,0 +1,112 @@
+"""The stages every iteration shares with evaluation: generate completions, then judge them by execution.
+
+Each stage writes its artifact atomically; generation also appends finished chunks to a `.partial`
+file, so a crash or Ctrl-C in the middle of a long sampling stage loses at most one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from codelutra.artifacts import read_jsonl, write_jsonl
+from codelutra.config import PromptConfig, VerifyConfig
+from codelutra.console import progress_bar
+from codelutra.execution.sql import SqlCheck, verify_sql
+from codelutra.generation.extract import extract_sql
+from codelutra.tasks import Task
+from codelutra.tasks.prompts import sql_messages
+
+CHUNK_PROBLEMS = 64  # problems generated between two appends to the .partial file
+
+
+def generate_completions(
+    model_path: str,
+    tasks: list[Task],
+    out_path: Path,
+    *,
+    prompt: PromptConfig,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    description: str,
+) -> list[dict]:
+    """Write `out_path` (JSONL: id, completions) for every task, resuming from `out_path.partial`."""
+    if out_path.exists():
+        return read_jsonl(out_path)
+    from codelutra.generation.sampler import generate
+    from codelutra.models import load_model, load_tokenizer
+
+    partial = out_path.with_name(out_path.name + ".partial")
+    done = {row["id"]: row for row in _read_partial(partial)}
+    if partial.exists():
+        write_jsonl(partial, list(done.values()))  # drop a line a crash cut short before appending more
+    todo = [t for t in tasks if t.id not in done]
+    if todo:
+        model, tokenizer = load_model(model_path), load_tokenizer(model_path)
+        with progress_bar(description, total=len(tasks)) as advance, open(partial, "a", encoding="utf-8") as f:
+            advance(len(tasks) - len(todo))
+            for start in range(0, len(todo), CHUNK_PROBLEMS):
+                chunk = todo[start : start + CHUNK_PROBLEMS]
+                outputs = generate(
+                    model,
+                    tokenizer,
+                    [sql_messages(t, prompt.schema_style) for t in chunk],
+                    n=n,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    seed=seed + start,
+                    progress=advance,
+                )
+                for task, completions in zip(chunk, outputs):
+                    row = {"id": task.id, "completions": completions}
+                    done[task.id] = row
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+    rows = [done[t.id] for t in tasks]
+    write_jsonl(out_path, rows)
+    partial.unlink(missing_ok=True)
+    return rows
+
+
+def judge_completions(
+    tasks: list[Task], samples: list[dict], out_path: Path, *, verify: VerifyConfig, description: str
+) -> list[dict]:
+    """Extract SQL from every completion and judge it against the gold query; write `out_path`."""
+    if out_path.exists():
+        return read_jsonl(out_path)
+    by_id = {t.id: t for t in tasks}
+    checks, owners = [], []
+    for row in samples:
+        task = by_id[row["id"]]
+        for completion in row["completions"]:
+            checks.append(SqlCheck(task.db_path, task.gold, extract_sql(completion)))
+            owners.append(row["id"])
+    with progress_bar(description, total=len(checks)) as advance:
+        verdicts = verify_sql(checks, timeout_s=verify.timeout_s, workers=verify.workers, progress=advance)
+    rows: dict[str, dict] = {row["id"]: {"id": row["id"], "sql": [], "verdicts": [], "details": []} for row in samples}
+    for owner, check, verdict in zip(owners, checks, verdicts):
+        rows[owner]["sql"].append(check.candidate_sql)
+        rows[owner]["verdicts"].append(verdict.kind)
+        rows[owner]["details"].append(verdict.detail)
+    result = [rows[row["id"]] for row in samples]
+    write_jsonl(out_path, result)
+    return result
+
+
+def _read_partial(path: Path) -> list[dict]:
+    """Rows of a `.partial` file; a last line cut short by a crash is dropped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows

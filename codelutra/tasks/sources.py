@@ -1,0 +1,33 @@
+"""Turn a task source from the config into problems: the built-in set, or a user's files."""
+
+from __future__ import annotations
+
+from codelutra.config import TaskSource
+from codelutra.errors import UserError
+from codelutra.models import cache_dir
+from codelutra.tasks import Skipped, Task
+
+BUILTIN_SPLITS = ("train", "heldout")
+
+
+def load_tasks(source: TaskSource) -> tuple[list[Task], list[Skipped]]:
+    """Load, filter and sample the problems of one task source; bad problems come back as `Skipped`."""
+    from codelutra.tasks.sql import load_sql_tasks
+
+    path, fmt = source.path, source.format
+    if path.startswith("builtin:"):
+        split = path.removeprefix("builtin:")
+        if split not in BUILTIN_SPLITS:
+            raise UserError(f"tasks: unknown built-in split {split!r}; choose one of {', '.join(BUILTIN_SPLITS)}")
+        from codelutra.tasks.builtin import BUILTIN_VERSION, build_builtin_tasks
+
+        root = build_builtin_tasks(cache_dir() / f"builtin-v{BUILTIN_VERSION}")
+        path, fmt = str(root / f"{split}.jsonl"), "jsonl"
+    return load_sql_tasks(
+        path,
+        format=fmt,
+        databases=source.databases,
+        exclude_databases=source.exclude_databases,
+        limit=source.limit,
+        seed=source.seed,
+    )

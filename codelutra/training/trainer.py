@@ -1,0 +1,158 @@
+"""One iteration of CodeLutra training: L = L_DPO(beta) + lambda * L_SFT, with TRL's DPOTrainer.
+
+The reference model of the DPO term is the policy that sampled the pairs (the previous iteration).
+With LoRA, each iteration starts a fresh adapter on top of that policy's weights, so TRL's
+"adapter disabled" forward *is* the previous iteration; afterwards the adapter is merged and the
+merged model becomes the next iteration's policy and reference. Full fine-tuning loads a frozen
+copy of the same weights as the reference.
+
+The SFT term is TRL's `sft` loss: the negative log-likelihood of the chosen code's tokens,
+averaged over those tokens (length-normalised; pooled over the batch's chosen sequences).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from codelutra.config import TrainConfig
+
+LOSS_TYPES = {
+    "codelutra": ["sigmoid", "sft"],  # DPO + lambda * SFT: the paper's dual loss
+    "dpo": ["sigmoid"],  # ablation: DPO alone
+    "sft": ["sft"],  # ablation: SFT alone on the chosen side
+}
+
+
+def dpo_config(cfg: TrainConfig, output_dir: str | Path, seed: int):
+    """The TRL configuration for one iteration; CPU-friendly settings where TRL's defaults target GPUs."""
+    import torch
+    from trl import DPOConfig
+
+    losses = LOSS_TYPES[cfg.loss]
+    weights = {"sigmoid": 1.0, "sft": cfg.sft_weight if cfg.loss == "codelutra" else 1.0}
+    return DPOConfig(
+        output_dir=str(output_dir),
+        loss_type=losses,
+        loss_weights=[weights[name] for name in losses],
+        beta=cfg.beta,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length,
+        # On CPU, recomputing activations only costs time; bf16 is slow or unsupported there.
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        seed=seed,
+        logging_steps=5,
+        save_strategy="steps",
+        save_steps=cfg.checkpoint_steps,
+        save_total_limit=1,
+        report_to=[],
+        dataloader_num_workers=0,
+    )
+
+
+def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg: TrainConfig, *, seed: int = 0):
+    """A TRL DPOTrainer whose policy starts from, and whose reference is, the model at `policy_path`."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOTrainer
+
+    from codelutra.models import load_model, load_tokenizer
+
+    _score_completion_tokens_only()
+    tokenizer = load_tokenizer(policy_path)
+    tokenizer.padding_side = "right"
+    model = load_model(policy_path)
+    peft_config = None
+    if cfg.lora:
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=_target_modules(model, cfg),
+            layers_to_transform=_top_layers(model, cfg.lora_top_layers),
+            task_type="CAUSAL_LM",
+        )
+    dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    return DPOTrainer(
+        model=model,
+        ref_model=None,  # LoRA: the adapter-disabled policy; full: TRL loads a frozen copy of policy_path
+        args=dpo_config(cfg, Path(out_dir) / "checkpoints", seed),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+
+def train_policy(
+    policy_path: str,
+    pairs: list[dict],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+) -> Path:
+    """Train on `pairs` starting from (and referenced to) `policy_path`; return the new policy's directory.
+
+    Writes `out_dir/model` (a full model, usable as the next policy) and, with LoRA, `out_dir/adapter`.
+    Trainer checkpoints go to `out_dir/checkpoints`, so an interrupted training stage resumes.
+    """
+    out_dir = Path(out_dir)
+    checkpoints = out_dir / "checkpoints"
+    trainer = build_trainer(policy_path, pairs, out_dir, cfg, seed=seed)
+    resume = checkpoints.is_dir() and any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir())
+    trainer.train(resume_from_checkpoint=True if resume else None)
+
+    trained, tokenizer = trainer.model, trainer.processing_class
+    if cfg.lora:
+        _save_atomically(trained, tokenizer, out_dir / "adapter")
+        trained = trained.merge_and_unload()
+    _save_atomically(trained, tokenizer, out_dir / "model")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return out_dir / "model"
+
+
+def _score_completion_tokens_only() -> None:
+    """Make TRL's fused LM head score only completion tokens on every device, not just on Triton ones.
+
+    Where Triton is absent (CPU), TRL scores every position, prompt included, and masks afterwards, so that
+    tile shapes stay fixed for compilers such as Neuron's. On CPU that is waste: prompts are most of each
+    sequence and the vocabulary projection is a large share of a step. This flips only that choice
+    (`trl.trainer.utils._use_triton`); the kernels keep their own device check, and results are identical.
+    """
+    import trl.trainer.utils as trl_utils
+
+    if hasattr(trl_utils, "_use_triton"):
+        trl_utils._use_triton = lambda device: True
+
+
+def _target_modules(model, cfg: TrainConfig) -> list[str] | str:
+    """PEFT takes "all-linear" only for all layers; for the top layers alone, name the linear modules."""
+    if cfg.lora_target_modules != "all-linear" or cfg.lora_top_layers is None:
+        return cfg.lora_target_modules
+    import torch
+
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    return sorted(names - {"lm_head"})
+
+
+def _top_layers(model, n: int | None) -> list[int] | None:
+    if n is None:
+        return None
+    total = model.config.num_hidden_layers
+    return list(range(max(0, total - n), total))
+
+
+def _save_atomically(model, tokenizer, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)

@@ -1,0 +1,120 @@
+"""Training: the dual loss equals the formula computed by hand, and iteration k's reference is iteration k-1."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from codelutra.config import TrainConfig
+from codelutra.models import load_model
+from codelutra.training.trainer import build_trainer, train_policy
+
+
+def _pairs(n: int = 4) -> list[dict]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"t(a, b)\nQuestion: how many rows have a > {i}?"}],
+            "chosen": [{"role": "assistant", "content": f"```sql\nSELECT count(*) FROM t WHERE a > {i}\n```"}],
+            "rejected": [{"role": "assistant", "content": f"SELECT * FROM t{i}"}],
+        }
+        for i in range(n)
+    ]
+
+
+def _sequence_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs per sequence, plus per-token log-probs and the completion mask, by hand."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["input_ids"][:, 1:]
+    mask = batch["completion_mask"][:, 1:].bool()
+    token_logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (token_logps * mask).sum(-1), token_logps, mask
+
+
+def _loss_by_hand(policy, reference, batch, beta: float, lam: float) -> float:
+    """L = -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))) + lambda * NLL of chosen tokens / their count."""
+    with torch.no_grad():
+        pi, pi_tokens, mask = _sequence_logps(policy, batch)
+        ref, _, _ = _sequence_logps(reference, batch)
+    pi_c, pi_r = pi.chunk(2)
+    ref_c, ref_r = ref.chunk(2)
+    dpo = -F.logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))).mean()
+    chosen_tokens, chosen_mask = pi_tokens.chunk(2)[0], mask.chunk(2)[0]
+    sft = -chosen_tokens[chosen_mask].mean()
+    return float(dpo + lam * sft)
+
+
+def _trainer_loss(trainer) -> tuple[float, dict]:
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+    return float(loss), batch
+
+
+@pytest.fixture(scope="module")
+def iteration_1(tiny_model_dir, tmp_path_factory) -> str:
+    """A policy trained for one iteration from the tiny base model (so it differs from the base)."""
+    cfg = TrainConfig(epochs=2, batch_size=2, learning_rate=5e-2, checkpoint_steps=1000)
+    out = tmp_path_factory.mktemp("iter_1")
+    return str(train_policy(tiny_model_dir, _pairs(), out, cfg))
+
+
+def test_iteration_1_policy_differs_from_base(tiny_model_dir, iteration_1):
+    base, trained = load_model(tiny_model_dir), load_model(iteration_1)
+    diffs = [float((a - b).abs().max()) for a, b in zip(base.parameters(), trained.parameters())]
+    assert max(diffs) > 1e-3, "training changed nothing"
+
+
+def test_dual_loss_matches_formula_with_previous_iteration_as_reference(tiny_model_dir, iteration_1, tmp_path):
+    beta, lam = 0.3, 0.7
+    cfg = TrainConfig(beta=beta, sft_weight=lam, batch_size=2)
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path, cfg, seed=0)
+    # Move the fresh adapter off zero so that policy and reference differ and the DPO term is not log 2.
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    loss, batch = _trainer_loss(trainer)
+
+    policy = trainer.model  # adapter enabled
+    expected = _loss_by_hand(policy, load_model(iteration_1), batch, beta, lam)
+    assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    with_base_reference = _loss_by_hand(policy, load_model(tiny_model_dir), batch, beta, lam)
+    assert abs(loss - with_base_reference) > 1e-3, "the reference must be iteration 1, not the base model"
+
+
+def test_fresh_adapter_starts_at_log_2(iteration_1, tmp_path):
+    """Policy == reference at the start of an iteration, so the DPO term is exactly log 2."""
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path, TrainConfig(loss="dpo", batch_size=2), seed=0)
+    loss, _ = _trainer_loss(trainer)
+    assert loss == pytest.approx(math.log(2), abs=1e-5)
+
+
+@pytest.mark.parametrize("loss_kind", ["dpo", "sft"])
+def test_ablation_losses_match_formula(iteration_1, tmp_path, loss_kind):
+    beta = 0.2
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path, TrainConfig(loss=loss_kind, beta=beta, batch_size=2), seed=0)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    loss, batch = _trainer_loss(trainer)
+    reference = load_model(iteration_1)
+    full = _loss_by_hand(trainer.model, reference, batch, beta, lam=1.0)
+    dpo_only = _loss_by_hand(trainer.model, reference, batch, beta, lam=0.0)
+    expected = dpo_only if loss_kind == "dpo" else full - dpo_only
+    assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+def test_full_fine_tuning_trains_and_saves(tiny_model_dir, tmp_path):
+    cfg = TrainConfig(lora=False, epochs=1, batch_size=2, learning_rate=1e-2, checkpoint_steps=1000)
+    model_dir = train_policy(tiny_model_dir, _pairs(2), tmp_path, cfg)
+    assert (model_dir / "config.json").exists()
+    assert not (tmp_path / "adapter").exists()
+    base, trained = load_model(tiny_model_dir), load_model(str(model_dir))
+    assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), trained.parameters()))
