@@ -103,8 +103,11 @@ class RunConfig(_Section):
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config (or start from the defaults), apply `key.sub=value` overrides, validate."""
-    source = str(path) if path else "defaults"
+    """Read a YAML config (or start from the defaults), validate it, then apply `key.sub=value` overrides.
+
+    A section given in the file replaces that section's defaults; an override changes one value of the
+    resulting configuration (so `--set train_tasks.limit=10` keeps the configured task path).
+    """
     data: dict = {}
     if path:
         try:
@@ -115,6 +118,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
             raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise UserError(f"{path}: the config must be a mapping of keys to values")
+    cfg = _validate(data, str(path) if path else "defaults")
+    if not overrides:
+        return cfg
+    data = cfg.model_dump(mode="json")
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -126,10 +133,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            node = node.get(part) if isinstance(node, dict) else None
             if not isinstance(node, dict):
-                raise UserError(f"--set {item}: {part} is not a section")
+                raise UserError(f"--set {item}: {part} is not a section of the config")
         node[leaf] = value
+    return _validate(data, "--set")
+
+
+def _validate(data: dict, source: str) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:

@@ -71,7 +71,7 @@ CASES = {
     "float_tolerance": (NET_WORTH, "SELECT sum(net_worth) * (1 + 1e-9) FROM singer", "correct", ""),
     "int_equals_float": ("SELECT count(*) FROM singer", "SELECT count(*) * 1.0 FROM singer", "correct", ""),
     "equivalent_condition": (OVER_26, "SELECT name FROM singer WHERE age >= 27", "correct", ""),
-    "rows_reordered_gold_ordered": (f"{NAMES} ORDER BY age, name", f"{NAMES} ORDER BY age DESC, name", "wrong_result", "order"),
+    "rows_reordered_gold_ordered": (f"{NAMES} ORDER BY age, name", f"{NAMES} ORDER BY name", "wrong_result", "order"),
     "wrong_row_count": (OVER_26, NAMES, "wrong_result", "expected 2 rows, got 4"),
     "wrong_column_count": (NAMES, "SELECT name, age FROM singer", "wrong_result", "expected 1 columns, got 2"),
     "wrong_values": (f"{NAMES} WHERE country = 'UK'", f"{NAMES} WHERE country = 'USA'", "wrong_result", "differs"),

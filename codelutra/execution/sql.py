@@ -4,8 +4,9 @@ The SQL comes from a model, so it is treated as hostile. It runs:
 
 * in worker processes, never in the caller's process (a crash or hang there cannot take the
   caller down). Workers start through `multiprocessing`'s "forkserver" context, not plain fork,
-  because the caller may have torch loaded with threads. Scripts that call this module need the
-  usual `if __name__ == "__main__":` guard;
+  because the caller may have torch loaded with threads. As with any non-fork start, each worker
+  imports the caller's main module: scripts need the `if __name__ == "__main__":` guard, and a
+  main module that imports torch at its top makes every worker take seconds to start;
 * against databases opened read-only, behind an authorizer that lets through only reads;
 * under a time limit that SQLite enforces itself (a progress handler), with a wall-clock kill of
   the worker as the backstop for time spent inside one C call;
@@ -175,7 +176,7 @@ def results_match(gold_rows: list[tuple], candidate_rows: list[tuple], *, ordere
 
     Numbers compare by value (1 == 1.0) and floats to 6 significant digits (see `_normalize`).
     Column orders are pruned first: a candidate column can only stand for a gold column holding
-    the same multiset of values, so usually a single order is left to try.
+    the same multiset of values, so usually a single order is left to try (at most 1,000 are).
     """
     if gold_rows == candidate_rows:  # the usual correct case (and two empty results), settled fast
         return True
@@ -325,8 +326,8 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
 def _limit_address_space(extra_bytes: int) -> None:
     """Let the worker map at most `extra_bytes` beyond what it maps already.
 
-    Relative rather than absolute, because what a fresh worker maps depends on the caller (the
-    forkserver imports the caller's main module, which may pull in large libraries).
+    Relative rather than absolute, because what a fresh worker maps depends on the caller: it
+    imports the caller's main module, which may pull in large libraries.
     """
     with open("/proc/self/statm") as statm:
         mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")

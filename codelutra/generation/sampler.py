@@ -5,6 +5,23 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+
+class StopAfterClosingFence(StoppingCriteria):
+    """Stop a sequence once its answer's code block is closed: whatever follows is never used.
+
+    The instruction asks for one fenced code block; small models often go on with prose or a second
+    block, and every token of that costs time in sampling and in training.
+    """
+
+    def __init__(self, tokenizer, prompt_length: int):
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        return torch.tensor([t.count("```") >= 2 for t in texts], device=input_ids.device)
 
 
 @torch.inference_mode()
@@ -49,6 +66,7 @@ def generate(
             num_return_sequences=n,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            stopping_criteria=StoppingCriteriaList([StopAfterClosingFence(tokenizer, enc.input_ids.shape[1])]),
         )
         completions = tokenizer.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
         for j, i in enumerate(batch):

@@ -40,6 +40,7 @@ def generate_completions(
     from codelutra.generation.sampler import generate
     from codelutra.models import load_model, load_tokenizer
 
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")
     done = {row["id"]: row for row in _read_partial(partial)}
     if partial.exists():

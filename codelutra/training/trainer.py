@@ -79,7 +79,7 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
             layers_to_transform=_top_layers(model, cfg.lora_top_layers),
             task_type="CAUSAL_LM",
         )
-    dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    dataset = Dataset.from_list([_conversational(p) for p in pairs])
     return DPOTrainer(
         model=model,
         ref_model=None,  # LoRA: the adapter-disabled policy; full: TRL loads a frozen copy of policy_path
@@ -116,6 +116,15 @@ def train_policy(
     _save_atomically(trained, tokenizer, out_dir / "model")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return out_dir / "model"
+
+
+def _conversational(pair: dict) -> dict:
+    """TRL's conversational format: the answers become assistant messages, so the chat template frames them."""
+
+    def answer(x):
+        return [{"role": "assistant", "content": x}] if isinstance(x, str) else x
+
+    return {"prompt": pair["prompt"], "chosen": answer(pair["chosen"]), "rejected": answer(pair["rejected"])}
 
 
 def _score_completion_tokens_only() -> None:

@@ -1,0 +1,144 @@
+"""The refinement loop end to end on a tiny random model: artifacts, reference chain, resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import codelutra.training.trainer as trainer_module
+from codelutra.config import load_config
+from codelutra.errors import UserError
+from codelutra.execution.sql import VERDICT_KINDS
+from codelutra.loop.refine import Refiner
+from codelutra.tasks.prompts import format_answer
+
+
+def _config(tmp_path, model_dir, *extra):
+    return load_config(
+        None,
+        [
+            f"model.name={model_dir}",
+            f"output_dir={tmp_path}",
+            "name=tiny",
+            "train_tasks.limit=6",
+            "eval_tasks.limit=4",
+            "sampling.n=2",
+            "sampling.max_new_tokens=12",
+            "eval.max_new_tokens=12",
+            "train.epochs=1",
+            "train.batch_size=2",
+            "max_iterations=2",
+            *extra,
+        ],
+    )
+
+
+def _mtimes(run_dir):
+    return {p.relative_to(run_dir): p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def recorded_training(monkeypatch):
+    """Record which policy each iteration trains from (its reference), while training for real."""
+    calls = []
+    real = trainer_module.train_policy
+
+    def record(policy_path, pairs, out_dir, cfg, **kw):
+        calls.append((policy_path, str(out_dir)))
+        return real(policy_path, pairs, out_dir, cfg, **kw)
+
+    monkeypatch.setattr(trainer_module, "train_policy", record)
+    return calls
+
+
+def test_run_writes_every_artifact_and_chains_references(tmp_path, tiny_model_dir, recorded_training):
+    cfg = _config(tmp_path, tiny_model_dir)
+    refiner = Refiner(cfg)
+    history = refiner.run()
+    run_dir = tmp_path / "runs" / "tiny"
+
+    assert [h["iteration"] for h in history] == [0, 1, 2]
+    for k in range(3):
+        result = json.loads((run_dir / f"iter_{k}" / "eval.json").read_text())
+        assert result["n"] == 4
+        assert set(result["counts"]) == set(VERDICT_KINDS)
+        assert sum(result["counts"].values()) == 4
+        assert result["accuracy"] == result["counts"]["correct"] / 4
+    for k in (1, 2):
+        it = run_dir / f"iter_{k}"
+        samples = [json.loads(line) for line in (it / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == 6 and all(len(s["completions"]) == 2 for s in samples)
+        verdicts = [json.loads(line) for line in (it / "verdicts.jsonl").read_text().splitlines()]
+        assert all(v in VERDICT_KINDS for row in verdicts for v in row["verdicts"])
+        pairs = [json.loads(line) for line in (it / "pairs.jsonl").read_text().splitlines()]
+        assert pairs, "a random model gets nothing right, so every problem yields a gold-vs-sample pair"
+        gold_answers = {format_answer(t.gold) for t in refiner.train_tasks}
+        assert all(p["chosen_source"] == "gold" and p["chosen"] in gold_answers for p in pairs)
+        assert (it / "model" / "config.json").exists() and (it / "adapter").is_dir()
+        assert not (it / "checkpoints").exists()
+    assert (run_dir / "config.yaml").exists() and (run_dir / "report.md").exists()
+    assert (run_dir / "accuracy.png").stat().st_size > 1000
+    assert "| base model |" in (run_dir / "report.md").read_text()
+
+    # Iteration 1 trains from (and is referenced to) the base model, iteration 2 from iteration 1's policy.
+    assert recorded_training == [(tiny_model_dir, str(run_dir / "iter_1")), (str(run_dir / "iter_1" / "model"), str(run_dir / "iter_2"))]
+
+
+def test_rerun_after_a_crash_resumes_without_redoing_finished_stages(tmp_path, tiny_model_dir, monkeypatch):
+    cfg = _config(tmp_path, tiny_model_dir)
+    real = trainer_module.train_policy
+
+    def crash_in_iteration_2(policy_path, pairs, out_dir, cfg, **kw):
+        if str(out_dir).endswith("iter_2"):
+            raise KeyboardInterrupt
+        return real(policy_path, pairs, out_dir, cfg, **kw)
+
+    monkeypatch.setattr(trainer_module, "train_policy", crash_in_iteration_2)
+    with pytest.raises(KeyboardInterrupt):
+        Refiner(cfg).run()
+    run_dir = tmp_path / "runs" / "tiny"
+    before = _mtimes(run_dir)
+    assert (run_dir / "iter_2" / "pairs.jsonl").exists() and not (run_dir / "iter_2" / "model").exists()
+
+    monkeypatch.setattr(trainer_module, "train_policy", real)
+    history = Refiner(cfg).run()
+    assert len(history) == 3
+    after = _mtimes(run_dir)
+    unchanged = [p for p in before if p.name != "report.md" and before[p] == after.get(p)]
+    assert sorted(unchanged) == sorted(p for p in before if p.name != "report.md"), "finished stages were redone"
+    assert (run_dir / "iter_2" / "model" / "config.json").exists()
+
+
+def test_resume_refuses_a_changed_config(tmp_path, tiny_model_dir):
+    cfg = _config(tmp_path, tiny_model_dir, "max_iterations=1")
+    Refiner(cfg).run()
+    changed = _config(tmp_path, tiny_model_dir, "max_iterations=1", "train.beta=0.5")
+    with pytest.raises(UserError, match="different configuration"):
+        Refiner(changed).run()
+
+
+def test_generation_resumes_from_partial_file(tmp_path, tiny_model_dir, monkeypatch):
+    from codelutra.config import PromptConfig, TaskSource
+    from codelutra.generation import sampler
+    from codelutra.loop.stages import generate_completions
+    from codelutra.tasks.sources import load_tasks
+
+    tasks, _ = load_tasks(TaskSource(path="builtin:heldout", limit=3))
+    out = tmp_path / "samples.jsonl"
+    partial = tmp_path / "samples.jsonl.partial"
+    partial.write_text(json.dumps({"id": tasks[0].id, "completions": ["kept"]}) + '\n{"id": "cut sho')
+    asked = []
+    real = sampler.generate
+
+    def spy(model, tokenizer, prompts, **kw):
+        asked.append(len(prompts))
+        return real(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr(sampler, "generate", spy)
+    kwargs = dict(prompt=PromptConfig(), n=1, temperature=0.0, top_p=1.0, max_new_tokens=4, batch_size=4, seed=0, description="t")
+    rows = generate_completions(tiny_model_dir, tasks, out, **kwargs)
+    assert asked == [2]
+    assert [r["id"] for r in rows] == [t.id for t in tasks]
+    assert rows[0]["completions"] == ["kept"]
+    assert out.exists() and not partial.exists()
