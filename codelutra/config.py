@@ -34,6 +34,9 @@ class TaskSource(_Section):
 
 class PromptConfig(_Section):
     schema_style: Literal["compact", "create"] = "compact"
+    # Written into the assistant's turn before it generates: the model starts inside a SQL code block
+    # instead of wandering into prose or CREATE TABLE statements. "" lets the model start freely.
+    answer_prefix: str = "```sql\n"
 
 
 class SamplingConfig(_Section):

@@ -15,13 +15,14 @@ class StopAfterClosingFence(StoppingCriteria):
     block, and every token of that costs time in sampling and in training.
     """
 
-    def __init__(self, tokenizer, prompt_length: int):
+    def __init__(self, tokenizer, prompt_length: int, answer_prefix: str):
         self.tokenizer = tokenizer
         self.prompt_length = prompt_length
+        self.answer_prefix = answer_prefix
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-        return torch.tensor([t.count("```") >= 2 for t in texts], device=input_ids.device)
+        return torch.tensor([(self.answer_prefix + t).count("```") >= 2 for t in texts], device=input_ids.device)
 
 
 @torch.inference_mode()
@@ -31,6 +32,7 @@ def generate(
     prompts: Sequence[list[dict[str, str]]],
     *,
     n: int = 1,
+    answer_prefix: str = "",
     temperature: float = 0.0,
     top_p: float = 1.0,
     max_new_tokens: int = 128,
@@ -40,13 +42,16 @@ def generate(
 ) -> list[list[str]]:
     """Return, for each chat prompt, `n` completions (greedy when temperature is 0, which needs n == 1).
 
+    `answer_prefix` is written into the assistant's turn before generation starts (e.g. an opening code
+    fence) and is part of each returned completion, so a completion is always the whole answer.
+
     `batch_size` counts sequences, so a batch holds batch_size // n prompts. Prompts are processed
     shortest first to waste little compute on padding; results come back in input order.
     `progress(k)` is called with the number of prompts just finished.
     """
     if temperature == 0 and n != 1:
         raise ValueError("greedy decoding gives one answer per prompt: use n=1 or temperature > 0")
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + answer_prefix for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     prompts_per_batch = max(1, batch_size // n)
@@ -66,11 +71,11 @@ def generate(
             num_return_sequences=n,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            stopping_criteria=StoppingCriteriaList([StopAfterClosingFence(tokenizer, enc.input_ids.shape[1])]),
+            stopping_criteria=StoppingCriteriaList([StopAfterClosingFence(tokenizer, enc.input_ids.shape[1], answer_prefix)]),
         )
         completions = tokenizer.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
         for j, i in enumerate(batch):
-            results[i] = completions[j * n : (j + 1) * n]
+            results[i] = [answer_prefix + c for c in completions[j * n : (j + 1) * n]]
         if progress:
             progress(len(batch))
     return results

@@ -33,9 +33,9 @@ class Refiner:
         self.eval_tasks: list[Task] = []
 
     def run(self) -> list[dict]:
-        self._claim_run_dir()
         self.train_tasks = self._load("train_tasks")
         self.eval_tasks = self._load("eval_tasks")
+        self._claim_run_dir()
         overlap = {t.db_id for t in self.train_tasks} & {t.db_id for t in self.eval_tasks}
         if overlap:
             console.print(f"[yellow]note:[/] train and eval tasks share databases: {', '.join(sorted(overlap))}")

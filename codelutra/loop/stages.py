@@ -57,6 +57,7 @@ def generate_completions(
                     tokenizer,
                     [sql_messages(t, prompt.schema_style) for t in chunk],
                     n=n,
+                    answer_prefix=prompt.answer_prefix,
                     temperature=temperature,
                     top_p=top_p,
                     max_new_tokens=max_new_tokens,
