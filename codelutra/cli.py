@@ -45,12 +45,20 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     ev.add_argument("--output", help="folder for eval.json and samples (default: eval_results/<model>__<tasks>)")
     ev.set_defaults(handler=_eval)
+
+    ver = sub.add_parser("verify", help="judge a JSONL batch of candidates (SQL, Python, DS-1000) in the sandbox")
+    ver.add_argument("candidates", help="input JSONL: one candidate per line")
+    ver.add_argument("--out", required=True, help="output JSONL: one verdict per input line, in input order")
+    ver.add_argument("--timeout", type=float, default=10.0, help="seconds per candidate (default 10)")
+    ver.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per CPU core)")
+    ver.add_argument("--python", default=None, help="interpreter for Python/DS-1000 candidates (default: this one)")
+    ver.set_defaults(handler=_verify)
     return parser
 
 
 def _run(args) -> int:
     from codelutra.config import load_config
-    from codelutra.console import console
+    from codelutra.console import console, tables
     from codelutra.loop.refine import Refiner
     from codelutra.loop.report import accuracy_table
 
@@ -62,14 +70,14 @@ def _run(args) -> int:
     cfg = load_config(args.config, overrides)
     refiner = Refiner(cfg)
     history = refiner.run()
-    console.print(accuracy_table(history, title=f"Held-out execution accuracy, run '{cfg.name}'"))
+    tables.print(accuracy_table(history, title=f"Held-out execution accuracy, run '{cfg.name}'"))
     console.print(f"report: {refiner.run_dir / 'report.md'}")
     return 0
 
 
 def _eval(args) -> int:
     from codelutra.config import TaskSource, load_config
-    from codelutra.console import console
+    from codelutra.console import console, tables
     from codelutra.loop.evaluate import evaluate_model
     from codelutra.loop.report import accuracy_table
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
@@ -82,8 +90,17 @@ def _eval(args) -> int:
         console.print(f"[yellow]skipped[/] {s}")
     out = Path(args.output) if args.output else Path("eval_results") / f"{_slug(args.model or 'embedded')}__{_slug(args.tasks)}"
     result = evaluate_model(model, tasks, out, prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, label="eval")
-    console.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
+    tables.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
     console.print(f"results: {out / 'eval.json'}")
+    return 0
+
+
+def _verify(args) -> int:
+    from codelutra.console import tables
+    from codelutra.execution.batch import verify_jsonl
+
+    counts = verify_jsonl(args.candidates, args.out, timeout_s=args.timeout, workers=args.workers, python=args.python)
+    tables.print(" ".join(f"{kind}={n}" for kind, n in counts.items()) + f"  -> {args.out}")
     return 0
 
 

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-VERDICT_KINDS = ("correct", "wrong_result", "runtime_error", "syntax_error", "timeout", "no_sql")
+# "memory" and "forbidden" come last, after the original six, so that older verdict tables keep their columns.
+VERDICT_KINDS = ("correct", "wrong_result", "runtime_error", "syntax_error", "timeout", "no_sql", "memory", "forbidden")
 
 # Limits on one query in a worker. The memory limit is handed to each worker as it starts (so a
 # test can lower it); the others the worker reads from its own import of this module.
@@ -95,7 +96,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class QueryResult:
-    kind: str  # "ok" | "runtime_error" | "syntax_error" | "timeout"
+    kind: str  # "ok" | "runtime_error" | "syntax_error" | "timeout" | "forbidden"
     rows: list[tuple] | None  # None unless kind == "ok"
     error: str  # "" when ok
     seconds: float
@@ -400,9 +401,9 @@ def _classify_error(error: Exception, authorizer: _ReadOnlyAuthorizer) -> tuple[
         return "runtime_error", "out of memory (the sandbox's memory limit)"
     message = _one_line(str(error) or type(error).__name__)
     if authorizer.refused:
-        return "runtime_error", _one_line(f"{_FORBIDDEN}{authorizer.refused} (the sandbox only reads)")
+        return "forbidden", _one_line(f"{_FORBIDDEN}{authorizer.refused} (the sandbox only reads)")
     if _READ_ONLY_ERROR_MARK in message:
-        return "runtime_error", _one_line(f"{_FORBIDDEN}{message}")
+        return "forbidden", _one_line(f"{_FORBIDDEN}{message}")
     if any(mark in message for mark in _SYNTAX_ERROR_MARKS):
         return "syntax_error", message
     return "runtime_error", message

@@ -28,7 +28,7 @@ class Refiner:
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
-        self.run_dir = Path(cfg.output_dir).expanduser() / "runs" / cfg.name
+        self.run_dir = Path(cfg.output_dir).expanduser().resolve() / "runs" / cfg.name
         self.train_tasks: list[Task] = []
         self.eval_tasks: list[Task] = []
 

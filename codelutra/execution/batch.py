@@ -1,0 +1,143 @@
+"""Judge a JSONL file of candidates in the sandboxes: what `codelutra verify` runs.
+
+Input, one JSON object a line (blank lines are skipped):
+
+    {"id": ..., "task": "sql", "db": PATH, "gold": SQL, "candidate": SQL or null}
+    {"id": ..., "task": "python", "candidate": CODE or null, "tests": [CODE, ...], "setup": CODE, "entry_point": NAME}
+    {"id": ..., "task": "ds1000", "candidate": CODE or null, "code_context": CODE}
+
+("setup" and "entry_point" are optional; "db" is a path as given, relative to the working dir.)
+Output: one line per input line, in input order, {"id", "verdict", "detail", "seconds"}. A line
+that cannot be judged (not JSON, a field missing or of the wrong type, an unknown task) gets the
+verdict "invalid" and a detail naming the line and the field; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from codelutra.artifacts import write_jsonl
+from codelutra.errors import UserError
+from codelutra.execution.python import PythonCheck, verify_python
+from codelutra.execution.sql import VERDICT_KINDS, SqlCheck, Verdict, verify_sql
+
+INVALID = "invalid"  # the verdict on a line that cannot be judged; not one of VERDICT_KINDS
+TASKS = ("sql", "python", "ds1000")
+
+
+class _BadField(ValueError):
+    """A field of an input line is missing or of the wrong type; the message names it."""
+
+
+def verify_jsonl(
+    in_path: str | Path,
+    out_path: str | Path,
+    *,
+    timeout_s: float = 10.0,
+    workers: int | None = None,
+    python: str | None = None,
+) -> dict[str, int]:
+    """Judge every candidate in `in_path`, write the verdicts to `out_path` (atomically).
+
+    Returns the number of verdicts of each kind, every kind listed (VERDICT_KINDS, then "invalid").
+    SQL candidates run in one `verify_sql` batch, Python and DS-1000 ones in one `verify_python`
+    batch (started from `python`, default this interpreter), each with `timeout_s` and `workers`.
+    """
+    if python is not None and shutil.which(python) is None:
+        raise UserError(f"--python {python}: no such interpreter (not an executable file, nor on PATH)")
+    parsed = [_parse(number, line) for number, line in _read_lines(in_path)]
+    ids = [record_id for record_id, _ in parsed]
+    checks = [check for _, check in parsed]
+
+    verdicts = [Verdict(INVALID, check, 0.0) if isinstance(check, str) else None for check in checks]
+    sql = [i for i, check in enumerate(checks) if isinstance(check, SqlCheck)]
+    code = [i for i, check in enumerate(checks) if isinstance(check, PythonCheck)]
+    sql_verdicts = verify_sql([checks[i] for i in sql], timeout_s=timeout_s, workers=workers)
+    code_verdicts = verify_python([checks[i] for i in code], timeout_s=timeout_s, workers=workers, python=python)
+    for position, verdict in zip(sql + code, sql_verdicts + code_verdicts):
+        verdicts[position] = verdict
+
+    write_jsonl(
+        out_path,
+        (
+            {"id": record_id, "verdict": v.kind, "detail": v.detail, "seconds": round(v.seconds, 3)}
+            for record_id, v in zip(ids, verdicts)
+        ),
+    )
+    counts = dict.fromkeys((*VERDICT_KINDS, INVALID), 0)
+    for verdict in verdicts:
+        counts[verdict.kind] += 1
+    return counts
+
+
+def _read_lines(path: str | Path) -> list[tuple[int, bytes]]:
+    """(line number, line) for each non-blank line; a file that cannot be read is the user's to fix."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the candidates file ({error.strerror or error})") from None
+    return [(number, line) for number, line in enumerate(data.splitlines(), 1) if line.strip()]
+
+
+def _parse(number: int, line: bytes) -> tuple[object, SqlCheck | PythonCheck | str]:
+    """(id, check) for one input line; the check is a string saying what is wrong when the line is invalid."""
+    try:
+        record = json.loads(line)
+    except ValueError as error:  # not JSON, or not UTF-8
+        return None, f"line {number}: not valid JSON ({error})"
+    if not isinstance(record, dict):
+        return None, f"line {number}: not a JSON object"
+    record_id = record.get("id")
+    try:
+        if "id" not in record:
+            raise _BadField("missing field 'id'")
+        task = record.get("task")
+        if task == "sql":
+            check = SqlCheck(_text(record, "db"), _text(record, "gold"), _code(record, "candidate"))
+        elif task == "python":
+            check = PythonCheck(
+                _code(record, "candidate"),
+                tests=tuple(_texts(record, "tests")),
+                setup=_text(record, "setup", default=""),
+                entry_point=_text(record, "entry_point", default=None),
+            )
+        elif task == "ds1000":
+            check = PythonCheck(_code(record, "candidate"), code_context=_text(record, "code_context"))
+        else:
+            raise _BadField(f"field 'task' must be one of {', '.join(TASKS)} (got {json.dumps(task)[:40]})")
+    except _BadField as error:
+        return record_id, f"line {number}: {error}"
+    return record_id, check
+
+
+_REQUIRED = object()
+
+
+def _text(record: dict, name: str, *, default: object = _REQUIRED) -> str:
+    """A string field; `default` (None allowed) when it is optional and absent or null."""
+    value = record.get(name)
+    if value is None and default is not _REQUIRED:
+        return default
+    if name not in record:
+        raise _BadField(f"missing field '{name}'")
+    if not isinstance(value, str):
+        raise _BadField(f"field '{name}' must be a string")
+    return value
+
+
+def _code(record: dict, name: str) -> str | None:
+    """A candidate: the field must be there, but may be null (nothing extracted)."""
+    if name not in record:
+        raise _BadField(f"missing field '{name}'")
+    return _text(record, name, default=None)
+
+
+def _texts(record: dict, name: str) -> list[str]:
+    value = record.get(name)
+    if name not in record:
+        raise _BadField(f"missing field '{name}'")
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _BadField(f"field '{name}' must be a list of strings")
+    return value

@@ -1,0 +1,325 @@
+"""Tests of the Python sandbox: verdicts, the benchmark formats, limits, lock-down, MBPP's references.
+
+Hostile candidates are in test_adversarial.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from codelutra.execution import python as sandbox
+from codelutra.execution.python import Isolation, PythonCheck, isolation, verify_python
+from codelutra.execution.sql import VERDICT_KINDS, Verdict
+
+MBPP = Path(__file__).resolve().parents[2] / "shared" / "data" / "mbpp"
+
+ADD = "def add(a, b):\n    return a + b\n"
+ADD_TESTS = ("assert add(1, 2) == 3", "assert add(-1, 1) == 0")
+
+# HumanEval: `test` defines check(candidate); the harness then calls check(<entry_point>).
+HUMANEVAL_TEST = """
+METADATA = {"author": "codelutra"}
+
+
+def check(candidate):
+    assert candidate(2, 3) == 5
+    assert candidate(-2, 2) == 0
+"""
+
+# DS-1000: code_context defines test_execution(solution) (and here test_string); the solution
+# replaces [insert] in exec_context.
+DS1000_CONTEXT = '''
+import numpy as np
+
+exec_context = r"""
+import numpy as np
+a = test_input
+[insert]
+"""
+
+
+def test_execution(solution: str):
+    code = exec_context.replace("[insert]", solution)
+    for test_input, expected in (([1, 2, 3], 6), ([4], 4)):
+        env = {"test_input": np.array(test_input)}
+        exec(code, env)
+        assert env["result"] == expected
+
+
+def test_string(solution: str):
+    assert "sum" in solution
+'''
+# Some DS-1000 problems insert the solution as a function body.
+DS1000_FUNCTION_CONTEXT = '''
+exec_context = r"""
+def f(a):
+[insert]
+result = f(test_input)
+"""
+
+
+def test_execution(solution: str):
+    env = {"test_input": [1, 2, 3]}
+    exec(exec_context.replace("[insert]", solution), env)
+    assert env["result"] == 6
+'''
+
+# name: (check, expected kind, text the detail must contain)
+CASES = {
+    "correct": (PythonCheck(ADD, ADD_TESTS), "correct", ""),
+    "wrong_result": (
+        PythonCheck("def add(a, b):\n    return a - b\n", ADD_TESTS),
+        "wrong_result",
+        "test 1 failed: assert add(1, 2) == 3",
+    ),
+    "second_test_fails": (
+        PythonCheck("def add(a, b):\n    return abs(a) + b\n", ADD_TESTS),
+        "wrong_result",
+        "test 2 failed: assert add(-1, 1) == 0",
+    ),
+    "assertion_message_quoted": (
+        PythonCheck(ADD, ("assert add(1, 1) == 3, 'one and one'",)),
+        "wrong_result",
+        "(one and one)",
+    ),
+    "runtime_error_in_test": (
+        PythonCheck("def add(a, b):\n    return a / 0\n", ADD_TESTS),
+        "runtime_error",
+        "ZeroDivisionError: division by zero (in test 1, at: return a / 0)",
+    ),
+    "runtime_error_in_candidate": (
+        PythonCheck("import no_such_module\n" + ADD, ADD_TESTS),
+        "runtime_error",
+        "ModuleNotFoundError",
+    ),
+    "assert_in_candidate_is_not_a_wrong_result": (
+        PythonCheck(ADD + "assert add(1, 1) == 3\n", ADD_TESTS),
+        "runtime_error",
+        "in the candidate",
+    ),
+    "error_in_test_code": (PythonCheck(ADD, ("assert ad(1, 2) == 3",)), "runtime_error", "NameError"),
+    "syntax_error": (PythonCheck("def add(a, b) return a + b", ADD_TESTS), "syntax_error", "SyntaxError"),
+    "null_byte": (PythonCheck("x = 1\0", ADD_TESTS), "syntax_error", ""),
+    "memory": (PythonCheck("block = bytearray(10 ** 11)", ADD_TESTS), "memory", "MemoryError"),
+    "memory_held_by_the_candidate": (
+        PythonCheck("blocks = []\nwhile True:\n    blocks.append(bytearray(10 ** 7))", ADD_TESTS),
+        "memory",
+        "MemoryError (in the candidate)",
+    ),
+    "no_code_none": (PythonCheck(None, ADD_TESTS), "no_sql", ""),
+    "no_code_blank": (PythonCheck(" \n\t", ADD_TESTS), "no_sql", ""),
+    "no_tests_passes": (PythonCheck(ADD), "correct", ""),
+    "main_block_not_run": (
+        PythonCheck(ADD + "if __name__ == '__main__':\n    print(add(int(input()), 1))\n", ADD_TESTS),
+        "correct",
+        "",
+    ),
+    "printing_a_lot_still_passes": (
+        PythonCheck(ADD + "for _ in range(20000):\n    print('x' * 50)\n", ADD_TESTS),
+        "correct",
+        "",
+    ),
+    "mbpp_setup_runs_after_candidate": (
+        PythonCheck(
+            "class Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+            "def total(pair):\n    return pair.a + pair.b\n",
+            ("assert total(pair) == 7",),
+            setup="pair = Pair(3, 4)",
+        ),
+        "correct",
+        "",
+    ),
+    "humaneval_check": (PythonCheck(ADD, (HUMANEVAL_TEST,), entry_point="add"), "correct", ""),
+    "humaneval_check_fails": (
+        PythonCheck("def add(a, b):\n    return a * b\n", (HUMANEVAL_TEST,), entry_point="add"),
+        "wrong_result",
+        "check(add) failed: assert candidate(2, 3) == 5",
+    ),
+    "humaneval_missing_entry_point": (
+        PythonCheck("def plus(a, b):\n    return a + b\n", (HUMANEVAL_TEST,), entry_point="add"),
+        "runtime_error",
+        "NameError",
+    ),
+    "ds1000_correct": (PythonCheck("result = a.sum()", code_context=DS1000_CONTEXT), "correct", ""),
+    "ds1000_wrong_result": (
+        PythonCheck("result = a.max()", code_context=DS1000_CONTEXT),
+        "wrong_result",
+        "test_execution failed",
+    ),
+    "ds1000_test_string_fails": (
+        PythonCheck("result = np.add.reduce(a)", code_context=DS1000_CONTEXT),
+        "wrong_result",
+        "test_string failed",
+    ),
+    "ds1000_syntax_error": (PythonCheck("result = a.sum(", code_context=DS1000_CONTEXT), "syntax_error", ""),
+    "ds1000_runtime_error": (
+        PythonCheck("result = a.no_such_method()", code_context=DS1000_CONTEXT),
+        "runtime_error",
+        "AttributeError",
+    ),
+    "ds1000_function_body": (
+        PythonCheck("    return sum(a)\n", code_context=DS1000_FUNCTION_CONTEXT),
+        "correct",
+        "",
+    ),
+    "ds1000_function_body_bad_indent": (
+        PythonCheck("return sum(a)\n", code_context=DS1000_FUNCTION_CONTEXT),
+        "syntax_error",
+        "",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def verdicts() -> dict[str, Verdict]:
+    checks = [check for check, _, _ in CASES.values()]
+    return dict(zip(CASES, verify_python(checks, timeout_s=10, workers=2)))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_verdict(verdicts, case):
+    _, kind, detail_part = CASES[case]
+    verdict = verdicts[case]
+    assert verdict.kind == kind, verdict
+    assert detail_part in verdict.detail, verdict
+    assert "\n" not in verdict.detail and len(verdict.detail) <= 200
+    if kind == "correct":
+        assert verdict.detail == ""
+    if kind == "no_sql":
+        assert verdict.seconds == 0.0
+    else:
+        assert verdict.seconds > 0.0
+
+
+def test_verdict_kinds_are_the_documented_ones(verdicts):
+    kinds = {v.kind for v in verdicts.values()}
+    assert kinds <= set(VERDICT_KINDS)
+    assert kinds == set(VERDICT_KINDS) - {"timeout", "forbidden"}  # those two: below and in test_adversarial.py
+
+
+def test_endless_loop_times_out():
+    started = time.monotonic()
+    [verdict] = verify_python([PythonCheck("while True:\n    pass\n", ADD_TESTS)], timeout_s=1)
+    assert verdict.kind == "timeout" and "1 s time limit" in verdict.detail
+    assert 1 <= verdict.seconds < 10 and time.monotonic() - started < 15
+
+
+def test_output_flood_is_capped():
+    """A candidate that prints without end is stopped by the file size limit, and little of it is read back."""
+    flood = "import sys\nwhile True:\n    sys.stdout.write('spam' * 10000)\n"
+    started = time.monotonic()
+    [verdict] = verify_python([PythonCheck(flood, ADD_TESTS)], timeout_s=20)
+    assert verdict.kind == "runtime_error" and "File too large" in verdict.detail, verdict
+    assert time.monotonic() - started < 15
+
+
+def test_crash_is_a_runtime_error_with_the_last_output_line():
+    crash = "import ctypes\nprint('about to crash', flush=True)\nctypes.string_at(0)\n"
+    [verdict] = verify_python([PythonCheck(crash, ADD_TESTS)], timeout_s=5)
+    assert verdict.kind == "runtime_error", verdict
+    assert "killed by SIGSEGV" in verdict.detail and "about to crash" in verdict.detail
+
+
+def test_memory_limit_is_the_module_constant(monkeypatch):
+    monkeypatch.setattr(sandbox, "MEMORY_LIMIT_BYTES", 512 * 1024**2)
+    checks = [PythonCheck(f"block = bytearray({size})\n" + ADD, ADD_TESTS) for size in (100 * 1024**2, 600 * 1024**2)]
+    assert [v.kind for v in verify_python(checks, workers=2)] == ["correct", "memory"]
+
+
+def test_scratch_dir_is_the_working_dir_and_is_removed():
+    where = "import os\nassert os.environ['HOME'] == os.environ['TMPDIR'] == os.getcwd()\nraise RuntimeError(os.getcwd())\n"
+    [verdict] = verify_python([PythonCheck(where, ADD_TESTS)])
+    cwd = Path(re.search(r"RuntimeError: (\S+)", verdict.detail).group(1))
+    assert cwd.name == "scratch" and cwd.parent.name.startswith("codelutra-python-"), verdict
+    assert not cwd.parent.exists()
+
+
+def test_environment_is_scrubbed(monkeypatch):
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    monkeypatch.setenv("PYTHONPATH", "/nowhere")
+    candidate = ADD + "import os\nENVIRONMENT = dict(os.environ)\n"
+    tests = (
+        "assert 'SECRET_TOKEN' not in ENVIRONMENT and 'PYTHONPATH' not in ENVIRONMENT",
+        "assert ENVIRONMENT['PYTHONHASHSEED'] == '0' and ENVIRONMENT['MPLBACKEND'] == 'Agg'",
+        "assert hash('stable') == hash('stable')",
+    )
+    [verdict] = verify_python([PythonCheck(candidate, tests)])
+    assert verdict.kind == "correct", verdict
+
+
+def test_set_order_is_the_same_from_run_to_run():
+    candidate = "ORDER = ''.join({'alpha', 'beta', 'gamma', 'delta', 'epsilon'})\nraise RuntimeError(ORDER)\n"
+    first, second = verify_python([PythonCheck(candidate), PythonCheck(candidate)], workers=2)
+    assert first.detail == second.detail
+
+
+def test_lock_down_matches_what_isolation_reports():
+    """The candidate checks from inside what `isolation()` claims; it passes only if every claim holds."""
+    claims = isolation()
+    assert claims.network in ("namespace", "guard") and claims.processes in ("pid namespace", "session")
+    assert claims.filesystem in ("read-only", "permissions") and claims.user in (f"uid {sandbox.SANDBOX_UID}", "caller")
+    assert sandbox.NETWORK_ISOLATION == claims.network
+    tests = ["import os, resource, socket", "assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)"]
+    tests.append("assert 'NoNewPrivs:\\t1' in open('/proc/self/status').read()")
+    if claims.network == "namespace":
+        tests.append("assert socket.if_nameindex() == [(1, 'lo')]")
+    if claims.processes == "pid namespace":
+        tests.append("assert os.getpid() == 1 and os.getppid() == 0")
+    if claims.user != "caller":
+        tests.append(f"assert os.getuid() == os.getgid() == {sandbox.SANDBOX_UID} and os.getgroups() == []")
+        tests.append("assert 'CapEff:\\t0000000000000000' in open('/proc/self/status').read()")
+        tests.append(f"assert resource.getrlimit(resource.RLIMIT_NPROC)[0] == {sandbox.PROCESS_LIMIT}")
+    if claims.filesystem == "read-only":
+        tests.append("assert os.statvfs('/').f_flag & os.ST_RDONLY and os.statvfs(sys.prefix).f_flag & os.ST_RDONLY")
+        tests.append("assert not os.statvfs('.').f_flag & os.ST_RDONLY")
+    [verdict] = verify_python([PythonCheck("import sys\n" + ADD, tuple(tests))])
+    assert verdict.kind == "correct", (claims, verdict)
+
+
+def test_isolation_is_a_dataclass_with_notes():
+    assert isinstance(isolation(), Isolation) and isinstance(isolation().notes, tuple)
+    assert isolation() is isolation(sys.executable)  # probed once per interpreter
+
+
+def test_a_sandbox_other_than_the_probed_one_is_an_error(monkeypatch):
+    """A run must enforce exactly what `isolation()` said, or nothing is judged."""
+    monkeypatch.setattr(sandbox, "isolation", lambda python=None: Isolation("guard", "permissions", "caller", "session"))
+    if sandbox._probe(sys.executable) == sandbox.isolation():
+        pytest.skip("the sandbox here is the weakest one: nothing to tell apart")
+    with pytest.raises(RuntimeError, match="Python sandbox setup failed: sandbox is"):
+        verify_python([PythonCheck(ADD, ADD_TESTS)])
+
+
+def test_progress_and_order():
+    checks = [PythonCheck(ADD, (f"assert add({k}, 0) == {k if k % 3 else -1}",)) for k in range(8)] + [PythonCheck(None)]
+    reported = []
+    verdicts = verify_python(checks, workers=2, progress=reported.append)
+    assert sum(reported) == 9
+    assert [v.kind for v in verdicts] == ["wrong_result" if k % 3 == 0 else "correct" for k in range(8)] + ["no_sql"]
+    assert verify_python([]) == []
+
+
+def test_another_interpreter(tmp_path):
+    link = tmp_path / "python-link"
+    link.symlink_to(sys.executable)
+    [verdict] = verify_python([PythonCheck(ADD, ADD_TESTS)], python=str(link))
+    assert verdict.kind == "correct", verdict
+    with pytest.raises(RuntimeError, match="cannot start the Python sandbox"):
+        verify_python([PythonCheck(ADD, ADD_TESTS)], python=str(tmp_path / "no-such-python"))
+
+
+def test_mbpp_reference_solutions_pass():
+    if not MBPP.exists():
+        pytest.skip(f"MBPP not found at {MBPP}")
+    problems = [json.loads(line) for line in (MBPP / "mbpp.jsonl").read_text().splitlines() if line.strip()]
+    checks = [PythonCheck(p["code"], tuple(p["test_list"]), setup=p["test_setup_code"]) for p in problems]
+    verdicts = verify_python(checks, timeout_s=20, workers=2)
+    failures = [(p["task_id"], v) for p, v in zip(problems, verdicts) if v.kind != "correct"]
+    assert len(problems) == 474 and failures == []
