@@ -40,10 +40,10 @@ class PromptConfig(_Section):
 
 
 class SamplingConfig(_Section):
-    n: int = Field(default=4, ge=1)  # candidates per training problem
+    n: int = Field(default=1, ge=1)  # candidates per training problem (the paper used more; 1 fits a CPU budget)
     temperature: float = Field(default=0.8, gt=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
-    max_new_tokens: int = Field(default=96, ge=8)
+    max_new_tokens: int = Field(default=64, ge=8)
     batch_size: int = Field(default=32, ge=1)  # sequences per generate() call
 
 
@@ -53,7 +53,7 @@ class VerifyConfig(_Section):
 
 
 class PairConfig(_Section):
-    max_per_problem: int = Field(default=2, ge=1)
+    max_per_problem: int = Field(default=1, ge=1)
 
 
 class TrainConfig(_Section):
@@ -65,11 +65,11 @@ class TrainConfig(_Section):
     lora_alpha: int = Field(default=32, ge=1)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     lora_target_modules: list[str] | str = "all-linear"
-    lora_top_layers: int | None = Field(default=None, ge=1)  # adapt only the top N layers: backward stops there
-    learning_rate: float = Field(default=5e-4, gt=0)
+    lora_top_layers: int | None = Field(default=10, ge=1)  # adapt only the top N layers: backward stops there
+    learning_rate: float = Field(default=1e-3, gt=0)
     lr_scheduler: str = "linear"
     warmup_steps: int = Field(default=0, ge=0)
-    epochs: float = Field(default=2.0, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=4, ge=1)  # pairs per step
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     max_length: int = Field(default=512, ge=16)
@@ -78,7 +78,7 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    max_new_tokens: int = Field(default=96, ge=8)
+    max_new_tokens: int = Field(default=64, ge=8)
     batch_size: int = Field(default=32, ge=1)
 
 
@@ -87,7 +87,7 @@ class RunConfig(_Section):
     output_dir: str = "."  # runs go to <output_dir>/runs/<name>
     seed: int = 0
     model: ModelConfig = ModelConfig()
-    train_tasks: TaskSource = TaskSource(path="builtin:train", limit=160)
+    train_tasks: TaskSource = TaskSource(path="builtin:train", limit=240)
     eval_tasks: TaskSource = TaskSource(path="builtin:heldout", limit=100)
     prompt: PromptConfig = PromptConfig()
     sampling: SamplingConfig = SamplingConfig()
