@@ -44,7 +44,11 @@ HOSTILE_PYTHON = {
         "forbidden",
         "running a shell (sh)",
     ),
-    "rm_without_a_shell": ("import subprocess\nsubprocess.run(['rm', '-rf', 'CANARY_DIR'])\n", "runtime_error", "NameError"),
+    "rm_without_a_shell": (
+        "import subprocess\nsubprocess.run(['rm', '-rf', 'CANARY_DIR'])\n",
+        "runtime_error",
+        "NameError",
+    ),
     "libc_system_rm_and_write": (
         "import ctypes\nctypes.CDLL(None).system(b'rm -rf CANARY_DIR; touch OUTSIDE_DIR/libc-was-here TMP_PROBE')\n",
         "runtime_error",
@@ -107,7 +111,12 @@ HOSTILE_PYTHON = {
         "exited with code 0",
     ),
     "kill_the_caller": ("import os\nos.kill(PARENT_PID, 9)\n", "forbidden", "signal to process PARENT_PID"),
-    "kill_the_parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", ("runtime_error", "forbidden"), ""),
+    # Its parent is outside a PID namespace (getppid() is 0: its own process group) or in another session.
+    "kill_the_parent": (
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+        ("runtime_error", "forbidden"),
+        "",
+    ),
     "kill_everything": ("import os\nos.kill(-1, 9)\n", "forbidden", "signal"),
     "forge_the_report": (
         "import os\nfake = repr({'event': 'outcome', 'kind': 'correct', 'detail': '', 'nonce': 'guess'})\n"
@@ -128,7 +137,8 @@ HOSTILE_PYTHON = {
         "",
     ),
     "patch_the_driver": (
-        "import __main__, json, os\nfor name in dir(__main__):\n    if not name.startswith('__') and callable(getattr(__main__, name)):\n"
+        "import __main__, json, os\nfor name in dir(__main__):\n"
+        "    if not name.startswith('__') and callable(getattr(__main__, name)):\n"
         "        setattr(__main__, name, lambda *a, **k: None)\njson.dumps = lambda *a, **k: 'correct'\n"
         "os.write = lambda *a: None\ndef add(a, b):\n    return 0\n",
         "wrong_result",
@@ -145,8 +155,8 @@ HOSTILE_PYTHON = {
         "RuntimeError: None",
     ),
     "read_secret_file": (
-        "try:\n    leaked = open('CANARY_DIR/secret.txt').read()\nexcept OSError as error:\n    leaked = type(error).__name__\n"
-        "raise RuntimeError(leaked)\n",
+        "try:\n    leaked = open('CANARY_DIR/secret.txt').read()\n"
+        "except OSError as error:\n    leaked = type(error).__name__\nraise RuntimeError(leaked)\n",
         "runtime_error",
         "RuntimeError",
     ),
@@ -211,7 +221,8 @@ def hostile_verdicts(places, listener):
         verdicts = verify_python(checks, timeout_s=2, workers=2)
     finally:
         del os.environ["SECRET_TOKEN"]
-    return {name: (verdict, fill_in(HOSTILE_PYTHON[name][2], places, port)) for name, verdict in zip(HOSTILE_PYTHON, verdicts)}
+    details = [fill_in(detail_part, places, port) for _, _, detail_part in HOSTILE_PYTHON.values()]
+    return dict(zip(HOSTILE_PYTHON, zip(verdicts, details)))
 
 
 @pytest.mark.parametrize("name", HOSTILE_PYTHON)
@@ -271,9 +282,11 @@ def test_fork_bomb_is_bounded_and_cleaned_up():
     bomb = name_this_process(marker) + "import os\nwhile True:\n    os.fork()\n"
     threads = "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(30,)).start()\n"
     started = time.monotonic()
-    bomb_verdict, threads_verdict = verify_python([PythonCheck(bomb, ADD_TESTS), PythonCheck(threads, ADD_TESTS)], timeout_s=5, workers=1)
+    checks = [PythonCheck(bomb, ADD_TESTS), PythonCheck(threads, ADD_TESTS)]
+    bomb_verdict, threads_verdict = verify_python(checks, timeout_s=5, workers=1)
     assert bomb_verdict.kind == "runtime_error" and "BlockingIOError" in bomb_verdict.detail, bomb_verdict
-    assert threads_verdict.kind == "runtime_error" and "can't start new thread" in threads_verdict.detail, threads_verdict
+    assert threads_verdict.kind == "runtime_error", threads_verdict
+    assert "can't start new thread" in threads_verdict.detail, threads_verdict
     assert time.monotonic() - started < 30
     assert processes_named(marker) == []
 
@@ -294,7 +307,10 @@ def test_a_process_in_a_new_session_does_not_outlive_the_run():
 # SQL
 
 HOSTILE_SQL = {
-    "recursive_cte_blowup": ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", "timeout"),
+    "recursive_cte_blowup": (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+        "timeout",
+    ),
     "huge_cross_join": ("SELECT count(*) FROM numbers AS a, numbers AS b, numbers AS c, numbers AS d", "timeout"),
     "drop": ("DROP TABLE singer", "forbidden"),
     "update": ("UPDATE singer SET name = 'pwned'", "forbidden"),
@@ -318,7 +334,8 @@ def db(tmp_path_factory) -> str:
             CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT);
             INSERT INTO singer VALUES (1, 'Ann'), (2, 'Bob');
             CREATE TABLE numbers (n INTEGER);
-            WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000) INSERT INTO numbers SELECT n FROM c;
+            WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000)
+                INSERT INTO numbers SELECT n FROM c;
             """
         )
     conn.close()

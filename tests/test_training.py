@@ -46,6 +46,15 @@ def _loss_by_hand(policy, reference, batch, beta: float, lam: float) -> float:
     return float(dpo + lam * sft)
 
 
+def _perturb_adapter(model, seed: int) -> None:
+    """Move a fresh adapter off zero, so that policy and reference differ and the DPO term is not log 2."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+
+
 def _trainer_loss(trainer) -> tuple[float, dict]:
     batch = next(iter(trainer.get_train_dataloader()))
     trainer.model.eval()
@@ -72,12 +81,7 @@ def test_dual_loss_matches_formula_with_previous_iteration_as_reference(tiny_mod
     beta, lam = 0.3, 0.7
     cfg = TrainConfig(beta=beta, sft_weight=lam, batch_size=2)
     trainer = build_trainer(iteration_1, _pairs(), tmp_path, cfg, seed=0)
-    # Move the fresh adapter off zero so that policy and reference differ and the DPO term is not log 2.
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in trainer.model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    _perturb_adapter(trainer.model, seed=1)
     loss, batch = _trainer_loss(trainer)
 
     policy = trainer.model  # adapter enabled
@@ -98,11 +102,7 @@ def test_fresh_adapter_starts_at_log_2(iteration_1, tmp_path):
 def test_ablation_losses_match_formula(iteration_1, tmp_path, loss_kind):
     beta = 0.2
     trainer = build_trainer(iteration_1, _pairs(), tmp_path, TrainConfig(loss=loss_kind, beta=beta, batch_size=2), seed=0)
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for name, p in trainer.model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    _perturb_adapter(trainer.model, seed=2)
     loss, batch = _trainer_loss(trainer)
     reference = load_model(iteration_1)
     full = _loss_by_hand(trainer.model, reference, batch, beta, lam=1.0)

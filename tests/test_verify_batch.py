@@ -32,7 +32,9 @@ def test_execution(solution: str):
 def db(tmp_path) -> str:
     path = tmp_path / "singers.sqlite"
     with sqlite3.connect(path) as conn:
-        conn.executescript("CREATE TABLE singer (name TEXT, age INTEGER); INSERT INTO singer VALUES ('Ann', 30), ('Bob', 25);")
+        conn.executescript(
+            "CREATE TABLE singer (name TEXT, age INTEGER); INSERT INTO singer VALUES ('Ann', 30), ('Bob', 25);"
+        )
     conn.close()
     return str(path)
 
@@ -45,6 +47,7 @@ def write_lines(path, lines: list) -> None:
 def test_mixed_batch_gives_one_verdict_per_line_in_order(tmp_path, db):
     sql = {"task": "sql", "db": db, "gold": "SELECT name FROM singer WHERE age > 26"}
     python = {"task": "python", "tests": ["assert add(1, 2) == 3"]}
+    ds1000 = {"task": "ds1000", "code_context": DS1000_CONTEXT}
     # (input line, expected verdict, text the detail must contain)
     cases = [
         ({**sql, "id": "sql-right", "candidate": "SELECT name FROM singer WHERE age >= 27"}, "correct", ""),
@@ -68,15 +71,15 @@ def test_mixed_batch_gives_one_verdict_per_line_in_order(tmp_path, db):
             "correct",
             "",
         ),
-        ({"id": "ds-right", "task": "ds1000", "candidate": "result = sum(values)", "code_context": DS1000_CONTEXT}, "correct", ""),
-        ({"id": "ds-wrong", "task": "ds1000", "candidate": "result = max(values)", "code_context": DS1000_CONTEXT}, "wrong_result", ""),
-        ({"id": "ds-none", "task": "ds1000", "candidate": None, "code_context": DS1000_CONTEXT}, "no_sql", ""),
+        ({**ds1000, "id": "ds-right", "candidate": "result = sum(values)"}, "correct", ""),
+        ({**ds1000, "id": "ds-wrong", "candidate": "result = max(values)"}, "wrong_result", "test_execution failed"),
+        ({**ds1000, "id": "ds-none", "candidate": None}, "no_sql", ""),
         ('{"id": 7, "task": "sql", ', INVALID, "line 15: not valid JSON"),
         ("[1, 2, 3]", INVALID, "line 16: not a JSON object"),
         ({**sql, "candidate": "SELECT 1"}, INVALID, "line 17: missing field 'id'"),
-        ({"id": 8, "task": "rust", "candidate": "fn main() {}"}, INVALID, "field 'task' must be one of sql, python, ds1000"),
+        ({"id": 8, "task": "rust", "candidate": "fn main() {}"}, INVALID, "'task' must be one of sql, python, ds1000"),
         ({"id": 9, "task": "python", "candidate": ADD}, INVALID, "missing field 'tests'"),
-        ({**python, "id": 10, "candidate": ADD, "tests": "assert add(1, 2) == 3"}, INVALID, "field 'tests' must be a list of strings"),
+        ({**python, "id": 10, "candidate": ADD, "tests": "assert add(1, 2) == 3"}, INVALID, "'tests' must be a list"),
         ({**sql, "id": 11, "db": 42, "candidate": "SELECT 1"}, INVALID, "field 'db' must be a string"),
         ({"id": 12, "task": "ds1000", "candidate": "result = 6"}, INVALID, "missing field 'code_context'"),
         ({**sql, "id": 13}, INVALID, "missing field 'candidate'"),
@@ -115,14 +118,15 @@ def test_unreadable_input_is_a_user_error(tmp_path):
 
 def test_unknown_interpreter_is_a_user_error(tmp_path):
     write_lines(tmp_path / "candidates.jsonl", [{"id": 1, "task": "python", "candidate": ADD, "tests": []}])
+    missing_python = str(tmp_path / "no-such-python")
     with pytest.raises(UserError, match="no-such-python"):
-        verify_jsonl(tmp_path / "candidates.jsonl", tmp_path / "verdicts.jsonl", python=str(tmp_path / "no-such-python"))
+        verify_jsonl(tmp_path / "candidates.jsonl", tmp_path / "verdicts.jsonl", python=missing_python)
 
 
 def test_command_line(tmp_path, capsys):
-    write_lines(tmp_path / "candidates.jsonl", [{"id": 1, "task": "python", "candidate": ADD, "tests": ["assert add(2, 2) == 4"]}])
-    out = tmp_path / "verdicts.jsonl"
-    assert main(["verify", str(tmp_path / "candidates.jsonl"), "--out", str(out), "--timeout", "5", "--workers", "1"]) == 0
+    candidates, out = tmp_path / "candidates.jsonl", tmp_path / "verdicts.jsonl"
+    write_lines(candidates, [{"id": 1, "task": "python", "candidate": ADD, "tests": ["assert add(2, 2) == 4"]}])
+    assert main(["verify", str(candidates), "--out", str(out), "--timeout", "5", "--workers", "1"]) == 0
     assert [row["verdict"] for row in read_jsonl(out)] == ["correct"]
     assert main(["verify", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert "missing.jsonl" in capsys.readouterr().err

@@ -28,9 +28,12 @@ Linux (the normal case here):
   it).
 
 Without root, where unprivileged user namespaces are allowed, network and PID namespaces are still
-used but files are protected only by the user's permissions. Where no namespace can be made,
-`NETWORK_ISOLATION` is "guard": only the audit hook below refuses network access, and a process
-the candidate starts in a new session outlives the run.
+used, but the candidate runs as the caller's user: it may read and write what that user may (the
+audit hook below refuses writes outside the scratch dir, but not those made through ctypes or a
+subprocess), and no process limit applies. Where no namespace can be made either,
+`NETWORK_ISOLATION` is "guard": only the audit hook refuses network access, and a process the
+candidate starts in a new session outlives the run. In no mode is the total memory of a
+candidate's processes bounded: each has its own address-space limit (no cgroup is used).
 
 In every mode the runner installs an audit hook that refuses, and reports, what a benchmark
 solution has no business doing: network access, running a shell, changing files outside the
@@ -100,7 +103,7 @@ class Isolation:
 
     network: str  # "namespace" (an empty network namespace) or "guard" (the audit hook only)
     filesystem: str  # "read-only" (all but the scratch dir) or "permissions" (whatever its user may write)
-    user: str  # "uid 65534" (SANDBOX_UID) or "caller" (the caller's user)
+    user: str  # "uid 65534" (SANDBOX_UID, no capabilities) or "caller" (the caller's user)
     processes: str  # "pid namespace" or "session" (its session is killed; a new session escapes)
     notes: tuple[str, ...] = ()  # why a level is weaker than it could be
 
@@ -126,7 +129,8 @@ def verify_python(
 
     Up to `workers` (default: one per CPU core) candidates run at once, each in its own process
     started from `python` (default: this interpreter; DS-1000 wants one with its pinned library
-    versions). `progress(n)` is called with the number of checks just finished.
+    versions). `progress(n)` is called with the number of checks just finished. Raises
+    RuntimeError when the sandbox cannot start, or cannot be made what `isolation()` says it is.
     """
     report = progress or (lambda finished: None)
     interpreter = python or sys.executable
@@ -222,8 +226,9 @@ def _judge(run: _SandboxRun, timeout_s: float) -> Verdict:
         how = f"was killed by {_signal_name(finished['signal'])}"
     else:
         how = f"exited with code {finished['exit_code']}"
-    last_output = run.last_output_line()
-    detail = f"the candidate's process {how} before its tests finished" + (f"; last output: {last_output}" if last_output else "")
+    detail = f"the candidate's process {how} before its tests finished"
+    if run.last_output_line():
+        detail += f"; last output: {run.last_output_line()}"
     return Verdict("runtime_error", _one_line(detail), run.seconds)
 
 
@@ -398,9 +403,11 @@ def _one_line(text: str) -> str:
 _DRIVER = r'''
 import ctypes, json, os, re, resource, signal, stat, sys
 
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x20000, 0x8000000, 0x10000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 0x1, 0x2, 0x4, 0x8, 0x20
-MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE, MS_RELATIME = 0x400, 0x800, 0x1000, 0x2000, 0x4000, 0x40000, 0x200000
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_MOVE, MS_REC = 0x400, 0x800, 0x1000, 0x2000, 0x4000
+MS_PRIVATE, MS_RELATIME = 0x40000, 0x200000
 KEPT_MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
                     "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38

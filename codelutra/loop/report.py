@@ -18,7 +18,7 @@ def accuracy_table(history: list[dict], title: str = "Held-out execution accurac
     for kind in VERDICT_KINDS:
         table.add_column(kind, justify="right")
     for row in history:
-        table.add_row(_label(row), f"{row['accuracy']:.1%}", str(row["n"]), *(str(row["counts"][k]) for k in VERDICT_KINDS))
+        table.add_row(_label(row), f"{row['accuracy']:.1%}", str(row["n"]), *(str(row["counts"].get(k, 0)) for k in VERDICT_KINDS))
     return table
 
 
@@ -26,7 +26,7 @@ def markdown_table(history: list[dict]) -> str:
     head = "| model | accuracy | n | " + " | ".join(VERDICT_KINDS) + " |"
     rule = "|---|---:|---:|" + "---:|" * len(VERDICT_KINDS)
     rows = [
-        f"| {_label(r)} | {r['accuracy']:.1%} | {r['n']} | " + " | ".join(str(r["counts"][k]) for k in VERDICT_KINDS) + " |"
+        f"| {_label(r)} | {r['accuracy']:.1%} | {r['n']} | " + " | ".join(str(r["counts"].get(k, 0)) for k in VERDICT_KINDS) + " |"
         for r in history
     ]
     return "\n".join([head, rule, *rows]) + "\n"
@@ -61,7 +61,7 @@ def plot_history(history: list[dict], path: Path, title: str) -> None:
     top.grid(alpha=0.3)
     base = [0] * len(history)
     for kind in VERDICT_KINDS:
-        values = [r["counts"][kind] for r in history]
+        values = [r["counts"].get(kind, 0) for r in history]
         bottom.bar(iterations, values, bottom=base, label=kind)
         base = [b + v for b, v in zip(base, values)]
     bottom.set_xlabel("iteration (0 = base model)")
