@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -9,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)  # progress and messages
-tables = Console()  # the tables a command ends with
+# The tables a command ends with; wide enough for every verdict column, also in a log file.
+tables = Console(width=max(132, shutil.get_terminal_size().columns))
 
 
 @contextmanager
