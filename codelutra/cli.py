@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a model or a run's iteration on a task set")
     ev.add_argument("--model", default=None, help="RUN_DIR/iter_K, a model directory or Hub id (default: embedded)")
-    ev.add_argument("--tasks", default="builtin:heldout", help="Spider/BIRD dir or questions file, .jsonl, builtin:SPLIT")
+    ev.add_argument("--tasks", default="builtin:heldout", help="Spider/BIRD/MBPP/DS-1000 dir or file, .jsonl, builtin:SPLIT")
+    ev.add_argument("--format", default="auto", help="task layout: auto, spider, bird, jsonl, mbpp, humaneval, ds1000")
     ev.add_argument("--limit", type=int, default=None, help="evaluate a fixed random sample of this many problems")
     ev.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
@@ -76,7 +77,7 @@ def _run(args) -> int:
 
 
 def _eval(args) -> int:
-    from codelutra.config import TaskSource, load_config
+    from codelutra.config import load_config
     from codelutra.console import console, tables
     from codelutra.loop.evaluate import evaluate_model
     from codelutra.loop.report import accuracy_table
@@ -85,7 +86,7 @@ def _eval(args) -> int:
 
     cfg = load_config(args.config, args.set)
     model = resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
-    tasks, skipped = load_tasks(TaskSource(path=args.tasks, limit=args.limit))
+    tasks, skipped = load_tasks(_task_source(path=args.tasks, format=args.format, limit=args.limit), cfg.verify)
     for s in skipped:
         console.print(f"[yellow]skipped[/] {s}")
     out = Path(args.output) if args.output else Path("eval_results") / f"{_slug(args.model or 'embedded')}__{_slug(args.tasks)}"
@@ -102,6 +103,19 @@ def _verify(args) -> int:
     counts = verify_jsonl(args.candidates, args.out, timeout_s=args.timeout, workers=args.workers, python=args.python)
     tables.print(" ".join(f"{kind}={n}" for kind, n in counts.items()) + f"  -> {args.out}")
     return 0
+
+
+def _task_source(**fields):
+    """A TaskSource from command-line values, validated like the config's."""
+    from pydantic import ValidationError
+
+    from codelutra.config import TaskSource
+
+    try:
+        return TaskSource(**fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"--{err['loc'][0]}: {err['msg']}") from None
 
 
 def _model_of(spec: str) -> str:

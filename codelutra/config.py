@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from codelutra.errors import UserError
 from codelutra.models import EMBEDDED_DEFAULT
@@ -24,19 +26,23 @@ class ModelConfig(_Section):
 class TaskSource(_Section):
     """Where problems come from; see `codelutra.tasks.load_tasks`."""
 
-    path: str  # a Spider/BIRD directory or questions file, a .jsonl file, or builtin:train / builtin:heldout
-    format: Literal["auto", "spider", "bird", "jsonl"] = "auto"
-    databases: list[str] | None = None  # keep only problems on these databases
-    exclude_databases: list[str] | None = None  # drop problems on these databases
+    path: str  # a Spider/BIRD/MBPP/DS-1000 directory or file, a .jsonl file, or builtin:train / builtin:heldout
+    # "auto" tells the layout from the path and the first record's fields; "jsonl" is the SQL JSONL layout.
+    format: Literal["auto", "spider", "bird", "jsonl", "mbpp", "humaneval", "ds1000"] = "auto"
+    # Keep only / drop problems of these groups: SQL databases, MBPP splits (prompt, test, validation,
+    # train), DS-1000 libraries (Numpy, Pandas, ...). HumanEval has no groups.
+    databases: list[str] | None = None
+    exclude_databases: list[str] | None = None
     limit: int | None = Field(default=None, gt=0)  # a fixed random sample of this many problems
     seed: int = 0
 
 
 class PromptConfig(_Section):
-    schema_style: Literal["compact", "create"] = "compact"
-    # Written into the assistant's turn before it generates: the model starts inside a SQL code block
-    # instead of wandering into prose or CREATE TABLE statements. "" lets the model start freely.
-    answer_prefix: str = "```sql\n"
+    schema_style: Literal["compact", "create"] = "compact"  # SQL tasks only
+    # Written into the assistant's turn before it generates: the model starts inside a code block
+    # instead of wandering into prose or CREATE TABLE statements. null: the task kind's own
+    # ("```sql\n" for SQL, "```python\n" for Python); "" lets the model start freely.
+    answer_prefix: str | None = None
 
 
 class SamplingConfig(_Section):
@@ -50,6 +56,20 @@ class SamplingConfig(_Section):
 class VerifyConfig(_Section):
     timeout_s: float = Field(default=5.0, gt=0)
     workers: int | None = Field(default=None, ge=1)  # default: one per CPU core
+    # The interpreter Python candidates run in (default: this one). DS-1000 needs its pinned library
+    # versions: point this at the environment scripts/ds1000_env.sh builds (.../bin/python).
+    python: str | None = None
+
+    @field_validator("python")
+    @classmethod
+    def _python_is_an_interpreter(cls, python: str | None) -> str | None:
+        """Made absolute (symlinks kept: a venv's python is one), as candidates run in another working dir."""
+        if python is None:
+            return None
+        path = os.path.expanduser(python)
+        if shutil.which(path) is None:
+            raise ValueError(f"no such interpreter {python!r} (not an executable file, nor on PATH)")
+        return os.path.abspath(path) if os.sep in path else path
 
 
 class PairConfig(_Section):
@@ -65,11 +85,13 @@ class TrainConfig(_Section):
     lora_alpha: int = Field(default=32, ge=1)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     lora_target_modules: list[str] | str = "all-linear"
-    lora_top_layers: int | None = Field(default=10, ge=1)  # adapt only the top N layers: backward stops there
+    # Adapt only the top N layers (backward stops there: cheaper, but learns less); None: every layer.
+    lora_top_layers: int | None = Field(default=None, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
     lr_scheduler: str = "linear"
     warmup_steps: int = Field(default=0, ge=0)
     epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)  # train exactly this many steps instead (benchmarks compare arms so)
     batch_size: int = Field(default=4, ge=1)  # pairs per step
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     max_length: int = Field(default=512, ge=16)
@@ -95,7 +117,7 @@ class RunConfig(_Section):
     pairs: PairConfig = PairConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
-    max_iterations: int = Field(default=2, ge=1)
+    max_iterations: int = Field(default=1, ge=1)  # the paper used 4; a second one does not fit 30 CPU minutes
     min_gain: float = 0.0  # stop when an iteration gains less than this (a fraction; 0.01 = one point)
 
     @model_validator(mode="after")

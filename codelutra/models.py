@@ -76,7 +76,9 @@ def load_tokenizer(path: str):
 
 
 def load_model(path: str, dtype: str = "float32"):
+    """The model on the GPU where there is one (generation), else on the CPU; trainers move it as they need."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    return model.to("cuda") if torch.cuda.is_available() else model

@@ -18,7 +18,7 @@ from codelutra.loop.report import write_report
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.models import resolve_model
 from codelutra.tasks import Task
-from codelutra.tasks.prompts import format_answer, sql_messages
+from codelutra.tasks.kinds import kind_of
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import build_pairs
 
@@ -36,7 +36,7 @@ class Refiner:
         self.train_tasks = self._load("train_tasks")
         self.eval_tasks = self._load("eval_tasks")
         self._claim_run_dir()
-        overlap = {t.db_id for t in self.train_tasks} & {t.db_id for t in self.eval_tasks}
+        overlap = ({t.db_id for t in self.train_tasks} & {t.db_id for t in self.eval_tasks}) - {""}
         if overlap:
             console.print(f"[yellow]note:[/] train and eval tasks share databases: {', '.join(sorted(overlap))}")
 
@@ -68,7 +68,7 @@ class Refiner:
             console.print(f"resuming run in {self.run_dir}")
 
     def _load(self, which: str) -> list[Task]:
-        tasks, skipped = load_tasks(getattr(self.cfg, which))
+        tasks, skipped = load_tasks(getattr(self.cfg, which), self.cfg.verify)
         for s in skipped:
             console.print(f"[yellow]skipped[/] {s}")
         console.print(f"{which}: {len(tasks)} problems" + (f" ({len(skipped)} skipped)" if skipped else ""))
@@ -124,21 +124,22 @@ class Refiner:
     def _pairs(self, k: int, samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
         if path.exists():
             return read_jsonl(path)
+        kind = kind_of(self.train_tasks)
         by_id = {t.id: t for t in self.train_tasks}
         pairs = []
         for sample, verdict in zip(samples, verdicts):
             task = by_id[sample["id"]]
             pairs += build_pairs(
                 task.id,
-                sql_messages(task, self.cfg.prompt.schema_style),
+                kind.messages(task, self.cfg.prompt),
                 sample["completions"],
                 verdict["verdicts"],
-                format_answer(task.gold),
+                kind.answer(task.gold),
                 max_pairs=self.cfg.pairs.max_per_problem,
                 seed=self.cfg.seed + k,
             )
         write_jsonl(path, pairs)
         from_gold = sum(p["chosen_source"] == "gold" for p in pairs)
-        console.print(f"iter {k}: {len(pairs)} pairs ({from_gold} with the gold query as the correct side)")
+        console.print(f"iter {k}: {len(pairs)} pairs ({from_gold} with the gold code as the correct side)")
         return pairs
 

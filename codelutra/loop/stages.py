@@ -12,10 +12,8 @@ from pathlib import Path
 from codelutra.artifacts import read_jsonl, write_jsonl
 from codelutra.config import PromptConfig, VerifyConfig
 from codelutra.console import progress_bar
-from codelutra.execution.sql import SqlCheck, verify_sql
-from codelutra.generation.extract import extract_sql
 from codelutra.tasks import Task
-from codelutra.tasks.prompts import sql_messages
+from codelutra.tasks.kinds import kind_of
 
 CHUNK_PROBLEMS = 64  # problems generated between two appends to the .partial file
 
@@ -37,6 +35,7 @@ def generate_completions(
     """Write `out_path` (JSONL: id, completions) for every task, resuming from `out_path.partial`."""
     if out_path.exists():
         return read_jsonl(out_path)
+    kind = kind_of(tasks)
     from codelutra.generation.sampler import generate
     from codelutra.models import load_model, load_tokenizer
 
@@ -55,9 +54,9 @@ def generate_completions(
                 outputs = generate(
                     model,
                     tokenizer,
-                    [sql_messages(t, prompt.schema_style) for t in chunk],
+                    [kind.messages(t, prompt) for t in chunk],
                     n=n,
-                    answer_prefix=prompt.answer_prefix,
+                    answer_prefix=kind.answer_prefix(prompt),
                     temperature=temperature,
                     top_p=top_p,
                     max_new_tokens=max_new_tokens,
@@ -79,21 +78,28 @@ def generate_completions(
 def judge_completions(
     tasks: list[Task], samples: list[dict], out_path: Path, *, verify: VerifyConfig, description: str
 ) -> list[dict]:
-    """Extract SQL from every completion and judge it against the gold query; write `out_path`."""
+    """Extract the code from every completion and judge it in its kind's sandbox; write `out_path`.
+
+    Each row: id, the code extracted from each completion under the kind's name ("sql", "python"),
+    verdicts and details.
+    """
     if out_path.exists():
         return read_jsonl(out_path)
+    kind = kind_of(tasks)
     by_id = {t.id: t for t in tasks}
-    checks, owners = [], []
+    checks, codes, owners = [], [], []
     for row in samples:
         task = by_id[row["id"]]
         for completion in row["completions"]:
-            checks.append(SqlCheck(task.db_path, task.gold, extract_sql(completion)))
+            code = kind.extract(completion)
+            checks.append(kind.check(task, code))
+            codes.append(code)
             owners.append(row["id"])
     with progress_bar(description, total=len(checks)) as advance:
-        verdicts = verify_sql(checks, timeout_s=verify.timeout_s, workers=verify.workers, progress=advance)
-    rows: dict[str, dict] = {row["id"]: {"id": row["id"], "sql": [], "verdicts": [], "details": []} for row in samples}
-    for owner, check, verdict in zip(owners, checks, verdicts):
-        rows[owner]["sql"].append(check.candidate_sql)
+        verdicts = kind.verify(checks, verify, advance)
+    rows: dict[str, dict] = {row["id"]: {"id": row["id"], kind.name: [], "verdicts": [], "details": []} for row in samples}
+    for owner, code, verdict in zip(owners, codes, verdicts):
+        rows[owner][kind.name].append(code)
         rows[owner]["verdicts"].append(verdict.kind)
         rows[owner]["details"].append(verdict.detail)
     result = [rows[row["id"]] for row in samples]

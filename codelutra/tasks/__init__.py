@@ -9,15 +9,24 @@ from dataclasses import dataclass
 class Task:
     """One problem: a question, its gold code and what is needed to run code for it.
 
-    `id` is unique within a task set and stable across runs (artifacts refer to it).
+    `id` is unique within a task set and stable across runs (artifacts refer to it). `kind` says
+    which language it is and how it is judged (`codelutra.tasks.kinds`); the fields after it are
+    the ones that kind needs.
     """
 
     id: str
-    question: str
-    gold: str
-    db_path: str  # absolute path of the SQLite database the SQL runs against
-    db_id: str  # name of the database (Spider's db_id); used to split train / held-out by database
+    question: str  # what the prompt shows (for Python: the problem as its benchmark states it)
+    gold: str  # the reference code
+    db_path: str = ""  # SQL: absolute path of the SQLite database the SQL runs against
+    # The group that `databases` / `exclude_databases` select: SQL's database (Spider's db_id),
+    # MBPP's split (prompt, test, validation, train), DS-1000's library; "" where there is none.
+    db_id: str = ""
     evidence: str = ""  # BIRD's hint, shown in the prompt when present
+    kind: str = "sql"  # "sql" or "python"
+    tests: tuple[str, ...] = ()  # Python: test code run after the candidate (MBPP's asserts, HumanEval's `test`)
+    setup: str = ""  # Python: run after the candidate, before the tests (MBPP's test_setup_code)
+    entry_point: str | None = None  # HumanEval: `check(<entry_point>)` runs after the tests
+    code_context: str | None = None  # DS-1000: defines test_execution(solution) and maybe test_string
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What the model is shown for a text-to-SQL task, and how a gold query is written as its answer.
+"""What the model is shown for a task, and how gold code is written as its answer.
 
 Prompt length is the main cost of generating on a CPU, so the default schema style is the
 shortest one that still names every table, column, primary key and foreign key.
@@ -17,6 +17,7 @@ from codelutra.tasks import Task
 SCHEMA_STYLES = ("compact", "create")
 
 INSTRUCTION = "Answer with one SQLite query in a ```sql code block and nothing else."
+PYTHON_INSTRUCTION = "Answer with Python code in a ```python code block and nothing else."
 
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
@@ -90,3 +91,13 @@ def sql_messages(task: Task, schema_style: str = "compact") -> list[dict[str, st
 def format_answer(sql: str) -> str:
     """A gold query written the way the instruction asks the model to answer."""
     return "```sql\n" + sql.strip().rstrip(";").strip() + "\n```"
+
+
+def python_messages(task: Task) -> list[dict[str, str]]:
+    """The chat for one Python task: the problem as its loader wrote it, then the instruction."""
+    return [{"role": "user", "content": f"{task.question}\n{PYTHON_INSTRUCTION}"}]
+
+
+def format_python_answer(code: str) -> str:
+    """Gold code written the way the instruction asks the model to answer (indentation kept)."""
+    return "```python\n" + code.rstrip() + "\n```"

@@ -1,8 +1,8 @@
-"""Turn a task source from the config into problems: the built-in set, or a user's files."""
+"""Turn a task source from the config into problems: the built-in set, or a user's files (SQL or Python)."""
 
 from __future__ import annotations
 
-from codelutra.config import TaskSource
+from codelutra.config import TaskSource, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.models import cache_dir
 from codelutra.tasks import Skipped, Task
@@ -10,8 +10,13 @@ from codelutra.tasks import Skipped, Task
 BUILTIN_SPLITS = ("train", "heldout")
 
 
-def load_tasks(source: TaskSource) -> tuple[list[Task], list[Skipped]]:
-    """Load, filter and sample the problems of one task source; bad problems come back as `Skipped`."""
+def load_tasks(source: TaskSource, verify: VerifyConfig | None = None) -> tuple[list[Task], list[Skipped]]:
+    """Load, filter and sample the problems of one task source; bad problems come back as `Skipped`.
+
+    `verify` is how Python problems' gold code is run to check it (its interpreter, time limit, workers).
+    """
+    from codelutra.tasks.python import FORMATS as PYTHON_FORMATS
+    from codelutra.tasks.python import detect_format, load_python_tasks
     from codelutra.tasks.sql import load_sql_tasks
 
     path, fmt = source.path, source.format
@@ -23,11 +28,9 @@ def load_tasks(source: TaskSource) -> tuple[list[Task], list[Skipped]]:
 
         root = build_builtin_tasks(cache_dir() / f"builtin-v{BUILTIN_VERSION}")
         path, fmt = str(root / f"{split}.jsonl"), "jsonl"
-    return load_sql_tasks(
-        path,
-        format=fmt,
-        databases=source.databases,
-        exclude_databases=source.exclude_databases,
-        limit=source.limit,
-        seed=source.seed,
-    )
+    if fmt == "auto":
+        fmt = detect_format(path) or "auto"  # not a Python layout: the SQL loader tells Spider, BIRD and JSONL apart
+    selection = dict(databases=source.databases, exclude_databases=source.exclude_databases, limit=source.limit, seed=source.seed)
+    if fmt in PYTHON_FORMATS:
+        return load_python_tasks(path, format=fmt, verify=verify, **selection)
+    return load_sql_tasks(path, format=fmt, **selection)

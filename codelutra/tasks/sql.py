@@ -6,14 +6,22 @@ cannot be read at all, or a load that leaves no task, raises `UserError`.
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 from typing import Any
 
 from codelutra.errors import UserError
 from codelutra.execution.sql import run_queries
 from codelutra.tasks import Skipped, Task
+from codelutra.tasks.records import (
+    BadRecord,
+    jsonl_records,
+    read_json_list,
+    record_id,
+    require_object,
+    require_some,
+    select,
+    string_field,
+)
 
 FORMATS = ("auto", "spider", "bird", "jsonl")
 # Which questions file a Spider/BIRD directory is read from, in order of preference.
@@ -22,10 +30,6 @@ QUESTIONS_FILES = ("dev.json", "train_spider.json", "train.json")
 DATABASE_DIRS = {"spider": ("database",), "bird": ("dev_databases", "train_databases", "database")}
 # The field holding the gold query in each layout.
 GOLD_FIELDS = {"spider": "query", "bird": "SQL", "jsonl": "gold_sql"}
-
-
-class _BadRecord(Exception):
-    """A record that is reported as skipped; the message is the reason."""
 
 
 def load_sql_tasks(
@@ -53,32 +57,19 @@ def load_sql_tasks(
     if format == "jsonl":
         candidates, skipped = _read_jsonl(file)
     else:
-        records = _read_json_list(file)
+        records = read_json_list(file)
         if format == "auto":
             first = next((r for r in records if isinstance(r, dict)), {})
             format = "bird" if "SQL" in first and "evidence" in first else "spider"
         candidates, skipped = _parse_spider_or_bird(file, records, format)
 
-    loaded = len(candidates)
-    candidates = [
-        task
-        for task in candidates
-        if (databases is None or task.db_id in databases)
-        and (exclude_databases is None or task.db_id not in exclude_databases)
-    ]
-    if loaded and not candidates:
-        raise UserError(f"{file}: no problem is on the databases asked for ({databases=}, {exclude_databases=})")
-    if limit is not None and limit < len(candidates):
-        chosen = sorted(random.Random(seed).sample(range(len(candidates)), limit))
-        candidates = [candidates[i] for i in chosen]
+    candidates = select(
+        file, candidates, databases=databases, exclude_databases=exclude_databases, limit=limit, seed=seed
+    )
     if check_gold:
         candidates, failed = _drop_failing_gold(file, candidates)
         skipped += failed
-
-    if not candidates:
-        if skipped:
-            raise UserError(f"{file}: no task left: skipped {len(skipped)}, the first because: {skipped[0].reason}")
-        raise UserError(f"{file}: holds no problems")
+    require_some(file, candidates, skipped)
     return candidates, skipped
 
 
@@ -98,23 +89,6 @@ def _locate(path: Path, format: str) -> tuple[Path, str]:
     return path, format
 
 
-def _read_text(file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{file}: cannot read: {e}") from None
-
-
-def _read_json_list(file: Path) -> list[Any]:
-    try:
-        records = json.loads(_read_text(file))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{file}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
-    if not isinstance(records, list):
-        raise UserError(f"{file}: expected a JSON list of records, found {type(records).__name__}")
-    return records
-
-
 def _parse_spider_or_bird(file: Path, records: list[Any], format: str) -> tuple[list[Task], list[Skipped]]:
     """The tasks of the records and the records skipped."""
     database_dirs = [file.parent / name for name in DATABASE_DIRS[format]]
@@ -123,22 +97,22 @@ def _parse_spider_or_bird(file: Path, records: list[Any], format: str) -> tuple[
     for index, record in enumerate(records):
         task_id = f"{file.stem}-{index}"
         try:
-            record = _require_object(record)
-            db_id = _string_field(record, "db_id")
+            record = require_object(record)
+            db_id = string_field(record, "db_id")
             if db_id not in db_paths:
                 db_paths[db_id] = _find_database([d / db_id / f"{db_id}.sqlite" for d in database_dirs])
             evidence = record.get("evidence", "")
             if not isinstance(evidence, str):
-                raise _BadRecord("field 'evidence' is not a string")
+                raise BadRecord("field 'evidence' is not a string")
             task = Task(
                 id=task_id,
-                question=_string_field(record, "question"),
-                gold=_string_field(record, GOLD_FIELDS[format]),
+                question=string_field(record, "question"),
+                gold=string_field(record, GOLD_FIELDS[format]),
                 db_path=db_paths[db_id],
                 db_id=db_id,
                 evidence=evidence.strip(),
             )
-        except _BadRecord as e:
+        except BadRecord as e:
             skipped.append(Skipped(str(file), task_id, str(e)))
             continue
         candidates.append(task)
@@ -146,72 +120,36 @@ def _parse_spider_or_bird(file: Path, records: list[Any], format: str) -> tuple[
 
 
 def _read_jsonl(file: Path) -> tuple[list[Task], list[Skipped]]:
-    """The tasks of a JSONL file and the records skipped.
-
-    An undecodable line means the file is broken, not one record, so it raises `UserError`.
-    """
+    """The tasks of a JSONL file and the records skipped."""
     db_paths: dict[str, str] = {}  # db_path as written -> the database file
     first_line_of_id: dict[str, int] = {}
     candidates, skipped = [], []
-    for line_number, line in enumerate(_read_text(file).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{file}: line {line_number}: invalid JSON: {e.msg}") from None
+    for line_number, record in jsonl_records(file):
         task_id = str(line_number)  # what the record is reported under until its own id is known
         try:
-            record = _require_object(record)
-            task_id = _jsonl_id(record, line_number)
+            record = require_object(record)
+            task_id = record_id(record, "id", str(line_number))
             if task_id in first_line_of_id:
-                raise _BadRecord(f"line {line_number}: duplicate id, first used on line {first_line_of_id[task_id]}")
+                raise BadRecord(f"line {line_number}: duplicate id, first used on line {first_line_of_id[task_id]}")
             first_line_of_id[task_id] = line_number
-            written_path = _string_field(record, "db_path")
+            written_path = string_field(record, "db_path")
             if written_path not in db_paths:
                 db_paths[written_path] = _find_database([file.parent / written_path])
             db_id = record.get("db_id", Path(written_path).stem)
             if not isinstance(db_id, str) or not db_id.strip():
-                raise _BadRecord("field 'db_id' is empty or not a string")
+                raise BadRecord("field 'db_id' is empty or not a string")
             task = Task(
                 id=task_id,
-                question=_string_field(record, "question"),
-                gold=_string_field(record, GOLD_FIELDS["jsonl"]),
+                question=string_field(record, "question"),
+                gold=string_field(record, GOLD_FIELDS["jsonl"]),
                 db_path=db_paths[written_path],
                 db_id=db_id,
             )
-        except _BadRecord as e:
+        except BadRecord as e:
             skipped.append(Skipped(str(file), task_id, str(e)))
             continue
         candidates.append(task)
     return candidates, skipped
-
-
-def _require_object(record: Any) -> dict:
-    if not isinstance(record, dict):
-        raise _BadRecord(f"record is not a JSON object but {type(record).__name__}")
-    return record
-
-
-def _string_field(record: dict, name: str) -> str:
-    if name not in record:
-        raise _BadRecord(f"missing field {name!r}")
-    value = record[name]
-    if not isinstance(value, str):
-        raise _BadRecord(f"field {name!r} is not a string")
-    if not value.strip():
-        raise _BadRecord(f"field {name!r} is empty")
-    return value.strip()
-
-
-def _jsonl_id(record: dict, line_number: int) -> str:
-    """The record's `id` as a string (numbers allowed); the 1-based line number when absent."""
-    if "id" not in record:
-        return str(line_number)
-    value = record["id"]
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
-        raise _BadRecord("field 'id' is not a non-empty string or integer")
-    return str(value).strip()
 
 
 def _find_database(looked_for: list[Path]) -> str:
@@ -219,7 +157,7 @@ def _find_database(looked_for: list[Path]) -> str:
     for path in looked_for:
         if path.is_file():
             return str(path.resolve())
-    raise _BadRecord(f"database not found: {' or '.join(str(p) for p in looked_for)}")
+    raise BadRecord(f"database not found: {' or '.join(str(p) for p in looked_for)}")
 
 
 def _drop_failing_gold(file: Path, candidates: list[Task]) -> tuple[list[Task], list[Skipped]]:

@@ -41,6 +41,7 @@ def dpo_config(cfg: TrainConfig, output_dir: str | Path, seed: int):
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps,
         num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length,

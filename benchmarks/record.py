@@ -1,0 +1,82 @@
+"""What every benchmark result carries, so a number can be traced to where it was measured.
+
+The machine (CPU, cores, memory, GPU), the library versions, the code's commit and the exact
+command line go into each result's JSON and markdown; `write_results` writes both.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from codelutra.artifacts import atomic_write_text, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "sqlglot")
+
+
+def machine() -> dict:
+    import torch  # here, not at the top: benchmark scripts keep their imports light for worker processes
+
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory_gb, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def versions() -> dict:
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def provenance() -> dict:
+    """Machine, versions, commit and command line: the fields every result file starts with."""
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip())
+    return {
+        "command": shlex.join(sys.orig_argv),  # interpreter and flags included
+        "commit": commit + (" (with uncommitted changes)" if dirty else "") if commit else None,
+        "machine": machine(),
+        "versions": versions(),
+    }
+
+
+def provenance_markdown(info: dict) -> str:
+    m = info["machine"]
+    gpu = m["gpu"] or "none"
+    libs = ", ".join(f"{name} {v}" for name, v in info["versions"].items() if v)
+    return (
+        f"Command: `{info['command']}`  \n"
+        f"Commit: {info['commit'] or 'unknown'}  \n"
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB; GPU: {gpu}; Python {m['python']}  \n"
+        f"Libraries: {libs}\n"
+    )
+
+
+def write_results(results_dir: Path, stem: str, data: dict, markdown: str) -> list[Path]:
+    """Write `<stem>.json` and `<stem>.md` into `results_dir`; return their paths."""
+    json_path, md_path = results_dir / f"{stem}.json", results_dir / f"{stem}.md"
+    write_json(json_path, data)
+    atomic_write_text(md_path, markdown)
+    return [json_path, md_path]

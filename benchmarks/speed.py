@@ -1,0 +1,434 @@
+"""Where an iteration's time and memory go, and how the project's choices compare with plain ones.
+
+Measured side by side in one run, each stage in a fresh child process so that its time and peak
+memory are its own:
+
+* sampling: generated tokens per second at several batch sizes (`generate`, the project's sampler);
+* verification: candidates judged per second by the project's sandbox (`verify_sql`: worker
+  processes, read-only databases, time limits, each distinct query run once) against the plain
+  way, written below: one process opening each database with sqlite3 and running the gold query
+  and the candidate in turn;
+* training: preference pairs per second of the project's training stage (`train_policy` with the
+  default TrainConfig) against TRL's DPOTrainer with TRL's and PEFT's defaults, on the same pairs;
+* the whole iteration (the project's `Refiner`, one iteration) at three sizes, problems x samples.
+
+The candidates are the base model's samples on builtin:train problems, or a run's samples.jsonl
+(--samples). Peak memory: the stage process's own peak resident set (getrusage, exact), and the
+peak of the process together with its workers (sandbox processes), sampled every 50 ms with psutil.
+Scratch runs go to OUTPUT/runs/speed-* and are redone from scratch each time. Results go to
+benchmarks/results/speed[-quick].{json,md}.
+
+Usage: python benchmarks/speed.py [--quick] [--model M] [--output DIR] [--samples FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import multiprocessing
+import resource
+import shutil
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from rich.table import Table
+
+from codelutra.artifacts import read_json, read_jsonl
+from codelutra.config import PairConfig, PromptConfig, SamplingConfig, TaskSource, TrainConfig, VerifyConfig, load_config
+from codelutra.console import console, tables
+from codelutra.execution.sql import gold_is_ordered, results_match, verify_sql
+from codelutra.models import EMBEDDED_DEFAULT, resolve_model
+from codelutra.tasks.kinds import SQL
+from codelutra.tasks.sources import load_tasks
+from codelutra.training.pairs import build_pairs
+
+from record import REPO, RESULTS, provenance, provenance_markdown, write_results
+
+# Quick: a few minutes on 2 CPU cores with SmolLM2-135M. Batch sizes count sequences (prompts x samples).
+SIZES = {
+    "full": {"problems": 64, "samples_per_problem": 4, "batch_sizes": [4, 16, 64], "iteration_sizes": ["30x1", "60x2", "120x4"], "eval_problems": 20},
+    "quick": {"problems": 16, "samples_per_problem": 4, "batch_sizes": [4, 16, 64], "iteration_sizes": ["4x1", "8x2", "16x2"], "eval_problems": 4},
+}
+RATIOS = {
+    "sampling": "tokens/s relative to the smallest batch size",
+    "verification": "candidates/s relative to the plain serial loop",
+    "training": "pairs/s relative to TRL's DPOTrainer with its defaults",
+    "iteration": "seconds relative to the smallest size (how cost grows)",
+}
+LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets")  # imported before a stage's clock starts
+_SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter per stage: nothing inherited, memory its own
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    chosen = {"problems": args.problems, "batch_sizes": args.batch_sizes, "iteration_sizes": args.iteration_sizes, "eval_problems": args.eval_problems}
+    sizes = {**SIZES["quick" if args.quick else "full"], **{key: value for key, value in chosen.items() if value}}
+    model = measure(resolve_model, args.model or EMBEDDED_DEFAULT)["value"]  # converting the embedded default loads torch
+    scratch = Path(args.output).resolve() / "runs"
+
+    sampling, samples = measure_sampling(model, sizes)
+    if args.samples:
+        samples = read_jsonl(args.samples)[: sizes["problems"]]
+    tasks = _tasks_of(samples)
+    verification, verdicts = measure_verification(tasks, samples)
+    training = measure_training(model, _pairs(tasks, samples, verdicts), scratch)
+    iteration = measure_iterations(model, sizes, scratch)
+    sections = {"sampling": sampling, "verification": verification, "training": training, "iteration": iteration}
+    # Last: provenance imports torch (to name the GPU), which this process must not hold while it measures.
+    result = {"benchmark": "speed", "quick": args.quick, **provenance(), "sizes": sizes, "model": model, "sections": sections}
+
+    stem = "speed" + ("-quick" if args.quick else "")
+    for path in write_results(Path(args.results), stem, result, markdown(result)):
+        console.print(f"wrote {path}")
+    tables.print(summary_table(result))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: minutes on a CPU")
+    parser.add_argument("--model", default=None, help="model to measure (default: the embedded default)")
+    parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ (scratch runs) goes into")
+    parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
+    parser.add_argument("--samples", help="a run's samples.jsonl on builtin:train to verify and train on (default: fresh base-model samples)")
+    parser.add_argument("--problems", type=int, help="problems sampled, verified and trained on")
+    parser.add_argument("--batch-sizes", dest="batch_sizes", type=lambda s: [int(x) for x in s.split(",")], help="sampling batch sizes, e.g. 4,16,64")
+    parser.add_argument("--iteration-sizes", dest="iteration_sizes", type=lambda s: s.split(","), help="whole-iteration sizes, e.g. 4x1,8x2,16x2")
+    parser.add_argument("--eval-problems", dest="eval_problems", type=int, help="held-out problems of the whole-iteration runs")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a stage in a child process
+
+
+def measure(fn, *args, preload: tuple[str, ...] = ()) -> dict:
+    """Run `fn(*args)` in a fresh process; return its value, wall seconds and peak memory.
+
+    The `preload` modules are imported first, outside the time (on a small CPU, importing torch,
+    transformers and TRL takes seconds). This process must stay small, without torch: on Linux a
+    child's peak resident memory (getrusage) starts from its parent's peak at the moment it starts.
+    """
+    receiver, sender = _SPAWN.Pipe(duplex=False)
+    process = _SPAWN.Process(target=_measured_call, args=(sender, fn, args, preload))
+    process.start()
+    sender.close()  # so that our end reads EOF if the child dies
+    try:
+        status, payload = receiver.recv()
+    except EOFError:
+        status, payload = "error", "the stage's process died"
+    process.join()
+    if status == "error":
+        raise RuntimeError(f"{fn.__name__} failed (exit code {process.exitcode}):\n{payload}")
+    return payload
+
+
+def _measured_call(sender, fn, args, preload) -> None:
+    for module in preload:
+        importlib.import_module(module)
+    stop, peak = threading.Event(), [0]
+    watcher = threading.Thread(target=_watch_tree_memory, args=(stop, peak), daemon=True)
+    watcher.start()
+    start = time.perf_counter()
+    try:
+        value = fn(*args)
+    except BaseException:
+        sender.send(("error", traceback.format_exc()))
+        return
+    seconds = time.perf_counter() - start
+    stop.set()
+    watcher.join()
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)  # MB
+    torch = sys.modules.get("torch")
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch is not None and torch.cuda.is_available() else None
+    sender.send(("ok", {"value": value, "seconds": seconds, "peak_rss_mb": own, "peak_rss_with_workers_mb": max(own, peak[0] / 2**20), "peak_gpu_mb": gpu}))
+
+
+def _watch_tree_memory(stop: threading.Event, peak: list[int]) -> None:
+    """Keep in peak[0] the largest resident memory of this process and all its descendants, summed."""
+    import psutil  # a dependency of accelerate, so present wherever TRL is
+
+    me = psutil.Process()
+    while not stop.wait(0.05):
+        total = 0
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:  # a worker that ended meanwhile
+                pass
+        peak[0] = max(peak[0], total)
+
+
+def _row(variant: str, work: float, unit: str, measured: dict, note: str = "") -> dict:
+    return {
+        "variant": variant,
+        "work": work,
+        "unit": unit,
+        "seconds": _significant(measured["seconds"]),
+        "rate": _significant(work / measured["seconds"]),
+        "peak_rss_mb": round(measured["peak_rss_mb"]),
+        "peak_rss_with_workers_mb": round(measured["peak_rss_with_workers_mb"]),
+        "peak_gpu_mb": measured["peak_gpu_mb"] and round(measured["peak_gpu_mb"]),
+        "note": note,
+    }
+
+
+def _with_ratios(rows: list[dict], baseline: dict, key: str = "rate") -> list[dict]:
+    return [{**row, "ratio": _significant(row[key] / baseline[key])} for row in rows]
+
+
+def _significant(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def sample_stage(model_path: str, problems: int, samples: int, batch_size: int) -> dict:
+    """Sample with the project's defaults (temperature, top_p, max_new_tokens); time the generation only."""
+    from codelutra.generation.sampler import generate
+    from codelutra.models import load_model, load_tokenizer
+
+    tasks, prompt, s = _train_tasks(problems), PromptConfig(), SamplingConfig()
+    model, tokenizer = load_model(model_path), load_tokenizer(model_path)
+    prefix = SQL.answer_prefix(prompt)
+    messages = [SQL.messages(task, prompt) for task in tasks]
+    run = functools.partial(
+        generate, model, tokenizer, n=samples, answer_prefix=prefix, temperature=s.temperature,
+        top_p=s.top_p, max_new_tokens=s.max_new_tokens, batch_size=batch_size, seed=0,
+    )  # fmt: skip
+    run(messages[:1])  # warm-up: first-call costs are not throughput
+    start = time.perf_counter()
+    completions = run(messages)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(tokenizer(c[len(prefix) :], add_special_tokens=False).input_ids) for row in completions for c in row)
+    return {"samples": [{"id": t.id, "completions": c} for t, c in zip(tasks, completions)], "tokens": tokens, "seconds": seconds}
+
+
+def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
+    """Tokens/s per batch size; also returns the samples of the largest batch size for the later stages."""
+    rows, samples = [], []
+    for batch_size in sorted(sizes["batch_sizes"]):
+        console.print(f"speed: sampling {sizes['problems']} problems x {sizes['samples_per_problem']}, batch size {batch_size}")
+        m = measure(sample_stage, model, sizes["problems"], sizes["samples_per_problem"], batch_size, preload=LIBRARIES)
+        out = m["value"]
+        # the rate is over generation alone (the stage's seconds include loading the model)
+        rows.append(_row(f"batch {batch_size} sequences", out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, f"{m['seconds']:.1f} s with loading the model"))
+        samples = out["samples"]
+    return _with_ratios(rows, rows[0]), samples
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification
+
+
+def serial_loop_stage(checks: list) -> list[bool]:
+    """The baseline: in this process, for each candidate open its database read-only, run gold and candidate.
+
+    Judged with the project's comparison (`results_match`), so that only the running differs. A
+    deadline per query keeps a runaway candidate from stalling the benchmark.
+    """
+    ordered = functools.cache(gold_is_ordered)
+    timeout_s = VerifyConfig().timeout_s
+    correct = []
+    for check in checks:
+        if not check.candidate_sql:
+            correct.append(False)
+            continue
+        db = sqlite3.connect(Path(check.db_path).resolve().as_uri() + "?mode=ro", uri=True)
+        deadline = time.monotonic() + timeout_s
+        db.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+        try:
+            gold = db.execute(check.gold_sql).fetchall()
+            candidate = db.execute(check.candidate_sql).fetchall()
+            correct.append(results_match(gold, candidate, ordered=ordered(check.gold_sql)))
+        except (sqlite3.Error, ValueError):  # ValueError: a NUL character in the SQL
+            correct.append(False)
+        finally:
+            db.close()
+    return correct
+
+
+def verify_stage(checks: list, workers: int | None) -> list[str]:
+    return [v.kind for v in verify_sql(checks, timeout_s=VerifyConfig().timeout_s, workers=workers)]
+
+
+def measure_verification(tasks: dict, samples: list[dict]) -> tuple[list[dict], list[list[str]]]:
+    """Candidates/s of the plain loop and of the sandbox (1 worker, one per core); returns the sandbox's verdicts."""
+    checks = [SQL.check(tasks[row["id"]], SQL.extract(c)) for row in samples for c in row["completions"]]
+    console.print(f"speed: verifying {len(checks)} candidates")
+    plain = measure(serial_loop_stage, checks)
+    rows = [_row("plain serial sqlite3 loop", len(checks), "candidates", plain)]
+    for workers, label in ((1, "verify_sql, 1 worker"), (None, "verify_sql, a worker per core")):
+        m = measure(verify_stage, checks, workers)
+        agree = sum((kind == "correct") == ok for kind, ok in zip(m["value"], plain["value"]))
+        rows.append(_row(label, len(checks), "candidates", m, f"agrees with the plain loop on {agree}/{len(checks)}"))
+        verdicts = m["value"]  # the last run's (a worker per core) go on to build the training pairs
+    per_problem, i = [], 0
+    for row in samples:
+        per_problem.append(verdicts[i : i + len(row["completions"])])
+        i += len(row["completions"])
+    return _with_ratios(rows, rows[0]), per_problem
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def _pairs(tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[dict]:
+    """Preference pairs the way the loop builds them (gold as the correct side where no sample is correct)."""
+    prompt, pairs = PromptConfig(), []
+    for row, kinds in zip(samples, verdicts):
+        task = tasks[row["id"]]
+        answer = SQL.answer(task.gold)
+        pairs += build_pairs(task.id, SQL.messages(task, prompt), row["completions"], kinds, answer, max_pairs=PairConfig().max_per_problem)
+    return pairs
+
+
+def project_training_stage(model_path: str, pairs: list[dict], out_dir: str) -> None:
+    from codelutra.training.trainer import train_policy
+
+    train_policy(model_path, pairs, out_dir, TrainConfig())
+
+
+def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None:
+    """TRL's DPOTrainer as a newcomer starts it: DPOConfig and PEFT's LoraConfig at their defaults.
+
+    Changed only where needed: one epoch (the project's default, so both see each pair once; TRL's
+    default is 3) and bf16 only where the GPU has it (TRL's default bf16=True refuses to start on a CPU).
+    """
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    from codelutra.models import load_model, load_tokenizer
+    from codelutra.training.trainer import _conversational
+
+    args = DPOConfig(
+        output_dir=out_dir,
+        num_train_epochs=TrainConfig().epochs,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+    )
+    trainer = DPOTrainer(
+        model=load_model(model_path),
+        args=args,
+        train_dataset=Dataset.from_list([_conversational(p) for p in pairs]),
+        processing_class=load_tokenizer(model_path),
+        peft_config=LoraConfig(task_type="CAUSAL_LM"),  # task_type is required for a causal LM
+    )
+    trainer.train()
+    trainer.save_model(out_dir)
+
+
+def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]:
+    """Pairs/s of each whole training stage: loading the model, training one epoch, saving the result."""
+    rows = []
+    for stage, label in ((trl_defaults_stage, "TRL DPOTrainer, defaults"), (project_training_stage, "train_policy, default TrainConfig")):
+        out_dir = scratch / f"speed-{stage.__name__}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        console.print(f"speed: training on {len(pairs)} pairs: {label}")
+        rows.append(_row(label, len(pairs), "pairs", measure(stage, model, pairs, str(out_dir), preload=LIBRARIES)))
+    return _with_ratios(rows, rows[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole iteration
+
+
+def iteration_stage(model_path: str, problems: int, samples: int, eval_problems: int, output: str) -> dict:
+    """One iteration of the project's loop at this size; returns the base model's evaluation seconds and train.json."""
+    from codelutra.loop.refine import Refiner
+
+    cfg = load_config(
+        None,
+        [
+            f"model.name={model_path}", f"output_dir={output}", f"name=speed-iteration-{problems}x{samples}",
+            f"train_tasks.limit={problems}", f"sampling.n={samples}", f"eval_tasks.limit={eval_problems}", "max_iterations=1",
+        ],
+    )  # fmt: skip
+    refiner = Refiner(cfg)
+    shutil.rmtree(refiner.run_dir, ignore_errors=True)  # a fresh run, never a resumed one
+    history = refiner.run()
+    return {"base_eval_seconds": history[0]["seconds"], **read_json(refiner.run_dir / "iter_1" / "train.json")}
+
+
+def measure_iterations(model: str, sizes: dict, scratch: Path) -> list[dict]:
+    """Seconds of one iteration (sample, verify, pair, train, evaluate; not the base model's evaluation) per size."""
+    rows = []
+    for size in sizes["iteration_sizes"]:
+        problems, samples = (int(x) for x in size.split("x"))
+        console.print(f"speed: one iteration, {problems} problems x {samples} samples")
+        m = measure(iteration_stage, model, problems, samples, sizes["eval_problems"], str(scratch.parent), preload=LIBRARIES)
+        out = m["value"]
+        seconds = m["seconds"] - out["base_eval_seconds"]
+        note = f"{out['pairs']} pairs, training {out['seconds']:.1f} s"
+        rows.append(_row(f"{problems} problems x {samples} samples", problems * samples, "candidates", {**m, "seconds": seconds}, note))
+    return _with_ratios(rows, rows[0], key="seconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks and reporting
+
+
+def _train_tasks(problems: int | None = None) -> list:
+    tasks, _ = load_tasks(TaskSource(path="builtin:train", limit=problems))
+    return tasks
+
+
+def _tasks_of(samples: list[dict]) -> dict:
+    """The builtin:train tasks the samples answer, by id."""
+    tasks = {t.id: t for t in _train_tasks()}
+    unknown = [row["id"] for row in samples if row["id"] not in tasks]
+    if unknown:
+        raise SystemExit(f"speed: samples for problems that are not in builtin:train, e.g. {unknown[0]!r}")
+    return tasks
+
+
+def _table_rows(result: dict):
+    for section, rows in result["sections"].items():
+        for row in rows:
+            yield section, row
+
+
+def summary_table(result: dict) -> Table:
+    table = Table(title="Speed" + (" (quick)" if result["quick"] else ""), caption="ratio: " + "; ".join(f"{s}: {m}" for s, m in RATIOS.items()))
+    gpu = result["machine"]["gpu"] is not None
+    for name in ("stage", "variant", "work", "seconds", "rate /s", "ratio", "peak RSS MB", "with workers MB", *(["peak GPU MB"] if gpu else []), "note"):
+        table.add_column(name, justify="left" if name in ("stage", "variant", "note") else "right")
+    for section, r in _table_rows(result):
+        cells = [section, r["variant"], f"{r['work']} {r['unit']}", f"{r['seconds']:.3g}", f"{r['rate']:.3g}", f"{r['ratio']:.3g}x"]
+        cells += [str(r["peak_rss_mb"]), str(r["peak_rss_with_workers_mb"]), *([str(r["peak_gpu_mb"])] if gpu else []), r["note"]]
+        table.add_row(*cells)
+    return table
+
+
+def markdown(result: dict) -> str:
+    s = result["sizes"]
+    lines = [
+        "# Speed benchmark" + (" (quick)" if result["quick"] else ""),
+        "",
+        provenance_markdown(result),
+        f"Model: `{result['model']}`. Sampling, verification and training: {s['problems']} builtin:train problems x "
+        f"{s['samples_per_problem']} samples; whole iteration: {', '.join(s['iteration_sizes'])} (problems x samples), "
+        f"{s['eval_problems']} held-out problems.",
+        "",
+        "| stage | variant | work | seconds | rate /s | ratio | peak RSS MB | with workers MB | peak GPU MB | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for section, r in _table_rows(result):
+        cells = [section, r["variant"], f"{r['work']} {r['unit']}", f"{r['seconds']:.3g}", f"{r['rate']:.3g}", f"{r['ratio']:.3g}x"]
+        cells += [str(r["peak_rss_mb"]), str(r["peak_rss_with_workers_mb"]), str(r["peak_gpu_mb"] or "-"), r["note"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Ratio: " + "; ".join(f"{section}: {meaning}" for section, meaning in RATIOS.items()) + ".", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""What differs between SQL and Python tasks, in one place: the loop asks a task's kind, never its language.
+
+A kind gives the chat messages of a task, the answer prefix it starts the model's turn with by
+default, how gold code is written as an answer, how code is found in what the model wrote, and
+how candidates are judged in its sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from codelutra.config import PromptConfig, VerifyConfig
+from codelutra.errors import UserError
+from codelutra.execution.python import PythonCheck, verify_python
+from codelutra.execution.sql import SqlCheck, Verdict, verify_sql
+from codelutra.generation.extract import extract_python, extract_sql
+from codelutra.tasks import Task
+from codelutra.tasks.prompts import format_answer, format_python_answer, python_messages, sql_messages
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    default_answer_prefix: str
+    messages: Callable[[Task, PromptConfig], list[dict[str, str]]]
+    answer: Callable[[str], str]  # gold code -> the answer text a correct completion looks like
+    extract: Callable[[str], str | None]  # completion -> code to judge (None: none found)
+    check: Callable[[Task, str | None], SqlCheck | PythonCheck]  # task, extracted code -> sandbox check
+    # (checks, verify config, progress callback or None) -> verdicts in input order, in one sandbox batch
+    verify: Callable[[Sequence, VerifyConfig, Callable[[int], None] | None], list[Verdict]]
+
+    def answer_prefix(self, prompt: PromptConfig) -> str:
+        """The configured answer prefix; this kind's own where the config leaves it null."""
+        return self.default_answer_prefix if prompt.answer_prefix is None else prompt.answer_prefix
+
+
+SQL = TaskKind(
+    name="sql",
+    default_answer_prefix="```sql\n",
+    messages=lambda task, prompt: sql_messages(task, prompt.schema_style),
+    answer=format_answer,
+    extract=extract_sql,
+    check=lambda task, code: SqlCheck(task.db_path, task.gold, code),
+    verify=lambda checks, verify, progress: verify_sql(
+        checks, timeout_s=verify.timeout_s, workers=verify.workers, progress=progress
+    ),
+)
+
+PYTHON = TaskKind(
+    name="python",
+    default_answer_prefix="```python\n",
+    messages=lambda task, prompt: python_messages(task),
+    answer=format_python_answer,
+    extract=extract_python,
+    check=lambda task, code: PythonCheck(
+        code, tests=task.tests, setup=task.setup, entry_point=task.entry_point, code_context=task.code_context
+    ),
+    verify=lambda checks, verify, progress: verify_python(
+        checks, timeout_s=verify.timeout_s, workers=verify.workers, python=verify.python, progress=progress
+    ),
+)
+
+KINDS = {kind.name: kind for kind in (SQL, PYTHON)}
+
+
+def kind_of(tasks: Sequence[Task]) -> TaskKind:
+    """The one kind of a task set (every loader yields one kind per source)."""
+    names = {task.kind for task in tasks} or {"sql"}
+    if len(names) > 1:
+        raise UserError(f"a task set mixes kinds ({', '.join(sorted(names))}); load each kind as its own source")
+    return KINDS[names.pop()]

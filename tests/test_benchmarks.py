@@ -1,0 +1,76 @@
+"""The benchmark scripts end to end in their quick mode, on the tiny random model and a handful of problems.
+
+They run as a person runs them (a subprocess from the repository root), because speed.py starts
+each stage in a fresh process that imports the script. Sizes are shrunk to the minimum with the
+scripts' own options; the numbers mean nothing here, the files and their fields are what is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PROVENANCE = {"command", "commit", "machine", "versions"}
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--quick", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
+
+
+def test_quality_quick_runs_three_arms_from_one_base_evaluation(tmp_path, tiny_model_dir):
+    results = tmp_path / "results"
+    stdout = _run(
+        "quality.py", "--tasks", "builtin", "--iterations", "1", "--model", tiny_model_dir,
+        "--output", str(tmp_path), "--results", str(results),
+        "--set", "train_tasks.limit=2", "--set", "eval_tasks.limit=2", "--set", "sampling.max_new_tokens=8",
+        "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1",
+    )  # fmt: skip
+
+    assert "Quality: builtin (quick)" in stdout
+    assert (results / "quality-builtin-quick.md").exists() and (results / "quality-builtin-quick.png").exists()
+    result = json.loads((results / "quality-builtin-quick.json").read_text())
+    assert PROVENANCE <= set(result) and set(result["versions"]) >= {"torch", "transformers", "trl", "peft", "sqlglot"}
+    assert result["settings"]["train_steps_per_iteration"] == 1 and result["settings"]["samples_per_problem"] == 2
+    base = result["base"]
+    assert base["n"] == 2 and {"heldout_pass@1_greedy", "train_pass@1_sampled", "train_pass@2_sampled"} <= set(base)
+    assert set(result["arms"]) == {"codelutra", "sft", "dpo"}
+    for history in result["arms"].values():
+        assert [row["iteration"] for row in history] == [1]
+        assert {"accuracy", "counts", "pairs", "train_seconds", "wall_seconds"} <= set(history[0])
+        assert history[0]["pairs"] == 2  # a random model gets nothing right: one gold-vs-sample pair per problem
+    # One base evaluation and one set of iteration-1 pairs, shared by the arms.
+    runs = {arm: tmp_path / "runs" / f"quality-builtin-{arm}-quick" for arm in result["arms"]}
+    for name in ("iter_0/eval.json", "iter_1/pairs.jsonl"):
+        assert len({(run / name).read_text() for run in runs.values()}) == 1
+
+
+def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
+    results = tmp_path / "results"
+    stdout = _run(
+        "speed.py", "--model", tiny_model_dir, "--output", str(tmp_path), "--results", str(results),
+        "--problems", "2", "--batch-sizes", "4", "--iteration-sizes", "2x1", "--eval-problems", "1",
+    )  # fmt: skip
+
+    assert "Speed (quick)" in stdout
+    assert (results / "speed-quick.md").exists()
+    result = json.loads((results / "speed-quick.json").read_text())
+    assert PROVENANCE <= set(result)
+    sections = result["sections"]
+    assert [r["variant"] for r in sections["sampling"]] == ["batch 4 sequences"]
+    assert len(sections["verification"]) == 3 and len(sections["training"]) == 2 and len(sections["iteration"]) == 1
+    assert sections["verification"][0]["work"] == 2 * 4  # problems x the quick mode's 4 samples each
+    for rows in sections.values():
+        assert rows[0]["ratio"] == 1.0
+        for row in rows:
+            assert row["seconds"] > 0 and row["rate"] > 0 and row["peak_rss_mb"] > 0
+            assert row["peak_rss_with_workers_mb"] >= row["peak_rss_mb"]
