@@ -34,6 +34,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "memory_gb": round(memory_gb, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),  # OMP_NUM_THREADS where set: two benchmarks may share the cores
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
@@ -69,7 +70,8 @@ def provenance_markdown(info: dict) -> str:
     return (
         f"Command: `{info['command']}`  \n"
         f"Commit: {info['commit'] or 'unknown'}  \n"
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB; GPU: {gpu}; Python {m['python']}  \n"
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m.get('torch_threads', '?')} torch threads), {m['memory_gb']} GiB; GPU: {gpu}; "
+        f"Python {m['python']}  \n"
         f"Libraries: {libs}\n"
     )
 
