@@ -309,7 +309,7 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None
     from trl import DPOConfig, DPOTrainer
 
     from codelutra.models import load_model, load_tokenizer
-    from codelutra.training.trainer import _conversational
+    from codelutra.training.trainer import conversational
 
     args = DPOConfig(
         output_dir=out_dir,
@@ -319,7 +319,7 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None
     trainer = DPOTrainer(
         model=load_model(model_path),
         args=args,
-        train_dataset=Dataset.from_list([_conversational(p) for p in pairs]),
+        train_dataset=Dataset.from_list([conversational(p) for p in pairs]),
         processing_class=load_tokenizer(model_path),
         peft_config=LoraConfig(task_type="CAUSAL_LM"),  # task_type is required for a causal LM
     )

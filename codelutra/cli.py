@@ -38,13 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     ev = sub.add_parser("eval", help="evaluate a model or a run's iteration on a task set")
-    ev.add_argument("--model", default=None, help="RUN_DIR/iter_K, a model directory or Hub id (default: embedded)")
+    ev.add_argument("--model", default=None,
+                    help="RUN_DIR/iter_K, a model directory or Hub id (default: embedded); with --backend openai, the served model's name")
     ev.add_argument("--tasks", default="builtin:heldout", help="Spider/BIRD/MBPP/DS-1000 dir or file, .jsonl, builtin:SPLIT")
     ev.add_argument("--format", default="auto", help="task layout: auto, spider, bird, jsonl, mbpp, humaneval, ds1000")
     ev.add_argument("--limit", type=int, default=None, help="evaluate a fixed random sample of this many problems")
     ev.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     ev.add_argument("--output", help="folder for eval.json and samples (default: eval_results/<model>__<tasks>)")
+    ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], help="how to generate (config: generation.backend)")
+    ev.add_argument("--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:8000/v1 (config: generation.base_url)")
     ev.set_defaults(handler=_eval)
 
     ver = sub.add_parser("verify", help="judge a JSONL batch of candidates (SQL, Python, DS-1000) in the sandbox")
@@ -69,6 +72,11 @@ def _run(args) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     cfg = load_config(args.config, overrides)
+    if cfg.generation.backend == "openai":
+        raise UserError(
+            "generation.backend: openai serves a fixed model, but the refinement loop samples from a new policy "
+            "every iteration; use transformers or vllm for `codelutra run` (openai is for `codelutra eval`)"
+        )
     refiner = Refiner(cfg)
     history = refiner.run()
     tables.print(accuracy_table(history, title=f"Held-out execution accuracy, run '{cfg.name}'"))
@@ -84,13 +92,25 @@ def _eval(args) -> int:
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
     from codelutra.tasks.sources import load_tasks
 
-    cfg = load_config(args.config, args.set)
-    model = resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
+    overrides = list(args.set)
+    if args.backend:
+        overrides.append(f"generation.backend={args.backend}")
+    if args.base_url:
+        overrides.append(f"generation.base_url={args.base_url}")
+    cfg = load_config(args.config, overrides)
+    if cfg.generation.backend != "openai":
+        model = resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
+    elif args.model:
+        model = args.model  # the endpoint's name for it, passed through as is
+    else:
+        raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
     tasks, skipped = load_tasks(_task_source(path=args.tasks, format=args.format, limit=args.limit), cfg.verify)
     for s in skipped:
         console.print(f"[yellow]skipped[/] {s}")
     out = Path(args.output) if args.output else Path("eval_results") / f"{_slug(args.model or 'embedded')}__{_slug(args.tasks)}"
-    result = evaluate_model(model, tasks, out, prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, label="eval")
+    result = evaluate_model(
+        model, tasks, out, prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, label="eval", generation=cfg.generation
+    )
     tables.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
     console.print(f"results: {out / 'eval.json'}")
     return 0

@@ -97,11 +97,38 @@ class TrainConfig(_Section):
     max_length: int = Field(default=512, ge=16)
     gradient_checkpointing: bool = False
     checkpoint_steps: int = Field(default=20, ge=1)
+    # >1: train data parallel in this many processes (`accelerate launch`, GPUs or CPU/gloo); batch_size is then
+    # per process. Use `accelerate config` beforehand to choose GPUs or DeepSpeed ZeRO-1/2.
+    processes: int = Field(default=1, ge=1)
 
 
 class EvalConfig(_Section):
     max_new_tokens: int = Field(default=64, ge=8)
     batch_size: int = Field(default=32, ge=1)
+
+
+class GenerationConfig(_Section):
+    """Where completions come from (see `codelutra.generation.backends`)."""
+
+    # transformers: in process (the default, CPU or GPU). vllm: in process on a GPU, `pip install codelutra[vllm]`.
+    # openai: an OpenAI-compatible endpoint serving a fixed model, so `codelutra eval` only.
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    base_url: str | None = None  # openai: the API root, e.g. http://127.0.0.1:8000/v1
+    api_key_env: str = Field(default="OPENAI_API_KEY", min_length=1)  # openai: the variable holding the key, if any
+    concurrency: int = Field(default=4, ge=1)  # openai: requests in flight
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, base_url: str | None) -> str | None:
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {base_url!r}")
+        return base_url
+
+    @model_validator(mode="after")
+    def _openai_has_an_endpoint(self):
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("the openai backend needs base_url, the API root (e.g. http://127.0.0.1:8000/v1)")
+        return self
 
 
 class RunConfig(_Section):
@@ -117,6 +144,7 @@ class RunConfig(_Section):
     pairs: PairConfig = PairConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    generation: GenerationConfig = GenerationConfig()
     max_iterations: int = Field(default=1, ge=1)  # the paper used 4; a second one does not fit 30 CPU minutes
     min_gain: float = 0.0  # stop when an iteration gains less than this (a fraction; 0.01 = one point)
 

@@ -307,6 +307,23 @@ def test_progress_and_order():
     assert verify_python([]) == []
 
 
+def test_each_distinct_program_runs_once(monkeypatch):
+    ran = []
+    verify_one = sandbox._verify_one
+
+    def recording(check, *args):
+        ran.append(check.candidate)
+        return verify_one(check, *args)
+
+    monkeypatch.setattr(sandbox, "_verify_one", recording)
+    reformatted = "def add(a,b):\n    # the same function\n\n    return a+b"
+    other_tests = ("assert add(2, 2) == 5",)
+    checks = [PythonCheck(ADD, ADD_TESTS), PythonCheck(reformatted, ADD_TESTS), PythonCheck(ADD, other_tests), PythonCheck(ADD, ADD_TESTS)]
+    verdicts = verify_python(checks, workers=2)
+    assert [v.kind for v in verdicts] == ["correct", "correct", "wrong_result", "correct"]
+    assert sorted(ran) == sorted([ADD, ADD])  # once with ADD_TESTS, once with other_tests
+
+
 def test_another_interpreter(tmp_path):
     link = tmp_path / "python-link"
     link.symlink_to(sys.executable)

@@ -247,10 +247,12 @@ def test_each_distinct_query_runs_once(db, monkeypatch):
     monkeypatch.setattr(sql._SandboxPool, "run", recording_run)
     same_as_over_26 = "SELECT name FROM singer WHERE age >= 27"
     count = "SELECT count(*) FROM singer"
-    candidates = [same_as_over_26, NAMES, f"{same_as_over_26};", OVER_26]
+    # Other spacing, keyword case or a trailing ';' is the same program: run once, in its first form.
+    same_again = "select  name\nfrom singer where age>=27 ;"
+    candidates = [same_as_over_26, NAMES, f"{same_as_over_26};", OVER_26, same_again, OVER_26.lower()]
     checks = [SqlCheck(db, OVER_26, c) for c in candidates] + [SqlCheck(db, count, NAMES), SqlCheck(db, count, None)]
     verdicts = verify_sql(checks, workers=2)
-    assert [v.kind for v in verdicts] == ["correct", "wrong_result", "correct", "correct", "wrong_result", "no_sql"]
+    assert [v.kind for v in verdicts] == ["correct", "wrong_result", "correct", "correct", "correct", "correct", "wrong_result", "no_sql"]
     assert Counter(submitted) == {OVER_26: 1, count: 1, same_as_over_26: 1, NAMES: 1}
 
 

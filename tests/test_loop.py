@@ -105,9 +105,24 @@ def test_rerun_after_a_crash_resumes_without_redoing_finished_stages(tmp_path, t
     history = Refiner(cfg).run()
     assert len(history) == 3
     after = _mtimes(run_dir)
-    unchanged = [p for p in before if p.name != "report.md" and before[p] == after.get(p)]
-    assert sorted(unchanged) == sorted(p for p in before if p.name != "report.md"), "finished stages were redone"
+    rewritten = {"report.md", "timings.json"}  # the crashed stage's seconds are added to on resuming
+    unchanged = [p for p in before if p.name not in rewritten and before[p] == after.get(p)]
+    assert sorted(unchanged) == sorted(p for p in before if p.name not in rewritten), "finished stages were redone"
     assert (run_dir / "iter_2" / "model" / "config.json").exists()
+    timings = json.loads((run_dir / "iter_2" / "timings.json").read_text())
+    assert set(timings) == {"sample", "verify", "pair", "train", "eval"}
+    assert json.loads((run_dir / "iter_1" / "timings.json").read_text()).keys() == timings.keys()
+    assert "Seconds per stage" in (run_dir / "report.md").read_text()
+
+
+def test_resume_reads_an_older_config_with_a_setting_missing(tmp_path, tiny_model_dir):
+    cfg = _config(tmp_path, tiny_model_dir, "max_iterations=1")
+    Refiner(cfg).run()
+    stored = tmp_path / "runs" / "tiny" / "config.yaml"
+    text = stored.read_text()
+    assert "  max_steps: null\n" in text
+    stored.write_text(text.replace("  max_steps: null\n", ""))  # as written before train.max_steps existed
+    assert len(Refiner(cfg).run()) == 2
 
 
 def test_resume_refuses_a_changed_config(tmp_path, tiny_model_dir):

@@ -72,6 +72,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from codelutra.execution.canonical import python_key
 from codelutra.execution.sql import Verdict
 
 # Limits on one candidate, read at each call (a test may lower them).
@@ -127,7 +128,8 @@ def verify_python(
 ) -> list[Verdict]:
     """Run each candidate with its tests in the sandbox; verdicts in input order.
 
-    Up to `workers` (default: one per CPU core) candidates run at once, each in its own process
+    Candidates that are the same program (`canonical.python_key`) with the same tests run once and
+    share the verdict. Up to `workers` (default: one per CPU core) candidates run at once, each in its own process
     started from `python` (default: this interpreter; DS-1000 wants one with its pinned library
     versions). `progress(n)` is called with the number of checks just finished. Raises
     RuntimeError when the sandbox cannot start, or cannot be made what `isolation()` says it is.
@@ -146,13 +148,19 @@ def verify_python(
     if not to_run:
         return verdicts
 
+    same_program: dict[tuple, list[int]] = {}  # each distinct program with its tests runs once
+    for index in to_run:
+        check = checks[index]
+        key = (python_key(check.candidate), check.tests, check.setup, check.entry_point, check.code_context)
+        same_program.setdefault(key, []).append(index)
     expected = isolation(interpreter)
-    with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(to_run)))) as pool:
-        futures = {pool.submit(_verify_one, checks[i], timeout_s, interpreter, expected): i for i in to_run}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(same_program)))) as pool:
+        futures = {pool.submit(_verify_one, checks[ix[0]], timeout_s, interpreter, expected): ix for ix in same_program.values()}
         try:
             for future in as_completed(futures):
-                verdicts[futures[future]] = future.result()
-                report(1)
+                for index in futures[future]:
+                    verdicts[index] = future.result()
+                report(len(futures[future]))
         except BaseException:
             pool.shutdown(cancel_futures=True)  # the running ones end within their time limit
             raise

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+from codelutra.execution.canonical import sql_key, trim_sql
+
 # "memory" and "forbidden" come last, after the original six, so that older verdict tables keep their columns.
 VERDICT_KINDS = ("correct", "wrong_result", "runtime_error", "syntax_error", "timeout", "no_sql", "memory", "forbidden")
 
@@ -113,7 +115,7 @@ def run_queries(
     queries: Sequence[tuple[str, str]], *, timeout_s: float = 10.0, workers: int | None = None
 ) -> list[QueryResult]:
     """Run (db_path, sql) pairs in the sandbox; results in input order. Used e.g. to check that gold queries run."""
-    cleaned = [(db_path, _clean_sql(sql)) for db_path, sql in queries]
+    cleaned = [(db_path, trim_sql(sql)) for db_path, sql in queries]
     if not cleaned:
         return []
     with _SandboxPool(_pool_size(workers, len(cleaned))) as pool:
@@ -129,18 +131,25 @@ def verify_sql(
 ) -> list[Verdict]:
     """Judge each candidate against its gold query by execution; verdicts in input order.
 
-    Each distinct (db_path, sql) is executed once and its result reused: a gold query shared by
-    many checks, a candidate sampled several times, a candidate identical to its gold.
+    Each distinct program is executed once per database and its result reused (`canonical.sql_key`:
+    the same query with other spacing or keyword case counts once): a gold query shared by many
+    checks, a candidate sampled several times, a candidate identical to its gold.
     `progress(n)` is called with the number of checks just finished (for a progress bar).
     """
     report = progress or (lambda finished: None)
     verdicts: list[Verdict | None] = [None] * len(checks)
-    gold_keys = [(check.db_path, _clean_sql(check.gold_sql)) for check in checks]
+    queries: dict[tuple[str, str], tuple[str, str]] = {}  # (db_path, canonical form) -> the (db_path, sql) run
+
+    def key_of(db_path: str, sql: str) -> tuple[str, str]:
+        key = (db_path, sql_key(sql))
+        queries.setdefault(key, (db_path, trim_sql(sql)))
+        return key
+
+    gold_keys = [key_of(check.db_path, check.gold_sql) for check in checks]
     checks_by_candidate: dict[tuple[str, str], list[int]] = {}
     for index, check in enumerate(checks):
-        candidate = _clean_sql(check.candidate_sql or "")
-        if candidate:
-            checks_by_candidate.setdefault((check.db_path, candidate), []).append(index)
+        if trim_sql(check.candidate_sql or ""):
+            checks_by_candidate.setdefault(key_of(check.db_path, check.candidate_sql), []).append(index)
         else:
             verdicts[index] = _NO_SQL
     without_sql = verdicts.count(_NO_SQL)
@@ -152,13 +161,13 @@ def verify_sql(
     golds = list(dict.fromkeys(gold_keys[i] for indexes in checks_by_candidate.values() for i in indexes))
     is_ordered = functools.cache(gold_is_ordered)  # parsed as results come in, while workers run
     with _SandboxPool(_pool_size(workers, len(golds) + len(checks_by_candidate))) as pool:
-        results = dict(zip(golds, pool.run_all(golds, timeout_s)))
+        results = dict(zip(golds, pool.run_all([queries[key] for key in golds], timeout_s)))
 
         def settle(candidate_key: tuple[str, str], candidate: QueryResult | None) -> None:
             indexes = checks_by_candidate[candidate_key]
             for i in indexes:
                 gold_key = gold_keys[i]
-                verdicts[i] = _judge(results[gold_key], candidate, ordered=is_ordered(gold_key[1]))
+                verdicts[i] = _judge(results[gold_key], candidate, ordered=is_ordered(queries[gold_key][1]))
             report(len(indexes))
 
         to_run = []
@@ -167,7 +176,7 @@ def verify_sql(
                 settle(key, results.get(key))  # known already, or not worth running: its gold failed
             else:
                 to_run.append(key)
-        for position, result in pool.run(to_run, timeout_s):
+        for position, result in pool.run([queries[key] for key in to_run], timeout_s):
             settle(to_run[position], result)
     return verdicts
 
@@ -296,11 +305,6 @@ def _short(row: tuple) -> str:
 def _one_line(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
-
-
-def _clean_sql(sql: str) -> str:
-    """Drop surrounding whitespace and trailing semicolons (models often end with ';')."""
-    return re.sub(r"[\s;]+$", "", sql.strip())
 
 
 def _pool_size(workers: int | None, queries: int) -> int:

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from codelutra.artifacts import read_json, write_json
-from codelutra.config import EvalConfig, PromptConfig, VerifyConfig
+from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.execution.sql import VERDICT_KINDS
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.tasks import Task
@@ -22,8 +22,13 @@ def evaluate_model(
     eval_cfg: EvalConfig,
     verify: VerifyConfig,
     label: str,
+    generation: GenerationConfig = GenerationConfig(),
 ) -> dict:
-    """Evaluate `model_path` on `tasks`; write `out_dir/eval.json` (accuracy, n, counts) and its samples."""
+    """Evaluate `model_path` on `tasks`; write `out_dir/eval.json` (accuracy, n, counts) and its samples.
+
+    `generation` says where the completions come from; for the openai backend `model_path` is the
+    endpoint's model name.
+    """
     out_dir = Path(out_dir)
     if (out_dir / "eval.json").exists():
         return read_json(out_dir / "eval.json")
@@ -40,6 +45,7 @@ def evaluate_model(
         batch_size=eval_cfg.batch_size,
         seed=0,
         description=f"{label}: generating (greedy)",
+        generation=generation,
     )
     verdicts = judge_completions(
         tasks, samples, out_dir / "eval_verdicts.jsonl", verify=verify, description=f"{label}: verifying"

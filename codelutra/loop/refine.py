@@ -7,10 +7,11 @@ redone, so re-running the same command after a crash resumes at the first missin
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from codelutra.artifacts import atomic_write_text, read_jsonl, write_json, write_jsonl
-from codelutra.config import RunConfig, dump_config
+from codelutra.artifacts import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
+from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console
 from codelutra.errors import UserError
 from codelutra.loop.evaluate import evaluate_model
@@ -53,19 +54,26 @@ class Refiner:
         return history
 
     def _claim_run_dir(self) -> None:
-        """Record the config; refuse to resume a run that was started with a different one."""
-        text = dump_config(self.cfg)
+        """Record the config; refuse to resume a run that was started with a different one.
+
+        The stored config is read back through the current schema, so a setting added since (with
+        its default) does not stop a run from resuming.
+        """
         path = self.run_dir / "config.yaml"
-        if path.exists() and path.read_text(encoding="utf-8") != text:
+        if not path.exists():
+            atomic_write_text(path, dump_config(self.cfg))
+            console.print(f"run folder: {self.run_dir}")
+            return
+        try:
+            same = load_config(path).model_dump() == self.cfg.model_dump()
+        except UserError:
+            same = False
+        if not same:
             raise UserError(
                 f"{path}: this run was started with a different configuration; "
                 "choose another name (--set name=...) or delete the folder to start over"
             )
-        if not path.exists():
-            atomic_write_text(path, text)
-            console.print(f"run folder: {self.run_dir}")
-        else:
-            console.print(f"resuming run in {self.run_dir}")
+        console.print(f"resuming run in {self.run_dir}")
 
     def _load(self, which: str) -> list[Task]:
         tasks, skipped = load_tasks(getattr(self.cfg, which), self.cfg.verify)
@@ -75,15 +83,17 @@ class Refiner:
         return tasks
 
     def _evaluate(self, policy: str, k: int) -> dict:
-        result = evaluate_model(
-            policy,
-            self.eval_tasks,
-            self.run_dir / f"iter_{k}",
-            prompt=self.cfg.prompt,
-            eval_cfg=self.cfg.eval,
-            verify=self.cfg.verify,
-            label=f"iter {k} eval",
-        )
+        with self._timed(k, "eval", "eval.json"):
+            result = evaluate_model(
+                policy,
+                self.eval_tasks,
+                self.run_dir / f"iter_{k}",
+                prompt=self.cfg.prompt,
+                eval_cfg=self.cfg.eval,
+                verify=self.cfg.verify,
+                label=f"iter {k} eval",
+                generation=self.cfg.generation,
+            )
         console.print(f"iter {k}: held-out accuracy {result['accuracy']:.1%} ({result['n']} problems)")
         return {"iteration": k, **result}
 
@@ -94,32 +104,63 @@ class Refiner:
         if (model_dir / "config.json").exists():
             return str(model_dir)
         s = cfg.sampling
-        samples = generate_completions(
-            policy,
-            self.train_tasks,
-            it_dir / "samples.jsonl",
-            prompt=cfg.prompt,
-            n=s.n,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_new_tokens=s.max_new_tokens,
-            batch_size=s.batch_size,
-            seed=cfg.seed * 1000 + k,
-            description=f"iter {k}: sampling {s.n} per problem",
-        )
-        verdicts = judge_completions(
-            self.train_tasks, samples, it_dir / "verdicts.jsonl", verify=cfg.verify, description=f"iter {k}: verifying"
-        )
-        pairs = self._pairs(k, samples, verdicts, it_dir / "pairs.jsonl")
+        with self._timed(k, "sample", "samples.jsonl"):
+            samples = generate_completions(
+                policy,
+                self.train_tasks,
+                it_dir / "samples.jsonl",
+                prompt=cfg.prompt,
+                n=s.n,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                max_new_tokens=s.max_new_tokens,
+                batch_size=s.batch_size,
+                seed=cfg.seed * 1000 + k,
+                description=f"iter {k}: sampling {s.n} per problem",
+                generation=cfg.generation,
+            )
+        with self._timed(k, "verify", "verdicts.jsonl"):
+            verdicts = judge_completions(
+                self.train_tasks, samples, it_dir / "verdicts.jsonl", verify=cfg.verify, description=f"iter {k}: verifying"
+            )
+        with self._timed(k, "pair", "pairs.jsonl"):
+            pairs = self._pairs(k, samples, verdicts, it_dir / "pairs.jsonl")
         if not pairs:
             raise UserError(f"iteration {k}: no preference pairs (every sample was correct); nothing left to learn")
+        from codelutra.training.launch import launch_training
         from codelutra.training.trainer import train_policy
 
         console.print(f"iter {k}: training on {len(pairs)} pairs ({cfg.train.loss}, ref = iteration {k - 1})")
         start = time.monotonic()
-        new_policy = train_policy(policy, pairs, it_dir, cfg.train, seed=cfg.seed + k)
+        with self._timed(k, "train", "model/config.json"):
+            if cfg.train.processes > 1:
+                config_path = self.run_dir / "config.yaml"
+                new_policy = launch_training(
+                    policy, it_dir / "pairs.jsonl", it_dir, config_path, seed=cfg.seed + k, processes=cfg.train.processes
+                )
+            else:
+                new_policy = train_policy(policy, pairs, it_dir, cfg.train, seed=cfg.seed + k)
         write_json(it_dir / "train.json", {"pairs": len(pairs), "seconds": round(time.monotonic() - start, 1)})
         return str(new_policy)
+
+    @contextmanager
+    def _timed(self, k: int, stage: str, artifact: str):
+        """Add the seconds a stage takes to `iter_k/timings.json`, summed over resumptions.
+
+        A stage whose artifact already exists is skipped by its own code and adds nothing.
+        """
+        it_dir = self.run_dir / f"iter_{k}"
+        if (it_dir / artifact).exists():
+            yield
+            return
+        start = time.monotonic()
+        try:
+            yield
+        finally:  # also when interrupted: the resumed run adds the rest
+            path = it_dir / "timings.json"
+            timings = read_json(path) if path.exists() else {}
+            timings[stage] = round(timings.get(stage, 0.0) + time.monotonic() - start, 1)
+            write_json(path, timings)
 
     def _pairs(self, k: int, samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
         if path.exists():

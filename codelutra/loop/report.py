@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from codelutra.artifacts import atomic_write_text
+from codelutra.artifacts import atomic_write_text, read_json
 from codelutra.execution.sql import VERDICT_KINDS
 
 
@@ -42,8 +42,27 @@ def write_report(run_dir: Path, history: list[dict], cfg) -> None:
         f"(beta={cfg.train.beta}, lambda={cfg.train.sft_weight}).\n\n"
         + markdown_table(history)
         + "\n![accuracy per iteration](accuracy.png)\n"
+        + timings_table(run_dir, len(history))
     )
     atomic_write_text(run_dir / "report.md", text)
+
+
+STAGES = ("sample", "verify", "pair", "train", "eval")
+
+
+def timings_table(run_dir: Path, iterations: int) -> str:
+    """Seconds per stage and iteration, from each iteration's timings.json (where the Refiner wrote one)."""
+    rows = []
+    for k in range(iterations):
+        path = run_dir / f"iter_{k}" / "timings.json"
+        if path.exists():
+            times = read_json(path)
+            cells = [f"{times[stage]:.0f}" if stage in times else "" for stage in STAGES]
+            rows.append(f"| {k} | " + " | ".join(cells) + f" | {sum(times.values()):.0f} |")
+    if not rows:
+        return ""
+    head = "| iteration | " + " | ".join(STAGES) + " | total |\n|---:|" + "---:|" * (len(STAGES) + 1)
+    return "\nSeconds per stage (summed over resumptions):\n\n" + head + "\n" + "\n".join(rows) + "\n"
 
 
 def plot_history(history: list[dict], path: Path, title: str) -> None:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from codelutra.artifacts import read_jsonl, write_jsonl
-from codelutra.config import PromptConfig, VerifyConfig
+from codelutra.config import GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.console import progress_bar
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import kind_of
@@ -31,13 +31,16 @@ def generate_completions(
     batch_size: int,
     seed: int,
     description: str,
+    generation: GenerationConfig = GenerationConfig(),
 ) -> list[dict]:
-    """Write `out_path` (JSONL: id, completions) for every task, resuming from `out_path.partial`."""
+    """Write `out_path` (JSONL: id, completions) for every task, resuming from `out_path.partial`.
+
+    `model_path` is what the configured backend loads (for the openai backend, the endpoint's model name).
+    """
     if out_path.exists():
         return read_jsonl(out_path)
     kind = kind_of(tasks)
-    from codelutra.generation.sampler import generate
-    from codelutra.models import load_model, load_tokenizer
+    from codelutra.generation.backends import open_backend
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")
@@ -46,14 +49,15 @@ def generate_completions(
         write_jsonl(partial, list(done.values()))  # drop a line a crash cut short before appending more
     todo = [t for t in tasks if t.id not in done]
     if todo:
-        model, tokenizer = load_model(model_path), load_tokenizer(model_path)
-        with progress_bar(description, total=len(tasks)) as advance, open(partial, "a", encoding="utf-8") as f:
+        with (
+            open_backend(generation, model_path) as generate,
+            progress_bar(description, total=len(tasks)) as advance,
+            open(partial, "a", encoding="utf-8") as f,
+        ):
             advance(len(tasks) - len(todo))
             for start in range(0, len(todo), CHUNK_PROBLEMS):
                 chunk = todo[start : start + CHUNK_PROBLEMS]
                 outputs = generate(
-                    model,
-                    tokenizer,
                     [kind.messages(t, prompt) for t in chunk],
                     n=n,
                     answer_prefix=kind.answer_prefix(prompt),

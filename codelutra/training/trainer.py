@@ -7,7 +7,11 @@ merged model becomes the next iteration's policy and reference. Full fine-tuning
 copy of the same weights as the reference.
 
 The SFT term is TRL's `sft` loss: the negative log-likelihood of the chosen code's tokens,
-averaged over those tokens (length-normalised; pooled over the batch's chosen sequences).
+averaged over those tokens (length-normalised; pooled over the batch's chosen sequences; under several
+processes, over each process's share, and the processes' gradients are then averaged).
+
+Training runs unchanged under `accelerate launch` or torchrun with several processes (data parallel:
+`train.batch_size` is then per process); `codelutra/training/launch.py` is the program to launch.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from codelutra.config import TrainConfig
+from codelutra.errors import UserError
 
 LOSS_TYPES = {
     "codelutra": ["sigmoid", "sft"],  # DPO + lambda * SFT: the paper's dual loss
@@ -48,6 +53,9 @@ def dpo_config(cfg: TrainConfig, output_dir: str | Path, seed: int):
         # On CPU, recomputing activations only costs time; bf16 is slow or unsupported there.
         gradient_checkpointing=cfg.gradient_checkpointing,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        # Without an accelerator, accelerate joins several launched processes (over gloo) only when told that
+        # it runs on the CPU; otherwise each process would train alone on its share of the data.
+        use_cpu=not _has_accelerator(),
         seed=seed,
         logging_steps=5,
         save_strategy="steps",
@@ -67,6 +75,8 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
     from codelutra.models import load_model, load_tokenizer
 
     _score_completion_tokens_only()
+    # The configuration sets up the processes first, so that each one loads the model onto its own GPU.
+    args = dpo_config(cfg, Path(out_dir) / "checkpoints", seed)
     tokenizer = load_tokenizer(policy_path)
     tokenizer.padding_side = "right"
     model = load_model(policy_path)
@@ -80,11 +90,11 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
             layers_to_transform=_top_layers(model, cfg.lora_top_layers),
             task_type="CAUSAL_LM",
         )
-    dataset = Dataset.from_list([_conversational(p) for p in pairs])
+    dataset = Dataset.from_list([conversational(p) for p in pairs])
     return DPOTrainer(
         model=model,
         ref_model=None,  # LoRA: the adapter-disabled policy; full: TRL loads a frozen copy of policy_path
-        args=dpo_config(cfg, Path(out_dir) / "checkpoints", seed),
+        args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
@@ -103,23 +113,49 @@ def train_policy(
 
     Writes `out_dir/model` (a full model, usable as the next policy) and, with LoRA, `out_dir/adapter`.
     Trainer checkpoints go to `out_dir/checkpoints`, so an interrupted training stage resumes.
+    Under several processes only the main one writes, and every process returns once `out_dir/model` exists.
     """
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     trainer = build_trainer(policy_path, pairs, out_dir, cfg, seed=seed)
+    _refuse_sharded_weights(trainer)
     resume = checkpoints.is_dir() and any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir())
     trainer.train(resume_from_checkpoint=True if resume else None)
 
-    trained, tokenizer = trainer.model, trainer.processing_class
-    if cfg.lora:
-        _save_atomically(trained, tokenizer, out_dir / "adapter")
-        trained = trained.merge_and_unload()
-    _save_atomically(trained, tokenizer, out_dir / "model")
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process:
+        trained, tokenizer = trainer.model, trainer.processing_class
+        if cfg.lora:
+            _save_atomically(trained, tokenizer, out_dir / "adapter")
+            trained = trained.merge_and_unload()
+        _save_atomically(trained, tokenizer, out_dir / "model")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return out_dir / "model"
 
 
-def _conversational(pair: dict) -> dict:
+def _has_accelerator() -> bool:
+    import torch
+
+    if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+def _refuse_sharded_weights(trainer) -> None:
+    """The final save and merge take the main process's copy of the weights, which FSDP and ZeRO-3 shard.
+
+    Refusing before training costs nothing; finding a model of shards after hours of GPU time costs the hours.
+    """
+    deepspeed = trainer.accelerator.state.deepspeed_plugin
+    if trainer.is_fsdp_enabled or (deepspeed is not None and deepspeed.hf_ds_config.is_zero3()):
+        raise UserError(
+            "train: FSDP and DeepSpeed ZeRO-3 shard the weights, which the final save needs whole; "
+            "use data parallel (accelerate launch --multi_gpu) or DeepSpeed ZeRO-1/2"
+        )
+
+
+def conversational(pair: dict) -> dict:
     """TRL's conversational format: the answers become assistant messages, so the chat template frames them."""
 
     def answer(x):
