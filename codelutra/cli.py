@@ -72,11 +72,6 @@ def _run(args) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     cfg = load_config(args.config, overrides)
-    if cfg.generation.backend == "openai":
-        raise UserError(
-            "generation.backend: openai serves a fixed model, but the refinement loop samples from a new policy "
-            "every iteration; use transformers or vllm for `codelutra run` (openai is for `codelutra eval`)"
-        )
     refiner = Refiner(cfg)
     history = refiner.run()
     tables.print(accuracy_table(history, title=f"Held-out execution accuracy, run '{cfg.name}'"))

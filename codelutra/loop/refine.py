@@ -28,6 +28,11 @@ class Refiner:
     """Runs one configured refinement; `run()` returns the evaluation of the base model and each iteration."""
 
     def __init__(self, cfg: RunConfig):
+        if cfg.generation.backend == "openai":
+            raise UserError(
+                "generation.backend: openai serves a fixed model, but the refinement loop samples from a new policy "
+                "every iteration; use transformers or vllm for `codelutra run` (openai is for `codelutra eval`)"
+            )
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir).expanduser().resolve() / "runs" / cfg.name
         self.train_tasks: list[Task] = []
