@@ -201,14 +201,18 @@ def sample_stage(model_path: str, problems: int, samples: int, batch_size: int) 
     messages = [SQL.messages(task, prompt) for task in tasks]
     run = functools.partial(
         generate, model, tokenizer, n=samples, answer_prefix=prefix, temperature=s.temperature,
-        top_p=s.top_p, max_new_tokens=s.max_new_tokens, batch_size=batch_size, seed=0,
+        top_p=s.top_p, max_new_tokens=s.max_new_tokens, batch_size=batch_size, seed=0, keep_logprobs=True,
     )  # fmt: skip
     run(messages[:1])  # warm-up: first-call costs are not throughput
     start = time.perf_counter()
     completions = run(messages)
     seconds = time.perf_counter() - start
-    tokens = sum(len(tokenizer(c[len(prefix) :], add_special_tokens=False).input_ids) for row in completions for c in row)
-    return {"samples": [{"id": t.id, "completions": c} for t, c in zip(tasks, completions)], "tokens": tokens, "seconds": seconds}
+    tokens = sum(len(c.token_ids) for row in completions for c in row)
+    samples = [
+        {"id": t.id, "completions": [c.text for c in row], "token_ids": [c.token_ids for c in row], "logprobs": [c.logprob for c in row]}
+        for t, row in zip(tasks, completions)
+    ]
+    return {"samples": samples, "tokens": tokens, "seconds": seconds}
 
 
 def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
@@ -287,7 +291,10 @@ def _pairs(tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[
     for row, kinds in zip(samples, verdicts):
         task = tasks[row["id"]]
         answer = SQL.answer(task.gold)
-        pairs += build_pairs(task.id, SQL.messages(task, prompt), row["completions"], kinds, answer, max_pairs=PairConfig().max_per_problem)
+        pairs += build_pairs(
+            task.id, SQL.messages(task, prompt), row["completions"], kinds, answer, max_pairs=PairConfig().max_per_problem,
+            answer_prefix=SQL.answer_prefix(prompt), token_ids=row.get("token_ids"), logprobs=row.get("logprobs"),
+        )  # fmt: skip
     return pairs
 
 
@@ -295,6 +302,11 @@ def project_training_stage(model_path: str, pairs: list[dict], out_dir: str) -> 
     from codelutra.training.trainer import train_policy
 
     train_policy(model_path, pairs, out_dir, TrainConfig())
+
+
+def without_kept_logprobs(pairs: list[dict]) -> list[dict]:
+    """The pairs as a sampler that keeps no log-probs leaves them: training computes every reference log-prob."""
+    return [{**p, "chosen_sample": None, "rejected_sample": None} for p in pairs]
 
 
 def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None:
@@ -309,8 +321,10 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None
     from trl import DPOConfig, DPOTrainer
 
     from codelutra.models import load_model, load_tokenizer
-    from codelutra.training.trainer import conversational
+    from codelutra.training.trainer import preference_row
 
+    tokenizer = load_tokenizer(model_path)
+    rows = [preference_row(p, tokenizer) for p in pairs]  # the same token sequences as train_policy's
     args = DPOConfig(
         output_dir=out_dir,
         num_train_epochs=TrainConfig().epochs,
@@ -319,8 +333,8 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None
     trainer = DPOTrainer(
         model=load_model(model_path),
         args=args,
-        train_dataset=Dataset.from_list([conversational(p) for p in pairs]),
-        processing_class=load_tokenizer(model_path),
+        train_dataset=Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]),
+        processing_class=tokenizer,
         peft_config=LoraConfig(task_type="CAUSAL_LM"),  # task_type is required for a causal LM
     )
     trainer.train()
@@ -329,12 +343,18 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None
 
 def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]:
     """Pairs/s of each whole training stage: loading the model, training one epoch, saving the result."""
+    kept = sum(p[f"{side}_sample"] is not None and p[f"{side}_sample"]["logprob"] is not None for p in pairs for side in ("chosen", "rejected"))
+    variants = (
+        (trl_defaults_stage, pairs, "TRL DPOTrainer, defaults", ""),
+        (project_training_stage, without_kept_logprobs(pairs), "train_policy, reference log-probs all computed", ""),
+        (project_training_stage, pairs, "train_policy, reference log-probs kept from sampling", f"{kept} of {2 * len(pairs)} sequences kept"),
+    )
     rows = []
-    for stage, label in ((trl_defaults_stage, "TRL DPOTrainer, defaults"), (project_training_stage, "train_policy, default TrainConfig")):
-        out_dir = scratch / f"speed-{stage.__name__}"
+    for i, (stage, stage_pairs, label, note) in enumerate(variants):
+        out_dir = scratch / f"speed-training-{i}"
         shutil.rmtree(out_dir, ignore_errors=True)
         console.print(f"speed: training on {len(pairs)} pairs: {label}")
-        rows.append(_row(label, len(pairs), "pairs", measure(stage, model, pairs, str(out_dir), preload=LIBRARIES)))
+        rows.append(_row(label, len(pairs), "pairs", measure(stage, model, stage_pairs, str(out_dir), preload=LIBRARIES), note))
     return _with_ratios(rows, rows[0])
 
 

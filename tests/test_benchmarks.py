@@ -67,10 +67,29 @@ def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
     assert PROVENANCE <= set(result)
     sections = result["sections"]
     assert [r["variant"] for r in sections["sampling"]] == ["batch 4 sequences"]
-    assert len(sections["verification"]) == 3 and len(sections["training"]) == 2 and len(sections["iteration"]) == 1
+    assert len(sections["verification"]) == 3 and len(sections["training"]) == 3 and len(sections["iteration"]) == 1
     assert sections["verification"][0]["work"] == 2 * 4  # problems x the quick mode's 4 samples each
     for rows in sections.values():
         assert rows[0]["ratio"] == 1.0
         for row in rows:
             assert row["seconds"] > 0 and row["rate"] > 0 and row["peak_rss_mb"] > 0
             assert row["peak_rss_with_workers_mb"] >= row["peak_rss_mb"]
+
+
+def test_default_run_compares_two_commits(tmp_path, tiny_model_dir):
+    results = tmp_path / "results"
+    tiny = ["--set", f"model.name={tiny_model_dir}", "--set", "train_tasks.limit=2", "--set", "eval_tasks.limit=2",
+            "--set", "sampling.max_new_tokens=8", "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "default_run.py"), "--before", "HEAD", "--after", "HEAD",
+         "--scratch", str(tmp_path / "scratch"), "--results", str(results), "--tag", "test", *tiny],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((results / "default-run-test.json").read_text())
+    assert PROVENANCE <= set(result) and set(result["runs"]) == {"before", "after"}
+    for run in result["runs"].values():
+        assert run["exit_code"] == 0 and run["wall_seconds"] > 0 and run["peak_rss_tree_mb"] > 100
+        assert [it["iteration"] for it in run["iterations"]] == [0, 1]
+    assert not (tmp_path / "scratch" / "before").exists(), "the checkouts are removed after the runs"

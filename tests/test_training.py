@@ -12,13 +12,17 @@ from codelutra.config import TrainConfig
 from codelutra.models import load_model
 from codelutra.training.trainer import build_trainer, train_policy
 
+# On a GPU the trainer computes in bf16 (autocast), and these tests compare float32 values at 1e-4.
+FLOAT32_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="exact to 1e-4 in float32; a GPU trains in bf16")
+
 
 def _pairs(n: int = 4) -> list[dict]:
     return [
         {
             "prompt": [{"role": "user", "content": f"t(a, b)\nQuestion: how many rows have a > {i}?"}],
-            "chosen": [{"role": "assistant", "content": f"```sql\nSELECT count(*) FROM t WHERE a > {i}\n```"}],
-            "rejected": [{"role": "assistant", "content": f"SELECT * FROM t{i}"}],
+            "chosen": f"```sql\nSELECT count(*) FROM t WHERE a > {i}\n```",
+            "rejected": f"```sql\nSELECT * FROM t{i}",
+            "answer_prefix": "```sql\n",
         }
         for i in range(n)
     ]
@@ -77,6 +81,7 @@ def test_iteration_1_policy_differs_from_base(tiny_model_dir, iteration_1):
     assert max(diffs) > 1e-3, "training changed nothing"
 
 
+@FLOAT32_ONLY
 def test_dual_loss_matches_formula_with_previous_iteration_as_reference(tiny_model_dir, iteration_1, tmp_path):
     beta, lam = 0.3, 0.7
     cfg = TrainConfig(beta=beta, sft_weight=lam, batch_size=2)
@@ -91,6 +96,7 @@ def test_dual_loss_matches_formula_with_previous_iteration_as_reference(tiny_mod
     assert abs(loss - with_base_reference) > 1e-3, "the reference must be iteration 1, not the base model"
 
 
+@FLOAT32_ONLY
 def test_fresh_adapter_starts_at_log_2(iteration_1, tmp_path):
     """Policy == reference at the start of an iteration, so the DPO term is exactly log 2."""
     trainer = build_trainer(iteration_1, _pairs(), tmp_path, TrainConfig(loss="dpo", batch_size=2), seed=0)
@@ -98,6 +104,7 @@ def test_fresh_adapter_starts_at_log_2(iteration_1, tmp_path):
     assert loss == pytest.approx(math.log(2), abs=1e-5)
 
 
+@FLOAT32_ONLY
 @pytest.mark.parametrize("loss_kind", ["dpo", "sft"])
 def test_ablation_losses_match_formula(iteration_1, tmp_path, loss_kind):
     beta = 0.2

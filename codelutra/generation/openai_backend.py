@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from codelutra.errors import UserError
+from codelutra.generation.backends import Sampled
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)  # seconds before each retry; then the error is reported
 REQUEST_TIMEOUT_S = 300.0
@@ -55,7 +56,8 @@ class Endpoint:
         batch_size: int,  # the server batches; `concurrency` requests are in flight
         seed: int,
         progress: Callable[[int], None] | None = None,
-    ) -> list[list[str]]:
+        keep_logprobs: bool = False,  # no tokens or log-probs from an endpoint: texts only
+    ) -> list[list[str]] | list[list[Sampled]]:
         if temperature == 0 and n != 1:
             raise ValueError("greedy decoding gives one answer per prompt: use n=1 or temperature > 0")
         sampling = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_new_tokens, "seed": seed}
@@ -70,7 +72,7 @@ class Endpoint:
             finally:
                 for future in futures:
                     future.cancel()
-        return results
+        return [[Sampled(t) for t in row] for row in results] if keep_logprobs else results
 
     def _complete(self, body: dict) -> list[str]:
         """The `n` replies to one request, in the server's order."""

@@ -7,6 +7,8 @@ from typing import Callable, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from codelutra.generation.backends import Sampled
+
 
 class StopAfterClosingFence(StoppingCriteria):
     """Stop a sequence once its answer's code block is closed: whatever follows is never used.
@@ -46,7 +48,8 @@ def generate(
     batch_size: int = 32,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
-) -> list[list[str]]:
+    keep_logprobs: bool = False,
+) -> list[list[str]] | list[list[Sampled]]:
     """Return, for each chat prompt, `n` completions (greedy when temperature is 0, which needs n == 1).
 
     `answer_prefix` is written into the assistant's turn before generation starts (e.g. an opening code
@@ -55,6 +58,7 @@ def generate(
     `batch_size` counts sequences, so a batch holds batch_size // n prompts. Prompts are processed
     shortest first to waste little compute on padding; results come back in input order.
     `progress(k)` is called with the number of prompts just finished.
+    With `keep_logprobs`, each completion comes back as a `Sampled` (text, tokens, reference log-prob).
     """
     if temperature == 0 and n != 1:
         raise ValueError("greedy decoding gives one answer per prompt: use n=1 or temperature > 0")
@@ -79,10 +83,51 @@ def generate(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             stopping_criteria=StoppingCriteriaList([StopAfterClosingFence(tokenizer, enc.input_ids.shape[1], answer_prefix.count("```"))]),
+            return_dict_in_generate=True,
+            output_logits=keep_logprobs,
         )
-        completions = tokenizer.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+        generated = out.sequences[:, enc.input_ids.shape[1] :]
+        ends = _answer_ends(generated, {tokenizer.eos_token_id, tokenizer.pad_token_id})
+        decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        completions = [answer_prefix + d for d in decoded]
+        if keep_logprobs:
+            logprobs = _answer_logprobs(out.logits, generated, ends, tokenizer.eos_token_id)
+            completions = [
+                Sampled(c, generated[r, : ends[r]].tolist(), logprobs[r]) for r, c in enumerate(completions)
+            ]
         for j, i in enumerate(batch):
-            results[i] = [answer_prefix + c for c in completions[j * n : (j + 1) * n]]
+            results[i] = completions[j * n : (j + 1) * n]
         if progress:
             progress(len(batch))
     return results
+
+
+def _answer_ends(generated: torch.Tensor, end_ids: set[int]) -> list[int]:
+    """Per row, the number of generated tokens before the first end-of-turn or padding token (all, if none).
+
+    A row stopped at its closing fence is padded from the next step on, so this also finds where it stopped.
+    """
+    ends = []
+    for row in generated.tolist():
+        ends.append(next((t for t, token in enumerate(row) if token in end_ids), len(row)))
+    return ends
+
+
+def _answer_logprobs(logits: tuple[torch.Tensor, ...], generated: torch.Tensor, ends: list[int], eos: int) -> list[float | None]:
+    """log p(answer tokens + end-of-turn) per row, from the raw logits of each generation step.
+
+    The logits of step t are the model's prediction given the prompt and tokens before t, so the answer's
+    tokens are scored by the steps before `end` and the end-of-turn token by step `end`, whatever token the
+    generator put there (end-of-turn itself, or padding after the fence stop). A row whose answer fills
+    every step has no such step: None.
+    """
+    steps = len(logits)
+    token_logps = torch.empty(generated.shape[0], steps)
+    eos_logps = torch.empty(generated.shape[0], steps)
+    for t, step_logits in enumerate(logits):
+        step = step_logits.float().log_softmax(-1)
+        token_logps[:, t] = step.gather(1, generated[:, t : t + 1]).squeeze(1).cpu()
+        eos_logps[:, t] = step[:, eos].cpu()
+    return [
+        float(token_logps[r, :end].sum() + eos_logps[r, end]) if end < steps else None for r, end in enumerate(ends)
+    ]

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 from codelutra.errors import UserError
+from codelutra.generation.backends import Sampled
 
 
 @contextmanager
@@ -36,7 +37,8 @@ def open_vllm(model: str) -> Iterator[Callable[..., list[list[str]]]]:
         batch_size: int,  # vLLM schedules its own batches
         seed: int,
         progress: Callable[[int], None] | None = None,
-    ) -> list[list[str]]:
+        keep_logprobs: bool = False,  # vLLM's own log-probs are not wired in: training computes the reference's
+    ) -> list[list[str]] | list[list[Sampled]]:
         if temperature == 0 and n != 1:
             raise ValueError("greedy decoding gives one answer per prompt: use n=1 or temperature > 0")
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + answer_prefix for p in prompts]
@@ -54,7 +56,8 @@ def open_vllm(model: str) -> Iterator[Callable[..., list[list[str]]]]:
         outputs = llm.generate(inputs, params, use_tqdm=False)
         if progress:
             progress(len(prompts))
-        return [[answer_prefix + o.text for o in out.outputs] for out in outputs]
+        texts = [[answer_prefix + o.text for o in out.outputs] for out in outputs]
+        return [[Sampled(t) for t in row] for row in texts] if keep_logprobs else texts
 
     try:
         yield generate

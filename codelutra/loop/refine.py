@@ -123,6 +123,7 @@ class Refiner:
                 seed=cfg.seed * 1000 + k,
                 description=f"iter {k}: sampling {s.n} per problem",
                 generation=cfg.generation,
+                keep_logprobs=True,
             )
         with self._timed(k, "verify", "verdicts.jsonl"):
             verdicts = judge_completions(
@@ -183,6 +184,9 @@ class Refiner:
                 kind.answer(task.gold),
                 max_pairs=self.cfg.pairs.max_per_problem,
                 seed=self.cfg.seed + k,
+                answer_prefix=kind.answer_prefix(self.cfg.prompt),
+                token_ids=sample.get("token_ids"),
+                logprobs=sample.get("logprobs"),
             )
         write_jsonl(path, pairs)
         from_gold = sum(p["chosen_source"] == "gold" for p in pairs)

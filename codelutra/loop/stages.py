@@ -32,10 +32,13 @@ def generate_completions(
     seed: int,
     description: str,
     generation: GenerationConfig = GenerationConfig(),
+    keep_logprobs: bool = False,
 ) -> list[dict]:
     """Write `out_path` (JSONL: id, completions) for every task, resuming from `out_path.partial`.
 
     `model_path` is what the configured backend loads (for the openai backend, the endpoint's model name).
+    With `keep_logprobs`, rows also hold each completion's `token_ids` and `logprobs` (see `Sampled`),
+    which spare training the reference model's pass over the samples.
     """
     if out_path.exists():
         return read_jsonl(out_path)
@@ -67,9 +70,17 @@ def generate_completions(
                     batch_size=batch_size,
                     seed=seed + start,
                     progress=advance,
+                    keep_logprobs=keep_logprobs,
                 )
                 for task, completions in zip(chunk, outputs):
                     row = {"id": task.id, "completions": completions}
+                    if keep_logprobs:
+                        row = {
+                            "id": task.id,
+                            "completions": [c.text for c in completions],
+                            "token_ids": [c.token_ids for c in completions],
+                            "logprobs": [c.logprob for c in completions],
+                        }
                     done[task.id] = row
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 f.flush()

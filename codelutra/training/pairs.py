@@ -15,6 +15,9 @@ def build_pairs(
     *,
     max_pairs: int,
     seed: int = 0,
+    answer_prefix: str = "",
+    token_ids: list[list[int] | None] | None = None,
+    logprobs: list[float | None] | None = None,
 ) -> list[dict]:
     """Pair every correct completion with every incorrect one, up to `max_pairs` per problem.
 
@@ -22,10 +25,18 @@ def build_pairs(
     is nothing to learn from the contrast and the problem yields no pair. Identical texts count once.
     Under the cap, pairs that bring in a not-yet-used incorrect sample come first, so the cap
     covers as many distinct failures as it can.
+
+    `answer_prefix` (what the prompt's assistant turn starts with) and the sampler's `token_ids` and
+    `logprobs` per completion travel with each pair (`<side>_sample`: None for gold code), so that
+    training scores the answers in the context they were sampled in and reuses the reference log-probs.
     """
     correct = _unique(c for c, v in zip(completions, verdicts) if v == "correct")
     incorrect = _unique(c for c, v in zip(completions, verdicts) if v != "correct")
     kind_of = {c: v for c, v in zip(completions, verdicts)}
+    sampled = {}  # text -> the sampler's tokens and log-prob (the first of identical texts)
+    if token_ids is not None and logprobs is not None:
+        for c, ids, lp in zip(completions, token_ids, logprobs):
+            sampled.setdefault(c, {"token_ids": ids, "logprob": lp})
     chosen_source = "sample"
     if not correct:
         correct, chosen_source = [gold_answer], "gold"
@@ -47,6 +58,9 @@ def build_pairs(
             "rejected": incorrect[r],
             "chosen_source": chosen_source,
             "rejected_kind": kind_of[incorrect[r]],
+            "answer_prefix": answer_prefix,
+            "chosen_sample": sampled.get(correct[c]) if chosen_source == "sample" else None,
+            "rejected_sample": sampled.get(incorrect[r]),
         }
         for c, r in (new_rejected + repeated_rejected)[:max_pairs]
     ]

@@ -10,6 +10,12 @@ The SFT term is TRL's `sft` loss: the negative log-likelihood of the chosen code
 averaged over those tokens (length-normalised; pooled over the batch's chosen sequences; under several
 processes, over each process's share, and the processes' gradients are then averaged).
 
+Answers are scored in the context they were sampled in: the prompt as the sampler rendered it (chat
+template, then the answer prefix), the answer after the prefix, then end-of-turn. The reference's
+log-probability of a sampled answer was kept by the sampler (`Sampled`), so the reference forward pass
+runs once, before training, over only the sequences the sampler did not score (gold code, mostly),
+instead of over every sequence at every step.
+
 Training runs unchanged under `accelerate launch` or torchrun with several processes (data parallel:
 `train.batch_size` is then per process); `codelutra/training/launch.py` is the program to launch.
 """
@@ -90,8 +96,8 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
             layers_to_transform=_top_layers(model, cfg.lora_top_layers),
             task_type="CAUSAL_LM",
         )
-    dataset = Dataset.from_list([conversational(p) for p in pairs])
-    return DPOTrainer(
+    dataset = Dataset.from_list([preference_row(p, tokenizer) for p in pairs])
+    trainer = DPOTrainer(
         model=model,
         ref_model=None,  # LoRA: the adapter-disabled policy; full: TRL loads a frozen copy of policy_path
         args=args,
@@ -99,6 +105,12 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    trainer.train_dataset = _with_reference_logprobs(trainer, trainer.train_dataset)
+    # TRL's switch for "the batch carries the reference log-probs"; set after __init__, where setting it
+    # would make TRL recompute them all (`precompute_ref_log_probs`).
+    trainer.precompute_ref_logps = True
+    trainer.ref_model = None  # full fine-tuning: the frozen copy is no longer needed
+    return trainer
 
 
 def train_policy(
@@ -155,13 +167,84 @@ def _refuse_sharded_weights(trainer) -> None:
         )
 
 
-def conversational(pair: dict) -> dict:
-    """TRL's conversational format: the answers become assistant messages, so the chat template frames them."""
+def preference_row(pair: dict, tokenizer) -> dict:
+    """A pair as TRL's plain-text preference row: the prompt as the sampler wrote it, the answers after it.
 
-    def answer(x):
-        return [{"role": "assistant", "content": x}] if isinstance(x, str) else x
+    TRL appends end-of-turn to each answer. The sampler's tokens and log-prob of each answer come along,
+    with the prompt's tokens as the sampler saw them, to check that TRL scores exactly those tokens.
+    """
+    prefix = pair.get("answer_prefix", "")
+    sampled_text = tokenizer.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True) + prefix
+    text = sampled_text
+    # TRL tokenizes plain text with the tokenizer's special tokens; the chat template already wrote them.
+    if tokenizer.bos_token and text.startswith(tokenizer.bos_token) and tokenizer("").input_ids[:1] == [tokenizer.bos_token_id]:
+        text = text[len(tokenizer.bos_token) :]
+    row = {"prompt": text, "sampled_prompt_ids": tokenizer(sampled_text, add_special_tokens=False).input_ids}
+    for side in ("chosen", "rejected"):
+        answer = pair[side]
+        if not answer.startswith(prefix):
+            raise ValueError(f"pair {pair.get('id')!r}: the {side} answer does not start with the answer prefix {prefix!r}")
+        sample = pair.get(f"{side}_sample") or {}
+        row[side] = answer[len(prefix) :]
+        row[f"{side}_sampled_ids"] = sample.get("token_ids")
+        row[f"{side}_sampled_logprob"] = sample.get("logprob")
+    return row
 
-    return {"prompt": pair["prompt"], "chosen": answer(pair["chosen"]), "rejected": answer(pair["rejected"])}
+
+def _with_reference_logprobs(trainer, dataset):
+    """`dataset` (tokenized by TRL) with the columns ref_chosen_logps and ref_rejected_logps.
+
+    A kept log-prob is used where TRL scores exactly the tokens the sampler scored: the same prompt
+    tokens, the sampled answer's tokens plus end-of-turn, nothing cut by max_length. Every other
+    sequence gets one forward pass of TRL's own reference computation (the adapter disabled).
+    """
+    import torch
+
+    from codelutra.console import console
+
+    eos, max_length = trainer.processing_class.eos_token_id, trainer.args.max_length
+    values = {"chosen": [0.0] * len(dataset), "rejected": [0.0] * len(dataset)}
+    todo = []  # (side, row, prompt ids, completion ids) for the reference pass
+    for i, row in enumerate(dataset):
+        for side in ("chosen", "rejected"):
+            ids, kept = row[f"{side}_sampled_ids"], row[f"{side}_sampled_logprob"]
+            reusable = (
+                kept is not None
+                and row["prompt_ids"] == row["sampled_prompt_ids"]
+                and row[f"{side}_ids"] == [*ids, eos]
+                and (max_length is None or len(row["prompt_ids"]) + len(row[f"{side}_ids"]) <= max_length)
+            )
+            if reusable:
+                values[side][i] = kept
+            else:
+                todo.append((side, i, row["prompt_ids"], row[f"{side}_ids"]))
+    batch_size = 2 * trainer.args.per_device_train_batch_size
+    model = trainer.ref_model or trainer.model
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        padded = chunk + chunk[-1:] * (len(chunk) % 2)  # TRL's pass splits a batch into two halves
+        logps = torch.cat(trainer.compute_ref_log_probs(model, _reference_batch(padded, trainer)))
+        for (side, i, _, _), value in zip(chunk, logps.tolist()):
+            values[side][i] = value
+    reused = 2 * len(dataset) - len(todo)
+    console.print(f"reference log-probs: {reused} kept from sampling, {len(todo)} computed in one pass")
+    return dataset.add_column("ref_chosen_logps", values["chosen"]).add_column("ref_rejected_logps", values["rejected"])
+
+
+def _reference_batch(rows: list[tuple], trainer) -> dict:
+    """Right-padded input ids, attention and completion masks, as TRL's collator builds them (truncation too)."""
+    import torch
+
+    max_length, pad = trainer.args.max_length, trainer.processing_class.pad_token_id
+    sequences = [(list(p) + list(c))[:max_length] for _, _, p, c in rows]
+    masks = [([0] * len(p) + [1] * len(c))[:max_length] for _, _, p, c in rows]
+    width = max(len(s) for s in sequences)
+    device = trainer.accelerator.device
+    return {
+        "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=device),
+        "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device),
+        "completion_mask": torch.tensor([m + [0] * (width - len(m)) for m in masks], device=device),
+    }
 
 
 def _score_completion_tokens_only() -> None:

@@ -1,0 +1,98 @@
+"""Reference log-probs kept at sampling time equal a fresh reference forward pass, and training uses them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codelutra.config import TrainConfig
+from codelutra.generation.sampler import generate
+from codelutra.models import load_model, load_tokenizer
+from codelutra.training.pairs import build_pairs
+from codelutra.training.trainer import build_trainer
+
+# On a GPU the trainer computes in bf16 (autocast), and these tests compare float32 values at 1e-4.
+FLOAT32_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="exact to 1e-4 in float32; a GPU trains in bf16")
+
+PREFIX = "```sql\n"
+PROMPTS = [[{"role": "user", "content": f"t(a, b)\nQuestion: how many rows have a > {i}?"}] for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def stopping_model_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny random model, made to end its answer (end-of-turn) after a few tokens, as a real model does.
+
+    Every hidden state gets a large positive first coordinate, and end-of-turn's output row a weight on it.
+    """
+    model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    with torch.no_grad():
+        embeddings = model.get_input_embeddings().weight  # tied: also the output rows
+        embeddings[:, 0] = 4.0
+        embeddings[tokenizer.eos_token_id, 0] = 4.75
+    path = tmp_path_factory.mktemp("stopping_model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sampled(stopping_model_dir):
+    model, tokenizer = load_model(stopping_model_dir), load_tokenizer(stopping_model_dir)
+    return generate(
+        model, tokenizer, PROMPTS, n=3, answer_prefix=PREFIX, temperature=1.0, max_new_tokens=3, batch_size=6,
+        seed=0, keep_logprobs=True,
+    )  # fmt: skip
+
+
+def _pairs(sampled) -> list[dict]:
+    """The first sample of each prompt counts as correct and the others as wrong; the last prompt falls back to gold."""
+    pairs = []
+    for i, (prompt, row) in enumerate(zip(PROMPTS, sampled)):
+        verdicts = ["wrong_result"] * len(row) if i == len(PROMPTS) - 1 else ["correct"] + ["wrong_result"] * (len(row) - 1)
+        pairs += build_pairs(
+            f"p{i}", prompt, [s.text for s in row], verdicts, f"{PREFIX}SELECT count(*) FROM t WHERE a > {i}\n```",
+            max_pairs=2, answer_prefix=PREFIX, token_ids=[s.token_ids for s in row], logprobs=[s.logprob for s in row],
+        )  # fmt: skip
+    return pairs
+
+
+def test_samples_keep_tokens_and_logprobs(sampled, stopping_model_dir):
+    tokenizer = load_tokenizer(stopping_model_dir)
+    flat = [s for row in sampled for s in row]
+    ended = [s for s in flat if s.logprob is not None]
+    assert ended, "the model should end some answers before the last step"
+    assert len(ended) < len(flat), "the answers that fill every step have no end-of-turn score"
+    for s in flat:
+        assert s.text == PREFIX + tokenizer.decode(s.token_ids, skip_special_tokens=True)
+        assert tokenizer.eos_token_id not in s.token_ids
+    assert all(s.logprob < 0 for s in ended)
+
+
+@FLOAT32_ONLY
+def test_kept_logprobs_equal_a_fresh_reference_pass(sampled, stopping_model_dir, tmp_path):
+    """The values training reads from the batch are the sampler's; TRL's own reference pass gives the same."""
+    pairs = _pairs(sampled)
+    kept = {(p["id"], side): p[f"{side}_sample"]["logprob"] for p in pairs for side in ("chosen", "rejected") if p[f"{side}_sample"] and p[f"{side}_sample"]["logprob"] is not None}
+    assert len(kept) >= 3, "too few kept log-probs for a meaningful test"
+    assert any(p["chosen_source"] == "gold" for p in pairs), "gold answers (not sampled) must be covered too"
+
+    trainer = build_trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2), seed=0)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    fresh_chosen, fresh_rejected = trainer.compute_ref_log_probs(trainer.model, batch)  # adapter disabled: the reference
+    torch.testing.assert_close(batch["ref_chosen_logps"], fresh_chosen.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(batch["ref_rejected_logps"], fresh_rejected.float(), rtol=1e-4, atol=1e-4)
+    from_sampling = sorted(kept.values())
+    in_batch = sorted(v for v in batch["ref_chosen_logps"].tolist() + batch["ref_rejected_logps"].tolist())
+    assert all(any(abs(v - w) < 1e-6 for w in in_batch) for v in from_sampling), "kept values must reach the batch as they are"
+
+
+def test_a_wrong_kept_value_is_not_recomputed(sampled, stopping_model_dir, tmp_path):
+    """Training trusts a kept value whose tokens match: proof that the forward pass is skipped for it."""
+    pairs = _pairs(sampled)
+    target = next(p for p in pairs if p["rejected_sample"] and p["rejected_sample"]["logprob"] is not None and p["rejected_sample"]["token_ids"])
+    target["rejected_sample"] = {**target["rejected_sample"], "logprob": -1234.5}
+    trainer = build_trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2), seed=0)
+    assert -1234.5 in trainer.train_dataset["ref_rejected_logps"]
+    target["rejected_sample"] = {**target["rejected_sample"], "token_ids": target["rejected_sample"]["token_ids"][:-1]}
+    trainer = build_trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2), seed=0)
+    assert -1234.5 not in trainer.train_dataset["ref_rejected_logps"], "tokens that differ from TRL's must be recomputed"
