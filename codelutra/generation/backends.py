@@ -27,7 +27,7 @@ class Sampled(NamedTuple):
     (end-of-turn excluded). `logprob` is log p(token_ids + end-of-turn | prompt + prefix) under the model
     that sampled them, from its raw (untempered, unfiltered) logits: the DPO reference's log-probability
     of this answer, since the sampling policy is the next iteration's reference. It is None where the
-    sampler never scored the end-of-turn token (the answer ran to the last generated step of its batch).
+    sampler never scored the end-of-turn token (the answer closed its block on its batch's last step).
     """
 
     text: str

@@ -183,7 +183,10 @@ def preference_row(pair: dict, tokenizer) -> dict:
     for side in ("chosen", "rejected"):
         answer = pair[side]
         if not answer.startswith(prefix):
-            raise ValueError(f"pair {pair.get('id')!r}: the {side} answer does not start with the answer prefix {prefix!r}")
+            raise UserError(
+                f"pair {pair.get('id')!r}: the {side} answer does not start with the answer prefix {prefix!r} "
+                "(prompt.answer_prefix must begin the gold answers' format, e.g. ```sql)"
+            )
         sample = pair.get(f"{side}_sample") or {}
         row[side] = answer[len(prefix) :]
         row[f"{side}_sampled_ids"] = sample.get("token_ids")
