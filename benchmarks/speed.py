@@ -193,6 +193,7 @@ def _significant(x: float) -> float:
 def sample_stage(model_path: str, problems: int, samples: int, batch_size: int) -> dict:
     """Sample with the project's defaults (temperature, top_p, max_new_tokens); time the generation only."""
     from codelutra.generation.sampler import generate
+    from codelutra.loop.stages import sample_row
     from codelutra.models import load_model, load_tokenizer
 
     tasks, prompt, s = _train_tasks(problems), PromptConfig(), SamplingConfig()
@@ -208,10 +209,7 @@ def sample_stage(model_path: str, problems: int, samples: int, batch_size: int) 
     completions = run(messages)
     seconds = time.perf_counter() - start
     tokens = sum(len(c.token_ids) for row in completions for c in row)
-    samples = [
-        {"id": t.id, "completions": [c.text for c in row], "token_ids": [c.token_ids for c in row], "logprobs": [c.logprob for c in row]}
-        for t, row in zip(tasks, completions)
-    ]
+    samples = [sample_row(t.id, row) for t, row in zip(tasks, completions)]
     return {"samples": samples, "tokens": tokens, "seconds": seconds}
 
 

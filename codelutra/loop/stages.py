@@ -73,14 +73,7 @@ def generate_completions(
                     keep_logprobs=keep_logprobs,
                 )
                 for task, completions in zip(chunk, outputs):
-                    row = {"id": task.id, "completions": completions}
-                    if keep_logprobs:
-                        row = {
-                            "id": task.id,
-                            "completions": [c.text for c in completions],
-                            "token_ids": [c.token_ids for c in completions],
-                            "logprobs": [c.logprob for c in completions],
-                        }
+                    row = sample_row(task.id, completions)
                     done[task.id] = row
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 f.flush()
@@ -88,6 +81,18 @@ def generate_completions(
     write_jsonl(out_path, rows)
     partial.unlink(missing_ok=True)
     return rows
+
+
+def sample_row(task_id: str, completions: list) -> dict:
+    """A row of samples.jsonl: texts, and with `Sampled` completions their tokens and log-probs too."""
+    if not completions or isinstance(completions[0], str):
+        return {"id": task_id, "completions": completions}
+    return {
+        "id": task_id,
+        "completions": [c.text for c in completions],
+        "token_ids": [c.token_ids for c in completions],
+        "logprobs": [c.logprob for c in completions],
+    }
 
 
 def judge_completions(
