@@ -18,7 +18,7 @@ from codelutra.artifacts import atomic_write_text, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "sqlglot")
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 
 
 def machine() -> dict:

