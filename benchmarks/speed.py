@@ -16,9 +16,10 @@ The candidates are the base model's samples on builtin:train problems, or a run'
 (--samples). Peak memory: the stage process's own peak resident set (getrusage, exact), and the
 peak of the process together with its workers (sandbox processes), sampled every 50 ms with psutil.
 Scratch runs go to OUTPUT/runs/speed-* and are redone from scratch each time. Results go to
-benchmarks/results/speed[-quick].{json,md}.
+benchmarks/results/speed[-quick][-TAG].{json,md}; --stages measures only some stages (verification and training
+need samples: --samples, or the sampling stage runs too).
 
-Usage: python benchmarks/speed.py [--quick] [--model M] [--output DIR] [--samples FILE]
+Usage: python benchmarks/speed.py [--quick] [--model M] [--output DIR] [--samples FILE] [--stages S,...] [--tag T]
 """
 
 from __future__ import annotations
@@ -71,18 +72,25 @@ def main() -> int:
     model = measure(resolve_model, args.model or EMBEDDED_DEFAULT)["value"]  # converting the embedded default loads torch
     scratch = Path(args.output).resolve() / "runs"
 
-    sampling, samples = measure_sampling(model, sizes)
+    stages = args.stages or list(RATIOS)
+    sections = {}
+    if "sampling" in stages or ({"verification", "training"} & set(stages) and not args.samples):
+        sections["sampling"], samples = measure_sampling(model, sizes)
     if args.samples:
         samples = read_jsonl(args.samples)[: sizes["problems"]]
-    tasks = _tasks_of(samples)
-    verification, verdicts = measure_verification(tasks, samples)
-    training = measure_training(model, _pairs(tasks, samples, verdicts), scratch)
-    iteration = measure_iterations(model, sizes, scratch)
-    sections = {"sampling": sampling, "verification": verification, "training": training, "iteration": iteration}
+    if {"verification", "training"} & set(stages):
+        tasks = _tasks_of(samples)
+        verification, verdicts = measure_verification(tasks, samples)  # training needs the verdicts
+        if "verification" in stages:
+            sections["verification"] = verification
+        if "training" in stages:
+            sections["training"] = measure_training(model, _pairs(tasks, samples, verdicts), scratch)
+    if "iteration" in stages:
+        sections["iteration"] = measure_iterations(model, sizes, scratch)
     # Last: provenance imports torch (to name the GPU), which this process must not hold while it measures.
     result = {"benchmark": "speed", "quick": args.quick, **provenance(), "sizes": sizes, "model": model, "sections": sections}
 
-    stem = "speed" + ("-quick" if args.quick else "")
+    stem = "speed" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     for path in write_results(Path(args.results), stem, result, markdown(result)):
         console.print(f"wrote {path}")
     tables.print(summary_table(result))
@@ -100,7 +108,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", dest="batch_sizes", type=lambda s: [int(x) for x in s.split(",")], help="sampling batch sizes, e.g. 4,16,64")
     parser.add_argument("--iteration-sizes", dest="iteration_sizes", type=lambda s: s.split(","), help="whole-iteration sizes, e.g. 4x1,8x2,16x2")
     parser.add_argument("--eval-problems", dest="eval_problems", type=int, help="held-out problems of the whole-iteration runs")
+    parser.add_argument("--stages", type=_stages, help=f"stages to measure, comma-separated (default: all of {','.join(RATIOS)})")
+    parser.add_argument("--tag", help="suffix of the result files, e.g. speed-TAG.md")
     return parser
+
+
+def _stages(text: str) -> list[str]:
+    stages = text.split(",")
+    unknown = [stage for stage in stages if stage not in RATIOS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0]!r} (choose from {', '.join(RATIOS)})")
+    return stages
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,7 +447,7 @@ def _table_rows(result: dict):
 
 
 def summary_table(result: dict) -> Table:
-    table = Table(title="Speed" + (" (quick)" if result["quick"] else ""), caption="ratio: " + "; ".join(f"{s}: {m}" for s, m in RATIOS.items()))
+    table = Table(title="Speed" + (" (quick)" if result["quick"] else ""), caption="ratio: " + "; ".join(f"{s}: {RATIOS[s]}" for s in result["sections"]))
     gpu = result["machine"]["gpu"] is not None
     for name in ("stage", "variant", "work", "seconds", "rate /s", "ratio", "peak RSS MB", "with workers MB", *(["peak GPU MB"] if gpu else []), "note"):
         table.add_column(name, justify="left" if name in ("stage", "variant", "note") else "right")
@@ -457,7 +475,7 @@ def markdown(result: dict) -> str:
         cells = [section, r["variant"], f"{r['work']} {r['unit']}", f"{r['seconds']:.3g}", f"{r['rate']:.3g}", f"{r['ratio']:.3g}x"]
         cells += [str(r["peak_rss_mb"]), str(r["peak_rss_with_workers_mb"]), str(r["peak_gpu_mb"] or "-"), r["note"]]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Ratio: " + "; ".join(f"{section}: {meaning}" for section, meaning in RATIOS.items()) + ".", ""]
+    lines += ["", "Ratio: " + "; ".join(f"{section}: {RATIOS[section]}" for section in result["sections"]) + ".", ""]
     return "\n".join(lines)
 
 

@@ -78,6 +78,29 @@ def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
             assert row["peak_rss_with_workers_mb"] >= row["peak_rss_mb"]
 
 
+def test_speed_measures_verification_alone_on_given_samples(tmp_path, tiny_model_dir):
+    from codelutra.config import TaskSource
+    from codelutra.tasks.sources import load_tasks
+
+    tasks, _ = load_tasks(TaskSource(path="builtin:train", limit=3))
+    # per problem: its gold answer (correct), a query on a missing table (an error), and the gold again
+    rows = [{"id": t.id, "completions": [f"```sql\n{t.gold}\n```", "```sql\nSELECT x FROM nowhere\n```", f"```sql\n{t.gold}\n```"]} for t in tasks]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    results = tmp_path / "results"
+    _run(
+        "speed.py", "--model", tiny_model_dir, "--output", str(tmp_path), "--results", str(results),
+        "--samples", str(samples), "--problems", "3", "--stages", "verification", "--tag", "v",
+    )  # fmt: skip
+
+    sections = json.loads((results / "speed-quick-v.json").read_text())["sections"]
+    assert list(sections) == ["verification"]
+    variants = [row["variant"] for row in sections["verification"]]
+    assert variants == ["serial loop, a sandbox per candidate", "in-process sqlite3 loop, no sandbox", "verify_sql, 1 worker", "verify_sql, a worker per core"]
+    for pool in sections["verification"][2:]:
+        assert "same verdicts as the serial loop on 9/9" in pool["note"]
+
+
 def test_default_run_compares_two_commits(tmp_path, tiny_model_dir):
     results = tmp_path / "results"
     tiny = ["--set", f"model.name={tiny_model_dir}", "--set", "train_tasks.limit=2", "--set", "eval_tasks.limit=2",
