@@ -164,7 +164,7 @@ def verify_sql(
         return verdicts
 
     golds = list(dict.fromkeys(gold_keys[i] for indexes in checks_by_candidate.values() for i in indexes))
-    is_ordered = functools.cache(gold_is_ordered)  # read only where rows differ
+    is_ordered = functools.cache(gold_is_ordered)
     with _SandboxPool(_pool_size(workers, len(golds) + len(checks_by_candidate))) as pool:
         results = dict(zip(golds, pool.run_all([queries[key] for key in golds], timeout_s)))
 
@@ -172,7 +172,7 @@ def verify_sql(
             indexes = checks_by_candidate[candidate_key]
             for i in indexes:
                 gold_key = gold_keys[i]
-                verdicts[i] = _judge(results[gold_key], candidate, ordered=functools.partial(is_ordered, queries[gold_key][1]))
+                verdicts[i] = _judge(results[gold_key], candidate, ordered=is_ordered(queries[gold_key][1]))
             report(len(indexes))
 
         to_run = []
@@ -241,21 +241,15 @@ def _closing_paren(text: str) -> int:
 # Judging
 
 
-def _judge(gold: QueryResult, candidate: QueryResult | None, *, ordered: Callable[[], bool]) -> Verdict:
-    """The verdict on one candidate; `candidate` is None only when the gold failed (it was not run).
-
-    `ordered()` says whether the gold query orders its rows; it is asked only when the rows differ
-    (parsing the gold costs more than most comparisons)."""
+def _judge(gold: QueryResult, candidate: QueryResult | None, *, ordered: bool) -> Verdict:
+    """The verdict on one candidate; `candidate` is None only when the gold failed (it was not run)."""
     if gold.kind != "ok":
         return Verdict("runtime_error", _one_line(f"gold query failed: {gold.kind}: {gold.error}"), 0.0)
     if candidate.kind != "ok":
         return Verdict(candidate.kind, candidate.error, candidate.seconds)
-    if gold.rows == candidate.rows:
+    if results_match(gold.rows, candidate.rows, ordered=ordered):
         return Verdict("correct", "", candidate.seconds)
-    is_ordered = ordered()
-    if results_match(gold.rows, candidate.rows, ordered=is_ordered):
-        return Verdict("correct", "", candidate.seconds)
-    difference = _describe_difference(gold.rows, candidate.rows, ordered=is_ordered)
+    difference = _describe_difference(gold.rows, candidate.rows, ordered=ordered)
     return Verdict("wrong_result", difference, candidate.seconds)
 
 
