@@ -39,7 +39,7 @@ from codelutra.artifacts import read_json, read_jsonl, write_json
 from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console, tables
 from codelutra.errors import UserError
-from codelutra.execution.sql import VERDICT_KINDS
+from codelutra.execution.verdict import VERDICT_KINDS
 from codelutra.loop.refine import Refiner
 
 from record import REPO, RESULTS, provenance, provenance_markdown, write_results

@@ -15,7 +15,7 @@ import pytest
 
 from codelutra.execution import python as sandbox
 from codelutra.execution.python import Isolation, PythonCheck, isolation, verify_python
-from codelutra.execution.sql import VERDICT_KINDS, Verdict
+from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 from tests.conftest import shared_dataset
 
 ADD = "def add(a, b):\n    return a + b\n"
@@ -111,8 +111,8 @@ CASES = {
         "memory",
         "MemoryError (in the candidate)",
     ),
-    "no_code_none": (PythonCheck(None, ADD_TESTS), "no_sql", ""),
-    "no_code_blank": (PythonCheck(" \n\t", ADD_TESTS), "no_sql", ""),
+    "no_code_none": (PythonCheck(None, ADD_TESTS), "no_code", ""),
+    "no_code_blank": (PythonCheck(" \n\t", ADD_TESTS), "no_code", ""),
     "no_tests_passes": (PythonCheck(ADD), "correct", ""),
     "main_block_not_run": (
         PythonCheck(ADD + "if __name__ == '__main__':\n    print(add(int(input()), 1))\n", ADD_TESTS),
@@ -190,7 +190,7 @@ def test_verdict(verdicts, case):
     assert "\n" not in verdict.detail and len(verdict.detail) <= 200
     if kind == "correct":
         assert verdict.detail == ""
-    if kind == "no_sql":
+    if kind == "no_code":
         assert verdict.seconds == 0.0
     else:
         assert verdict.seconds > 0.0
@@ -199,7 +199,7 @@ def test_verdict(verdicts, case):
 def test_verdict_kinds_are_the_documented_ones(verdicts):
     kinds = {v.kind for v in verdicts.values()}
     assert kinds <= set(VERDICT_KINDS)
-    assert kinds == set(VERDICT_KINDS) - {"timeout", "forbidden"}  # those two: below and in test_adversarial.py
+    assert kinds == set(VERDICT_KINDS) - {"timeout", "forbidden", "truncated"}  # the first two: below and in test_adversarial.py
 
 
 def test_endless_loop_times_out():
@@ -303,7 +303,7 @@ def test_progress_and_order():
     reported = []
     verdicts = verify_python(checks, workers=2, progress=reported.append)
     assert sum(reported) == 9
-    assert [v.kind for v in verdicts] == ["wrong_result" if k % 3 == 0 else "correct" for k in range(8)] + ["no_sql"]
+    assert [v.kind for v in verdicts] == ["wrong_result" if k % 3 == 0 else "correct" for k in range(8)] + ["no_code"]
     assert verify_python([]) == []
 
 

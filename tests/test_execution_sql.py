@@ -14,15 +14,14 @@ import pytest
 
 from codelutra.execution import sql
 from codelutra.execution.sql import (
-    VERDICT_KINDS,
     QueryResult,
     SqlCheck,
-    Verdict,
     gold_is_ordered,
     results_match,
     run_queries,
     verify_sql,
 )
+from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 
 # A query that spends many seconds inside one C call (a naive substring search), where SQLite's
 # progress handler never runs: only the wall-clock kill of the worker stops it.
@@ -82,9 +81,9 @@ CASES = {
     "no_such_column": (NAMES, "SELECT nme FROM singer", "runtime_error", "no such column"),
     "no_such_table": (NAMES, "SELECT name FROM singers", "runtime_error", "no such table"),
     "several_statements": (NAMES, f"{NAMES}; SELECT 1", "runtime_error", "one statement"),
-    "no_sql_none": (NAMES, None, "no_sql", ""),
-    "no_sql_empty": (NAMES, "", "no_sql", ""),
-    "no_sql_only_semicolon": (NAMES, " ;\n", "no_sql", ""),
+    "no_sql_none": (NAMES, None, "no_code", ""),
+    "no_sql_empty": (NAMES, "", "no_code", ""),
+    "no_sql_only_semicolon": (NAMES, " ;\n", "no_code", ""),
     "gold_fails": ("SELECT nope FROM singer", NAMES, "runtime_error", "gold query failed:"),
 }
 
@@ -104,14 +103,14 @@ def test_verdict(verdicts, case):
     assert "\n" not in verdict.detail and len(verdict.detail) < 200
     if kind == "correct":
         assert verdict.detail == ""
-    if kind == "no_sql" or case == "gold_fails":
+    if kind == "no_code" or case == "gold_fails":
         assert verdict.seconds == 0.0
     else:
         assert verdict.seconds > 0.0
 
 
 def test_verdict_kinds_are_the_documented_ones(verdicts):
-    assert {v.kind for v in verdicts.values()} == set(VERDICT_KINDS) - {"timeout", "memory", "forbidden"}
+    assert {v.kind for v in verdicts.values()} == set(VERDICT_KINDS) - {"timeout", "memory", "forbidden", "truncated"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +266,7 @@ def test_each_distinct_query_runs_once(db, monkeypatch):
     candidates = [same_as_over_26, NAMES, f"{same_as_over_26};", OVER_26, same_again, OVER_26.lower()]
     checks = [SqlCheck(db, OVER_26, c) for c in candidates] + [SqlCheck(db, count, NAMES), SqlCheck(db, count, None)]
     verdicts = verify_sql(checks, workers=2)
-    assert [v.kind for v in verdicts] == ["correct", "wrong_result", "correct", "correct", "correct", "correct", "wrong_result", "no_sql"]
+    assert [v.kind for v in verdicts] == ["correct", "wrong_result", "correct", "correct", "correct", "correct", "wrong_result", "no_code"]
     assert Counter(submitted) == {OVER_26: 1, count: 1, same_as_over_26: 1, NAMES: 1}
 
 

@@ -9,7 +9,7 @@ import pytest
 import codelutra.training.trainer as trainer_module
 from codelutra.config import load_config
 from codelutra.errors import UserError
-from codelutra.execution.sql import VERDICT_KINDS
+from codelutra.execution.verdict import VERDICT_KINDS
 from codelutra.loop.refine import Refiner
 from codelutra.tasks.prompts import format_answer
 

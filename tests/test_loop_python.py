@@ -9,7 +9,7 @@ import pytest
 from codelutra.cli import main
 from codelutra.config import PromptConfig, TaskSource, VerifyConfig, load_config
 from codelutra.errors import UserError
-from codelutra.execution.sql import VERDICT_KINDS
+from codelutra.execution.verdict import VERDICT_KINDS
 from codelutra.loop.refine import Refiner
 from codelutra.loop.stages import judge_completions
 from codelutra.tasks import Task
@@ -57,7 +57,7 @@ def test_judge_stage_extracts_and_runs_python_completions(tmp_path):
         {"id": "602", "completions": ["```python\ndef square(x):\n    return x *\n```", "```python\nimport socket\nsocket.socket().connect(('1.1.1.1', 80))\n```"]},
     ]
     rows = judge_completions(tasks, samples, tmp_path / "verdicts.jsonl", verify=VerifyConfig(), description="judging")
-    assert [row["verdicts"] for row in rows] == [["correct", "wrong_result", "no_sql"], ["syntax_error", "forbidden"]]
+    assert [row["verdicts"] for row in rows] == [["correct", "wrong_result", "no_code"], ["syntax_error", "forbidden"]]
     assert rows[0]["python"] == ["def double(x):\n    return x + x", "def double(x):\n    return x", None]
     assert "assert double(1) == 2" in rows[0]["details"][1]
     assert [json.loads(line) for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()] == rows

@@ -18,7 +18,7 @@ def test_correct_times_incorrect():
 
 
 def test_gold_is_the_correct_side_when_no_sample_is_correct():
-    pairs = _pairs(["x", "y"], ["no_sql", "runtime_error"])
+    pairs = _pairs(["x", "y"], ["no_code", "runtime_error"])
     assert [p["chosen"] for p in pairs] == [GOLD, GOLD]
     assert {p["rejected"] for p in pairs} == {"x", "y"}
     assert all(p["chosen_source"] == "gold" for p in pairs)

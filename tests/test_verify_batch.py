@@ -11,7 +11,7 @@ from codelutra.artifacts import read_jsonl
 from codelutra.cli import main
 from codelutra.errors import UserError
 from codelutra.execution.batch import INVALID, verify_jsonl
-from codelutra.execution.sql import VERDICT_KINDS
+from codelutra.execution.verdict import VERDICT_KINDS
 
 ADD = "def add(a, b):\n    return a + b\n"
 DS1000_CONTEXT = '''
@@ -53,7 +53,7 @@ def test_mixed_batch_gives_one_verdict_per_line_in_order(tmp_path, db):
         ({**sql, "id": "sql-right", "candidate": "SELECT name FROM singer WHERE age >= 27"}, "correct", ""),
         ({**sql, "id": "sql-wrong", "candidate": "SELECT name FROM singer"}, "wrong_result", "expected 1 rows"),
         ({**sql, "id": "sql-drop", "candidate": "DROP TABLE singer"}, "forbidden", "forbidden:"),
-        ({**sql, "id": "sql-none", "candidate": None}, "no_sql", ""),
+        ({**sql, "id": "sql-none", "candidate": None}, "no_code", ""),
         ({**python, "id": 1, "candidate": ADD}, "correct", ""),
         ({**python, "id": 2, "candidate": ADD.replace("+", "-")}, "wrong_result", "test 1 failed"),
         ("", None, None),  # blank lines are skipped
@@ -73,7 +73,7 @@ def test_mixed_batch_gives_one_verdict_per_line_in_order(tmp_path, db):
         ),
         ({**ds1000, "id": "ds-right", "candidate": "result = sum(values)"}, "correct", ""),
         ({**ds1000, "id": "ds-wrong", "candidate": "result = max(values)"}, "wrong_result", "test_execution failed"),
-        ({**ds1000, "id": "ds-none", "candidate": None}, "no_sql", ""),
+        ({**ds1000, "id": "ds-none", "candidate": None}, "no_code", ""),
         ('{"id": 7, "task": "sql", ', INVALID, "line 15: not valid JSON"),
         ("[1, 2, 3]", INVALID, "line 16: not a JSON object"),
         ({**sql, "candidate": "SELECT 1"}, INVALID, "line 17: missing field 'id'"),

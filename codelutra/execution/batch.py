@@ -21,7 +21,8 @@ from pathlib import Path
 from codelutra.artifacts import write_jsonl
 from codelutra.errors import UserError
 from codelutra.execution.python import PythonCheck, verify_python
-from codelutra.execution.sql import VERDICT_KINDS, SqlCheck, Verdict, verify_sql
+from codelutra.execution.sql import SqlCheck, verify_sql
+from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 
 INVALID = "invalid"  # the verdict on a line that cannot be judged; not one of VERDICT_KINDS
 TASKS = ("sql", "python", "ds1000")

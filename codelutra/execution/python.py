@@ -73,7 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codelutra.execution.canonical import python_key
-from codelutra.execution.sql import Verdict
+from codelutra.execution.verdict import NO_CODE, Verdict
 
 # Limits on one candidate, read at each call (a test may lower them).
 MEMORY_LIMIT_BYTES = 2 * 1024**3  # address space of each of its processes (RLIMIT_AS)
@@ -91,7 +91,7 @@ _LEVELS = ("network", "filesystem", "user", "processes")
 
 @dataclass(frozen=True)
 class PythonCheck:
-    candidate: str | None  # the untrusted code; None or blank -> verdict "no_sql" (nothing is run)
+    candidate: str | None  # the untrusted code; None or blank -> verdict "no_code" (nothing is run)
     tests: tuple[str, ...] = ()  # test code run after it: MBPP's asserts, HumanEval's `test` (defines check)
     setup: str = ""  # MBPP's test_setup_code: runs after the candidate, before the tests
     entry_point: str | None = None  # HumanEval: `check(<entry_point>)` runs after the tests
@@ -107,11 +107,6 @@ class Isolation:
     user: str  # "uid 65534" (SANDBOX_UID, no capabilities) or "caller" (the caller's user)
     processes: str  # "pid namespace" or "session" (its session is killed; a new session escapes)
     notes: tuple[str, ...] = ()  # why a level is weaker than it could be
-
-
-# The kind for "nothing to run" is the SQL sandbox's "no_sql": one name across sandboxes, kept for
-# compatibility with earlier verdict files.
-_NO_CODE = Verdict("no_sql", "no code to run", 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +137,7 @@ def verify_python(
         if (check.candidate or "").strip():
             to_run.append(index)
         else:
-            verdicts[index] = _NO_CODE
+            verdicts[index] = NO_CODE
     if len(to_run) < len(checks):
         report(len(checks) - len(to_run))
     if not to_run:

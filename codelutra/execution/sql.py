@@ -41,9 +41,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from codelutra.execution.canonical import sql_key, sql_lexemes, trim_sql
-
-# "memory" and "forbidden" come last, after the original six, so that older verdict tables keep their columns.
-VERDICT_KINDS = ("correct", "wrong_result", "runtime_error", "syntax_error", "timeout", "no_sql", "memory", "forbidden")
+from codelutra.execution.verdict import Verdict
 
 # Limits on one query in a worker. The memory limit is handed to each worker as it starts (so a
 # test can lower it); the others the worker reads from its own import of this module.
@@ -91,14 +89,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 class SqlCheck:
     db_path: str
     gold_sql: str
-    candidate_sql: str | None  # None or blank -> verdict "no_sql" (nothing is run)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    kind: str  # one of VERDICT_KINDS
-    detail: str  # one short line: the error, or how the result differs; "" when correct
-    seconds: float  # wall time the candidate took to execute (0.0 when not run)
+    candidate_sql: str | None  # None or blank -> verdict "no_code" (nothing is run)
 
 
 @dataclass(frozen=True)
@@ -109,7 +100,7 @@ class QueryResult:
     seconds: float
 
 
-_NO_SQL = Verdict("no_sql", "no SQL to run", 0.0)
+_NO_SQL = Verdict("no_code", "no SQL to run", 0.0)
 
 
 # ---------------------------------------------------------------------------------------------

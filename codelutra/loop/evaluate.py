@@ -8,7 +8,7 @@ from pathlib import Path
 
 from codelutra.artifacts import read_json, write_json
 from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
-from codelutra.execution.sql import VERDICT_KINDS
+from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.tasks import Task
 
@@ -31,7 +31,7 @@ def evaluate_model(
     """
     out_dir = Path(out_dir)
     if (out_dir / "eval.json").exists():
-        return read_json(out_dir / "eval.json")
+        return _with_current_kinds(read_json(out_dir / "eval.json"))
     start = time.monotonic()
     samples = generate_completions(
         model_path,
@@ -50,7 +50,7 @@ def evaluate_model(
     verdicts = judge_completions(
         tasks, samples, out_dir / "eval_verdicts.jsonl", verify=verify, description=f"{label}: verifying"
     )
-    counts = Counter(row["verdicts"][0] for row in verdicts)
+    counts = Counter(verdict_kind(row["verdicts"][0]) for row in verdicts)
     result = {
         "model": model_path,
         "n": len(verdicts),
@@ -60,3 +60,11 @@ def evaluate_model(
     }
     write_json(out_dir / "eval.json", result)
     return result
+
+
+def _with_current_kinds(result: dict) -> dict:
+    """An eval.json written by an older version, its verdict counts under today's kind names."""
+    counts: Counter = Counter()
+    for kind, n in result.get("counts", {}).items():
+        counts[verdict_kind(kind)] += n
+    return {**result, "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS}}

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from codelutra.artifacts import atomic_write_text, read_json
-from codelutra.execution.sql import VERDICT_KINDS
+from codelutra.execution.verdict import VERDICT_KINDS
 
 
 def accuracy_table(history: list[dict], title: str = "Held-out execution accuracy") -> Table:

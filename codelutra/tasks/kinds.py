@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from codelutra.config import PromptConfig, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.python import PythonCheck, verify_python
-from codelutra.execution.sql import SqlCheck, Verdict, verify_sql
+from codelutra.execution.sql import SqlCheck, verify_sql
+from codelutra.execution.verdict import Verdict
 from codelutra.generation.extract import extract_python, extract_sql
 from codelutra.tasks import Task
 from codelutra.tasks.prompts import format_answer, format_python_answer, python_messages, sql_messages
