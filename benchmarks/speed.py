@@ -43,6 +43,7 @@ from codelutra.artifacts import read_json, read_jsonl
 from codelutra.config import PairConfig, PromptConfig, SamplingConfig, TaskSource, TrainConfig, VerifyConfig, load_config
 from codelutra.console import console, tables
 from codelutra.execution.sql import gold_is_ordered, results_match, verify_sql
+from codelutra.generation.types import SamplingParams
 from codelutra.models import EMBEDDED_DEFAULT, resolve_model
 from codelutra.tasks.kinds import SQL
 from codelutra.tasks.sources import load_tasks
@@ -218,10 +219,11 @@ def sample_stage(model_path: str, problems: int, samples: int, batch_size: int) 
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
     prefix = SQL.answer_prefix(prompt)
     messages = [SQL.messages(task, prompt) for task in tasks]
-    run = functools.partial(
-        generate, model, tokenizer, n=samples, answer_prefix=prefix, temperature=s.temperature,
-        top_p=s.top_p, max_new_tokens=s.max_new_tokens, batch_size=batch_size, seed=0, keep_logprobs=True,
+    params = SamplingParams(
+        n=samples, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+        batch_size=batch_size, seed=0, keep_logprobs=True,
     )  # fmt: skip
+    run = functools.partial(generate, model, tokenizer, answer_prefix=prefix, params=params)
     run(messages[:1])  # warm-up: first-call costs are not throughput
     start = time.perf_counter()
     completions = run(messages)

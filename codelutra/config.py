@@ -43,6 +43,9 @@ class PromptConfig(_Section):
     # instead of wandering into prose or CREATE TABLE statements. null: the task kind's own
     # ("```sql\n" for SQL, "```python\n" for Python); "" lets the model start freely.
     answer_prefix: str | None = None
+    # The system turn: "default" (the chat template's own; SmolLM2's writes a 20-token one into every prompt),
+    # "none" (an empty system turn), or your text.
+    system: str = "default"
 
 
 class SamplingConfig(_Section):

@@ -21,10 +21,11 @@ from codelutra.generation import openai_backend
 from codelutra.generation.backends import open_backend
 from codelutra.generation.extract import extract_python, extract_sql
 from codelutra.generation.openai_backend import Endpoint, with_answer_prefix
+from codelutra.generation.types import SamplingParams
 
 PREFIX = "```sql\n"
 PROMPTS = [[{"role": "user", "content": "q" * k}] for k in (30, 1, 12, 5, 20)]
-GREEDY = dict(n=1, temperature=0.0, top_p=1.0, max_new_tokens=6, batch_size=2, seed=7)
+GREEDY = dict(params=SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=6, batch_size=2, seed=7))
 
 
 class FakeEndpoint:
@@ -47,10 +48,13 @@ class FakeEndpoint:
                         return self._send(500, b"overloaded")
                     if endpoint.not_json:
                         return self._send(200, b"<html>a web page</html>")
-                    texts = [endpoint.reply] * body["n"] if endpoint.reply is not None else generate(
-                        [body["messages"]], n=body["n"], answer_prefix="", temperature=body["temperature"],
-                        top_p=body["top_p"], max_new_tokens=body["max_tokens"], batch_size=8, seed=body["seed"],
-                    )[0]
+                    params = SamplingParams(
+                        n=body["n"], temperature=body["temperature"], top_p=body["top_p"],
+                        max_new_tokens=body["max_tokens"], batch_size=8, seed=body["seed"],
+                    )
+                    texts = [endpoint.reply] * body["n"] if endpoint.reply is not None else [
+                        c.text for c in generate([body["messages"]], answer_prefix="", params=params)[0]
+                    ]
                 choices = [{"index": i, "message": {"role": "assistant", "content": t}} for i, t in enumerate(texts)]
                 self._send(200, json.dumps({"choices": choices[::-1]}).encode())  # the index gives the order
 
@@ -89,7 +93,7 @@ def test_transformers_backend_is_the_sampler_unchanged(tiny_model_dir, direct):
     from codelutra.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    sampling = dict(n=2, answer_prefix=PREFIX, temperature=1.0, top_p=0.9, max_new_tokens=5, batch_size=4, seed=3)
+    sampling = dict(answer_prefix=PREFIX, params=SamplingParams(n=2, temperature=1.0, top_p=0.9, max_new_tokens=5, batch_size=4, seed=3))
     assert direct(PROMPTS, **sampling) == generate(model, tokenizer, PROMPTS, **sampling)
 
 
@@ -99,16 +103,17 @@ def test_openai_backend_sends_the_request_and_keeps_input_order(server, direct, 
     done = []
     with open_backend(cfg, "tiny-served") as generate:
         out = generate(PROMPTS, answer_prefix=PREFIX, progress=done.append, **GREEDY)
-    expected = [[with_answer_prefix(reply, PREFIX)] for [reply] in direct(PROMPTS, answer_prefix="", **GREEDY)]
-    assert out == expected and len(out) == len(PROMPTS) and sum(done) == len(PROMPTS)
-    assert all(c.startswith(PREFIX) for [c] in out)  # the tiny model's replies hold no fence: prefix in front
+    expected = [[with_answer_prefix(reply.text, PREFIX)] for [reply] in direct(PROMPTS, answer_prefix="", **GREEDY)]
+    assert [[c.text] for [c] in out] == expected and len(out) == len(PROMPTS) and sum(done) == len(PROMPTS)
+    assert all(c.text.startswith(PREFIX) and c.token_ids is None for [c] in out)  # the tiny model's replies hold no fence: prefix in front
     assert sorted(r["messages"][0]["content"] for r in server.requests) == sorted(p[0]["content"] for p in PROMPTS)
     for r in server.requests:
         assert r["path"] == "/v1/chat/completions" and r["auth"] == "Bearer secret" and r["model"] == "tiny-served"
         assert (r["n"], r["temperature"], r["top_p"], r["max_tokens"], r["seed"]) == (1, 0.0, 1.0, 6, 7)
 
     sampled = Endpoint(server.base_url, "tiny-served").generate(
-        PROMPTS[:2], n=3, answer_prefix=PREFIX, temperature=1.0, top_p=0.95, max_new_tokens=4, batch_size=1, seed=1
+        PROMPTS[:2], answer_prefix=PREFIX,
+        params=SamplingParams(n=3, temperature=1.0, top_p=0.95, max_new_tokens=4, batch_size=1, seed=1),
     )
     assert [len(c) for c in sampled] == [3, 3] and server.requests[-1]["n"] == 3
     assert server.requests[-1]["auth"] is None  # no key in the environment: no header
@@ -123,7 +128,7 @@ def test_answer_prefix_goes_in_front_of_bare_code_only(server):
     assert extract_python(with_answer_prefix("def f():\n    return 1", "```python\n")) == "def f():\n    return 1"
     server.reply = replies[-1]
     [[completion]] = Endpoint(server.base_url, "m").generate(PROMPTS[:1], answer_prefix=PREFIX, **GREEDY)
-    assert completion == server.reply
+    assert completion.text == server.reply
 
 
 def test_one_server_error_is_retried(server):

@@ -136,6 +136,7 @@ def test_resume_refuses_a_changed_config(tmp_path, tiny_model_dir):
 def test_generation_resumes_from_partial_file(tmp_path, tiny_model_dir, monkeypatch):
     from codelutra.config import PromptConfig, TaskSource
     from codelutra.generation import sampler
+    from codelutra.generation.types import SamplingParams
     from codelutra.loop.stages import generate_completions
     from codelutra.tasks.sources import load_tasks
 
@@ -151,7 +152,7 @@ def test_generation_resumes_from_partial_file(tmp_path, tiny_model_dir, monkeypa
         return real(model, tokenizer, prompts, **kw)
 
     monkeypatch.setattr(sampler, "generate", spy)
-    kwargs = dict(prompt=PromptConfig(), n=1, temperature=0.0, top_p=1.0, max_new_tokens=4, batch_size=4, seed=0, description="t")
+    kwargs = dict(prompt=PromptConfig(), params=SamplingParams(max_new_tokens=4, batch_size=4), description="t")
     rows = generate_completions(tiny_model_dir, tasks, out, **kwargs)
     assert asked == [2]
     assert [r["id"] for r in rows] == [t.id for t in tasks]

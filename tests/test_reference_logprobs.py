@@ -7,6 +7,7 @@ import torch
 
 from codelutra.config import TrainConfig
 from codelutra.generation.sampler import generate
+from codelutra.generation.types import SamplingParams
 from codelutra.models import load_model, load_tokenizer
 from codelutra.training.pairs import build_pairs
 from codelutra.training.trainer import build_trainer
@@ -39,8 +40,8 @@ def stopping_model_dir(tiny_model_dir, tmp_path_factory) -> str:
 def sampled(stopping_model_dir):
     model, tokenizer = load_model(stopping_model_dir), load_tokenizer(stopping_model_dir)
     return generate(
-        model, tokenizer, PROMPTS, n=3, answer_prefix=PREFIX, temperature=1.0, max_new_tokens=3, batch_size=6,
-        seed=0, keep_logprobs=True,
+        model, tokenizer, PROMPTS, answer_prefix=PREFIX,
+        params=SamplingParams(n=3, temperature=1.0, max_new_tokens=3, batch_size=6, seed=0, keep_logprobs=True),
     )  # fmt: skip
 
 

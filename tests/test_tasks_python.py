@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from codelutra.config import TaskSource, VerifyConfig
+from codelutra.config import PromptConfig, TaskSource, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.tasks.kinds import PYTHON, SQL, kind_of
 from codelutra.tasks.python import detect_format, load_python_tasks
@@ -52,7 +52,7 @@ def test_mbpp_jsonl(tmp_path):
 
 def test_mbpp_prompt_shows_problem_tests_and_instruction(tmp_path):
     [task], _ = load_tasks(TaskSource(path=str(write_jsonl(tmp_path / "m.jsonl", MBPP_TRAIN[:1]))))
-    [message] = PYTHON.messages(task, None)
+    [message] = PYTHON.messages(task, PromptConfig())
     assert message["role"] == "user"
     assert message["content"] == task.question + "\nAnswer with Python code in a ```python code block and nothing else."
     assert PYTHON.answer(task.gold) == "```python\ndef double(x):\n    return 2 * x\n```"

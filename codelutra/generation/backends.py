@@ -13,26 +13,10 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterator, NamedTuple, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from codelutra.config import GenerationConfig
-
-Messages = list[dict[str, str]]
-
-
-class Sampled(NamedTuple):
-    """One sampled answer, with what training needs to skip the reference model's forward pass over it.
-
-    `token_ids` are the tokens generated after the prompt and answer prefix, up to the end of the answer
-    (end-of-turn excluded). `logprob` is log p(token_ids + end-of-turn | prompt + prefix) under the model
-    that sampled them, from its raw (untempered, unfiltered) logits: the DPO reference's log-probability
-    of this answer, since the sampling policy is the next iteration's reference. It is None where the
-    sampler never scored the end-of-turn token (the answer closed its block on its batch's last step).
-    """
-
-    text: str
-    token_ids: list[int] | None = None
-    logprob: float | None = None
+from codelutra.generation.types import Messages, Sampled, SamplingParams
 
 
 class Generate(Protocol):
@@ -40,23 +24,16 @@ class Generate(Protocol):
         self,
         prompts: Sequence[Messages],
         *,
-        n: int,
         answer_prefix: str,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        batch_size: int,
-        seed: int,
+        params: SamplingParams,
         progress: Callable[[int], None] | None = None,
-        keep_logprobs: bool = False,
-    ) -> list[list[str]] | list[list[Sampled]]:
-        """For each chat prompt, in input order, `n` completions (greedy when temperature is 0, which needs n == 1).
+    ) -> list[list[Sampled]]:
+        """For each chat prompt, in input order, `params.n` completions.
 
         Every completion is the whole answer: it starts with `answer_prefix` (an opening code fence)
-        however the backend got there. `batch_size` counts sequences per forward pass where the backend
-        batches itself (transformers). `progress(k)` is called with the number of prompts just finished.
-        With `keep_logprobs` each completion is a `Sampled`; only the transformers backend fills in its
-        tokens and log-probability (the others leave them None, and training computes them).
+        however the backend got there. `progress(k)` is called with the number of prompts just finished.
+        Only the transformers backend fills in tokens and log-probabilities (`params.keep_logprobs`);
+        the others leave them None, and training computes them.
         """
 
 

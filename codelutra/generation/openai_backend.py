@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from codelutra.errors import UserError
-from codelutra.generation.backends import Sampled
+from codelutra.generation.types import Messages, Sampled, SamplingParams
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)  # seconds before each retry; then the error is reported
 REQUEST_TIMEOUT_S = 300.0
@@ -46,36 +46,35 @@ class Endpoint:
 
     def generate(
         self,
-        prompts: Sequence[list[dict[str, str]]],
+        prompts: Sequence[Messages],
         *,
-        n: int,
         answer_prefix: str,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        batch_size: int,  # the server batches; `concurrency` requests are in flight
-        seed: int,
+        params: SamplingParams,  # batch_size: the server batches, `concurrency` requests are in flight
         progress: Callable[[int], None] | None = None,
-        keep_logprobs: bool = False,  # no tokens or log-probs from an endpoint: texts only
-    ) -> list[list[str]] | list[list[Sampled]]:
-        if temperature == 0 and n != 1:
-            raise ValueError("greedy decoding gives one answer per prompt: use n=1 or temperature > 0")
-        sampling = {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_new_tokens, "seed": seed}
+    ) -> list[list[Sampled]]:
+        """Texts, and whether the server cut each at max_tokens (finish_reason "length"); no tokens or log-probs."""
+        sampling = {
+            "n": params.n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "seed": params.seed,
+        }
         results = []
         with ThreadPoolExecutor(self.concurrency) as pool:
             futures = [pool.submit(self._complete, {"model": self.model, "messages": p, **sampling}) for p in prompts]
             try:
                 for future in futures:
-                    results.append([with_answer_prefix(reply, answer_prefix) for reply in future.result()])
+                    results.append([Sampled(with_answer_prefix(reply, answer_prefix), truncated=cut) for reply, cut in future.result()])
                     if progress:
                         progress(1)
             finally:
                 for future in futures:
                     future.cancel()
-        return [[Sampled(t) for t in row] for row in results] if keep_logprobs else results
+        return results
 
-    def _complete(self, body: dict) -> list[str]:
-        """The `n` replies to one request, in the server's order."""
+    def _complete(self, body: dict) -> list[tuple[str, bool]]:
+        """The `n` replies to one request, in the server's order, each with whether it was cut at max_tokens."""
         answer = self._post(body)
         choices = answer.get("choices") if isinstance(answer, dict) else None
         if not isinstance(choices, list):
@@ -83,7 +82,7 @@ class Endpoint:
         if len(choices) != body["n"]:
             raise UserError(f"{self.url}: {len(choices)} completions for n={body['n']} (the server may not support n > 1)")
         choices = sorted(choices, key=lambda c: c.get("index", 0))
-        return [(c.get("message") or {}).get("content") or "" for c in choices]
+        return [((c.get("message") or {}).get("content") or "", c.get("finish_reason") == "length") for c in choices]
 
     def _post(self, body: dict):
         headers = {"Content-Type": "application/json"}

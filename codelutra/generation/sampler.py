@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from codelutra.generation.backends import Sampled
+from codelutra.generation.types import Messages, Sampled, SamplingParams, render_prompt
 
 
 class StopAfterClosingFence(StoppingCriteria):
@@ -38,45 +38,41 @@ class StopAfterClosingFence(StoppingCriteria):
 def generate(
     model,
     tokenizer,
-    prompts: Sequence[list[dict[str, str]]],
+    prompts: Sequence[Messages],
     *,
-    n: int = 1,
     answer_prefix: str = "",
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 128,
-    batch_size: int = 32,
-    seed: int = 0,
+    params: SamplingParams = SamplingParams(),
     progress: Callable[[int], None] | None = None,
-    keep_logprobs: bool = False,
-) -> list[list[str]] | list[list[Sampled]]:
-    """Return, for each chat prompt, `n` completions (greedy when temperature is 0, which needs n == 1).
+) -> list[list[Sampled]]:
+    """Return, for each chat prompt, `params.n` completions (see `Generate` in backends.py).
 
     `answer_prefix` is written into the assistant's turn before generation starts (e.g. an opening code
     fence) and is part of each returned completion, so a completion is always the whole answer.
 
-    `batch_size` counts sequences, so a batch holds batch_size // n prompts. Prompts are processed
+    `params.batch_size` counts sequences, so a batch holds batch_size // n prompts. Prompts are processed
     shortest first to waste little compute on padding; results come back in input order.
-    `progress(k)` is called with the number of prompts just finished.
-    With `keep_logprobs`, each completion comes back as a `Sampled` (text, tokens, reference log-prob);
-    generate then holds every step's raw logits until the batch ends: steps x batch x vocabulary floats
-    (0.4 GB for SmolLM2 at the default 64 tokens and 32 sequences).
+    With `params.keep_logprobs`, each completion carries its tokens and reference log-prob; generate then
+    holds every step's raw logits until the batch ends: steps x batch x vocabulary floats (0.4 GB for
+    SmolLM2 at the default 64 tokens and 32 sequences).
     """
-    if temperature == 0 and n != 1:
-        raise ValueError("greedy decoding gives one answer per prompt: use n=1 or temperature > 0")
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + answer_prefix for p in prompts]
+    n, keep_logprobs, max_new_tokens = params.n, params.keep_logprobs, params.max_new_tokens
+    texts = [render_prompt(tokenizer, p, answer_prefix) for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    prompts_per_batch = max(1, batch_size // n)
-    results: list[list[str]] = [[] for _ in texts]
+    prompts_per_batch = max(1, params.batch_size // n)
+    results: list[list[Sampled]] = [[] for _ in texts]
     tokenizer.padding_side = "left"
-    torch.manual_seed(seed)
+    torch.manual_seed(params.seed)
     model.eval()
+    if params.greedy:
+        sampling = dict(do_sample=False)
+    else:
+        sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+    end_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     for start in range(0, len(order), prompts_per_batch):
         batch = order[start : start + prompts_per_batch]
         enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(model.device)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
         out = model.generate(
             **enc,
             **sampling,
@@ -90,19 +86,30 @@ def generate(
             output_logits=keep_logprobs,
         )
         generated = out.sequences[:, enc.input_ids.shape[1] :]
-        ends = [min(end, max_new_tokens) for end in _answer_ends(generated, {tokenizer.eos_token_id, tokenizer.pad_token_id})]
+        raw_ends = _answer_ends(generated, end_ids)
+        ends = [min(end, max_new_tokens) for end in raw_ends]
         decoded = tokenizer.batch_decode([row[:end] for row, end in zip(generated.tolist(), ends)], skip_special_tokens=True)
-        completions = [answer_prefix + d for d in decoded]
-        if keep_logprobs:
-            logprobs = _answer_logprobs(out.logits, generated, ends, tokenizer.eos_token_id)
-            completions = [
-                Sampled(c, generated[r, : ends[r]].tolist(), logprobs[r]) for r, c in enumerate(completions)
-            ]
+        logprobs = _answer_logprobs(out.logits, generated, ends, tokenizer.eos_token_id) if keep_logprobs else None
+        completions = [
+            Sampled(
+                answer_prefix + text,
+                generated[r, : ends[r]].tolist() if keep_logprobs else None,
+                logprobs[r] if keep_logprobs else None,
+                truncated=raw_ends[r] >= max_new_tokens and not _block_closed(answer_prefix + text, answer_prefix),
+            )
+            for r, text in enumerate(decoded)
+        ]
+        del out  # the logits of every step: the batch's largest tensors
         for j, i in enumerate(batch):
             results[i] = completions[j * n : (j + 1) * n]
         if progress:
             progress(len(batch))
     return results
+
+
+def _block_closed(completion: str, answer_prefix: str) -> bool:
+    """Whether an answer stopped by its closing fence rather than by the token budget (see StopAfterClosingFence)."""
+    return "```" in answer_prefix and completion.count("```") >= 2
 
 
 def _answer_ends(generated: torch.Tensor, end_ids: set[int]) -> list[int]:

@@ -14,50 +14,42 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 from codelutra.errors import UserError
-from codelutra.generation.backends import Sampled
+from codelutra.generation.types import Messages, Sampled, SamplingParams, render_prompt
 
 
 @contextmanager
-def open_vllm(model: str) -> Iterator[Callable[..., list[list[str]]]]:
+def open_vllm(model: str) -> Iterator[Callable[..., list[list[Sampled]]]]:
     try:
-        from vllm import LLM, SamplingParams
+        from vllm import LLM
+        from vllm import SamplingParams as VllmSamplingParams
     except ImportError:
         raise UserError("generation.backend=vllm needs vLLM (and a CUDA GPU): pip install 'codelutra[vllm]'") from None
     llm = LLM(model=model)
     tokenizer = llm.get_tokenizer()
 
     def generate(
-        prompts: Sequence[list[dict[str, str]]],
+        prompts: Sequence[Messages],
         *,
-        n: int,
         answer_prefix: str,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        batch_size: int,  # vLLM schedules its own batches
-        seed: int,
+        params: SamplingParams,  # batch_size: vLLM schedules its own batches; keep_logprobs: not wired in
         progress: Callable[[int], None] | None = None,
-        keep_logprobs: bool = False,  # vLLM's own log-probs are not wired in: training computes the reference's
-    ) -> list[list[str]] | list[list[Sampled]]:
-        if temperature == 0 and n != 1:
-            raise ValueError("greedy decoding gives one answer per prompt: use n=1 or temperature > 0")
-        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + answer_prefix for p in prompts]
+    ) -> list[list[Sampled]]:
+        texts = [render_prompt(tokenizer, p, answer_prefix) for p in prompts]
         inputs = [{"prompt_token_ids": tokenizer(t, add_special_tokens=False).input_ids} for t in texts]
         stop = ["```"] if "```" in answer_prefix else None
-        params = SamplingParams(
-            n=n,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_new_tokens,
-            seed=seed,
+        vllm_params = VllmSamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_new_tokens,
+            seed=params.seed,
             stop=stop,
             include_stop_str_in_output=True,
         )
-        outputs = llm.generate(inputs, params, use_tqdm=False)
+        outputs = llm.generate(inputs, vllm_params, use_tqdm=False)
         if progress:
             progress(len(prompts))
-        texts = [[answer_prefix + o.text for o in out.outputs] for out in outputs]
-        return [[Sampled(t) for t in row] for row in texts] if keep_logprobs else texts
+        return [[Sampled(answer_prefix + o.text, truncated=o.finish_reason == "length") for o in out.outputs] for out in outputs]
 
     try:
         yield generate

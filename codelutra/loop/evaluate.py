@@ -9,6 +9,7 @@ from pathlib import Path
 from codelutra.artifacts import read_json, write_json
 from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
+from codelutra.generation.types import SamplingParams
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.tasks import Task
 
@@ -38,12 +39,7 @@ def evaluate_model(
         tasks,
         out_dir / "eval_samples.jsonl",
         prompt=prompt,
-        n=1,
-        temperature=0.0,
-        top_p=1.0,
-        max_new_tokens=eval_cfg.max_new_tokens,
-        batch_size=eval_cfg.batch_size,
-        seed=0,
+        params=SamplingParams(max_new_tokens=eval_cfg.max_new_tokens, batch_size=eval_cfg.batch_size),
         description=f"{label}: generating (greedy)",
         generation=generation,
     )

@@ -14,6 +14,7 @@ from codelutra.artifacts import atomic_write_text, read_json, read_jsonl, write_
 from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console
 from codelutra.errors import UserError
+from codelutra.generation.types import SamplingParams
 from codelutra.loop.evaluate import evaluate_model
 from codelutra.loop.report import write_report
 from codelutra.loop.stages import generate_completions, judge_completions
@@ -115,15 +116,17 @@ class Refiner:
                 self.train_tasks,
                 it_dir / "samples.jsonl",
                 prompt=cfg.prompt,
-                n=s.n,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                max_new_tokens=s.max_new_tokens,
-                batch_size=s.batch_size,
-                seed=cfg.seed * 1000 + k,
+                params=SamplingParams(
+                    n=s.n,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    max_new_tokens=s.max_new_tokens,
+                    batch_size=s.batch_size,
+                    seed=cfg.seed * 1000 + k,
+                    keep_logprobs=True,
+                ),
                 description=f"iter {k}: sampling {s.n} per problem",
                 generation=cfg.generation,
-                keep_logprobs=True,
             )
         with self._timed(k, "verify", "verdicts.jsonl"):
             verdicts = judge_completions(

@@ -7,11 +7,13 @@ file, so a crash or Ctrl-C in the middle of a long sampling stage loses at most 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from codelutra.artifacts import read_jsonl, write_jsonl
 from codelutra.config import GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.console import progress_bar
+from codelutra.generation.types import Sampled, SamplingParams
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import kind_of
 
@@ -24,21 +26,15 @@ def generate_completions(
     out_path: Path,
     *,
     prompt: PromptConfig,
-    n: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    batch_size: int,
-    seed: int,
+    params: SamplingParams,
     description: str,
     generation: GenerationConfig = GenerationConfig(),
-    keep_logprobs: bool = False,
 ) -> list[dict]:
-    """Write `out_path` (JSONL: id, completions) for every task, resuming from `out_path.partial`.
+    """Write `out_path` (JSONL rows of `sample_row`) for every task, resuming from `out_path.partial`.
 
     `model_path` is what the configured backend loads (for the openai backend, the endpoint's model name).
-    With `keep_logprobs`, rows also hold each completion's `token_ids` and `logprobs` (see `Sampled`),
-    which spare training the reference model's pass over the samples.
+    With `params.keep_logprobs`, rows also hold each completion's `token_ids` and `logprobs` (see
+    `Sampled`), which spare training the reference model's pass over the samples.
     """
     if out_path.exists():
         return read_jsonl(out_path)
@@ -62,15 +58,9 @@ def generate_completions(
                 chunk = todo[start : start + CHUNK_PROBLEMS]
                 outputs = generate(
                     [kind.messages(t, prompt) for t in chunk],
-                    n=n,
                     answer_prefix=kind.answer_prefix(prompt),
-                    temperature=temperature,
-                    top_p=top_p,
-                    max_new_tokens=max_new_tokens,
-                    batch_size=batch_size,
-                    seed=seed + start,
+                    params=replace(params, seed=params.seed + start),
                     progress=advance,
-                    keep_logprobs=keep_logprobs,
                 )
                 for task, completions in zip(chunk, outputs):
                     row = sample_row(task.id, completions)
@@ -83,16 +73,17 @@ def generate_completions(
     return rows
 
 
-def sample_row(task_id: str, completions: list) -> dict:
-    """A row of samples.jsonl: texts, and with `Sampled` completions their tokens and log-probs too."""
-    if not completions or isinstance(completions[0], str):
-        return {"id": task_id, "completions": completions}
-    return {
+def sample_row(task_id: str, completions: list[Sampled]) -> dict:
+    """A row of samples.jsonl: texts and which were cut at the token budget, and where kept, tokens and log-probs."""
+    row = {
         "id": task_id,
         "completions": [c.text for c in completions],
-        "token_ids": [c.token_ids for c in completions],
-        "logprobs": [c.logprob for c in completions],
+        "truncated": [c.truncated for c in completions],
     }
+    if any(c.token_ids is not None for c in completions):
+        row["token_ids"] = [c.token_ids for c in completions]
+        row["logprobs"] = [c.logprob for c in completions]
+    return row
 
 
 def judge_completions(

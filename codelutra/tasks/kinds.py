@@ -16,6 +16,7 @@ from codelutra.execution.python import PythonCheck, verify_python
 from codelutra.execution.sql import SqlCheck, verify_sql
 from codelutra.execution.verdict import Verdict
 from codelutra.generation.extract import extract_python, extract_sql
+from codelutra.generation.types import with_system_prompt
 from codelutra.tasks import Task
 from codelutra.tasks.prompts import format_answer, format_python_answer, python_messages, sql_messages
 
@@ -24,12 +25,16 @@ from codelutra.tasks.prompts import format_answer, format_python_answer, python_
 class TaskKind:
     name: str
     default_answer_prefix: str
-    messages: Callable[[Task, PromptConfig], list[dict[str, str]]]
+    task_messages: Callable[[Task, PromptConfig], list[dict[str, str]]]  # the task's own turns, no system prompt
     answer: Callable[[str], str]  # gold code -> the answer text a correct completion looks like
     extract: Callable[[str], str | None]  # completion -> code to judge (None: none found)
     check: Callable[[Task, str | None], SqlCheck | PythonCheck]  # task, extracted code -> sandbox check
     # (checks, verify config, progress callback or None) -> verdicts in input order, in one sandbox batch
     verify: Callable[[Sequence, VerifyConfig, Callable[[int], None] | None], list[Verdict]]
+
+    def messages(self, task: Task, prompt: PromptConfig) -> list[dict[str, str]]:
+        """The chat messages of `task` under the configured system prompt: what every backend is given."""
+        return with_system_prompt(self.task_messages(task, prompt), prompt.system)
 
     def answer_prefix(self, prompt: PromptConfig) -> str:
         """The configured answer prefix; this kind's own where the config leaves it null."""
@@ -39,7 +44,7 @@ class TaskKind:
 SQL = TaskKind(
     name="sql",
     default_answer_prefix="```sql\n",
-    messages=lambda task, prompt: sql_messages(task, prompt.schema_style),
+    task_messages=lambda task, prompt: sql_messages(task, prompt.schema_style),
     answer=format_answer,
     extract=extract_sql,
     check=lambda task, code: SqlCheck(task.db_path, task.gold, code),
@@ -51,7 +56,7 @@ SQL = TaskKind(
 PYTHON = TaskKind(
     name="python",
     default_answer_prefix="```python\n",
-    messages=lambda task, prompt: python_messages(task),
+    task_messages=lambda task, prompt: python_messages(task),
     answer=format_python_answer,
     extract=extract_python,
     check=lambda task, code: PythonCheck(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from codelutra.config import TrainConfig
 from codelutra.errors import UserError
+from codelutra.generation.types import render_prompt
 
 LOSS_TYPES = {
     "codelutra": ["sigmoid", "sft"],  # DPO + lambda * SFT: the paper's dual loss
@@ -174,7 +175,7 @@ def preference_row(pair: dict, tokenizer) -> dict:
     with the prompt's tokens as the sampler saw them, to check that TRL scores exactly those tokens.
     """
     prefix = pair.get("answer_prefix", "")
-    sampled_text = tokenizer.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True) + prefix
+    sampled_text = render_prompt(tokenizer, pair["prompt"], prefix)
     text = sampled_text
     # TRL tokenizes plain text with the tokenizer's special tokens; the chat template already wrote them.
     if tokenizer.bos_token and text.startswith(tokenizer.bos_token) and tokenizer("").input_ids[:1] == [tokenizer.bos_token_id]:
