@@ -32,7 +32,6 @@ import resource
 import shutil
 import sqlite3
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -49,7 +48,7 @@ from codelutra.tasks.kinds import SQL
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import build_pairs
 
-from record import REPO, RESULTS, provenance, provenance_markdown, write_results
+from record import REPO, RESULTS, PeakTreeMemory, provenance, provenance_markdown, write_results
 
 # Quick: a few minutes on 2 CPU cores with SmolLM2-135M. Batch sizes count sequences (prompts x samples).
 SIZES = {
@@ -150,37 +149,19 @@ def measure(fn, *args, preload: tuple[str, ...] = ()) -> dict:
 def _measured_call(sender, fn, args, preload) -> None:
     for module in preload:
         importlib.import_module(module)
-    stop, peak = threading.Event(), [0]
-    watcher = threading.Thread(target=_watch_tree_memory, args=(stop, peak), daemon=True)
-    watcher.start()
-    start = time.perf_counter()
-    try:
-        value = fn(*args)
-    except BaseException:
-        sender.send(("error", traceback.format_exc()))
-        return
-    seconds = time.perf_counter() - start
-    stop.set()
-    watcher.join()
+    with PeakTreeMemory() as memory:
+        start = time.perf_counter()
+        try:
+            value = fn(*args)
+        except BaseException:
+            sender.send(("error", traceback.format_exc()))
+            return
+        seconds = time.perf_counter() - start
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)  # MB
     torch = sys.modules.get("torch")
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch is not None and torch.cuda.is_available() else None
-    sender.send(("ok", {"value": value, "seconds": seconds, "peak_rss_mb": own, "peak_rss_with_workers_mb": max(own, peak[0] / 2**20), "peak_gpu_mb": gpu}))
-
-
-def _watch_tree_memory(stop: threading.Event, peak: list[int]) -> None:
-    """Keep in peak[0] the largest resident memory of this process and all its descendants, summed."""
-    import psutil  # a dependency of accelerate, so present wherever TRL is
-
-    me = psutil.Process()
-    while not stop.wait(0.05):
-        total = 0
-        for process in [me, *me.children(recursive=True)]:
-            try:
-                total += process.memory_info().rss
-            except psutil.Error:  # a worker that ended meanwhile
-                pass
-        peak[0] = max(peak[0], total)
+    peak_tree = max(own, memory.peak_bytes / 2**20)
+    sender.send(("ok", {"value": value, "seconds": seconds, "peak_rss_mb": own, "peak_rss_with_workers_mb": peak_tree, "peak_gpu_mb": gpu}))
 
 
 def _row(variant: str, work: float, unit: str, measured: dict, note: str = "") -> dict:
