@@ -46,7 +46,7 @@ from codelutra.generation.types import SamplingParams
 from codelutra.models import EMBEDDED_DEFAULT, resolve_model
 from codelutra.tasks.kinds import SQL
 from codelutra.tasks.sources import load_tasks
-from codelutra.training.pairs import build_pairs
+from codelutra.training.pairs import iteration_pairs
 
 from record import REPO, RESULTS, PeakTreeMemory, provenance, provenance_markdown, write_results
 
@@ -298,16 +298,9 @@ def measure_verification(tasks: dict, samples: list[dict]) -> tuple[list[dict], 
 
 
 def _pairs(tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[dict]:
-    """Preference pairs the way the loop builds them (gold as the correct side where no sample is correct)."""
-    prompt, pairs = PromptConfig(), []
-    for row, kinds in zip(samples, verdicts):
-        task = tasks[row["id"]]
-        answer = SQL.answer(task.gold)
-        pairs += build_pairs(
-            task.id, SQL.messages(task, prompt), row["completions"], kinds, answer, max_pairs=PairConfig().max_per_problem,
-            answer_prefix=SQL.answer_prefix(prompt), token_ids=row.get("token_ids"), logprobs=row.get("logprobs"),
-        )  # fmt: skip
-    return pairs
+    """Preference pairs the way the loop builds them, with the default settings."""
+    rows = [{"id": row["id"], "verdicts": kinds} for row, kinds in zip(samples, verdicts)]
+    return iteration_pairs(list(tasks.values()), samples, rows, prompt=PromptConfig(), cfg=PairConfig(), seed=0)
 
 
 def project_training_stage(model_path: str, pairs: list[dict], out_dir: str) -> None:

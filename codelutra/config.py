@@ -77,6 +77,11 @@ class VerifyConfig(_Section):
 
 class PairConfig(_Section):
     max_per_problem: int = Field(default=1, ge=1)
+    # Where no sample is correct, pair the gold code against the failures (the paper's method); false: the
+    # paper's ablation, such a problem yields no pair.
+    gold_fallback: bool = True
+    # Which failures fill the cap first (see `codelutra.training.pairs.build_pairs`).
+    rejected_order: Literal["distinct", "likely", "ran_first"] = "distinct"
 
 
 class TrainConfig(_Section):

@@ -20,9 +20,8 @@ from codelutra.loop.report import write_report
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.models import resolve_model
 from codelutra.tasks import Task
-from codelutra.tasks.kinds import kind_of
 from codelutra.tasks.sources import load_tasks
-from codelutra.training.pairs import build_pairs
+from codelutra.training.pairs import iteration_pairs
 
 
 class Refiner:
@@ -174,25 +173,8 @@ class Refiner:
     def _pairs(self, k: int, samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
         if path.exists():
             return read_jsonl(path)
-        kind = kind_of(self.train_tasks)
-        by_id = {t.id: t for t in self.train_tasks}
-        pairs = []
-        for sample, verdict in zip(samples, verdicts):
-            task = by_id[sample["id"]]
-            pairs += build_pairs(
-                task.id,
-                kind.messages(task, self.cfg.prompt),
-                sample["completions"],
-                verdict["verdicts"],
-                kind.answer(task.gold),
-                max_pairs=self.cfg.pairs.max_per_problem,
-                seed=self.cfg.seed + k,
-                answer_prefix=kind.answer_prefix(self.cfg.prompt),
-                token_ids=sample.get("token_ids"),
-                logprobs=sample.get("logprobs"),
-            )
+        pairs = iteration_pairs(self.train_tasks, samples, verdicts, prompt=self.cfg.prompt, cfg=self.cfg.pairs, seed=self.cfg.seed + k)
         write_jsonl(path, pairs)
         from_gold = sum(p["chosen_source"] == "gold" for p in pairs)
         console.print(f"iter {k}: {len(pairs)} pairs ({from_gold} with the gold code as the correct side)")
         return pairs
-
