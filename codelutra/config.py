@@ -35,6 +35,10 @@ class TaskSource(_Section):
     exclude_databases: list[str] | None = None
     limit: int | None = Field(default=None, gt=0)  # a fixed random sample of this many problems
     seed: int = 0
+    # Training tasks only: each iteration samples this many problems of the pool instead of all of them,
+    # "fresh" ones each iteration, or the ones the previous iteration failed first ("failed_first").
+    per_iteration: int | None = Field(default=None, gt=0)
+    per_iteration_order: Literal["fresh", "failed_first"] = "fresh"
 
 
 class PromptConfig(_Section):

@@ -6,6 +6,7 @@ redone, so re-running the same command after a crash resumes at the first missin
 
 from __future__ import annotations
 
+import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,10 +110,11 @@ class Refiner:
         if (model_dir / "config.json").exists():
             return str(model_dir)
         s = cfg.sampling
+        tasks = self._iteration_tasks(k)
         with self._timed(k, "sample", "samples.jsonl"):
             samples = generate_completions(
                 policy,
-                self.train_tasks,
+                tasks,
                 it_dir / "samples.jsonl",
                 prompt=cfg.prompt,
                 params=SamplingParams(
@@ -129,10 +131,10 @@ class Refiner:
             )
         with self._timed(k, "verify", "verdicts.jsonl"):
             verdicts = judge_completions(
-                self.train_tasks, samples, it_dir / "verdicts.jsonl", verify=cfg.verify, description=f"iter {k}: verifying"
+                tasks, samples, it_dir / "verdicts.jsonl", verify=cfg.verify, description=f"iter {k}: verifying"
             )
         with self._timed(k, "pair", "pairs.jsonl"):
-            pairs = self._pairs(k, samples, verdicts, it_dir / "pairs.jsonl")
+            pairs = self._pairs(k, tasks, samples, verdicts, it_dir / "pairs.jsonl")
         if not pairs:
             raise UserError(f"iteration {k}: no preference pairs (every sample was correct); nothing left to learn")
         from codelutra.training.launch import launch_training
@@ -150,6 +152,29 @@ class Refiner:
                 new_policy = train_policy(policy, pairs, it_dir, cfg.train, seed=cfg.seed + k)
         write_json(it_dir / "train.json", {"pairs": len(pairs), "seconds": round(time.monotonic() - start, 1)})
         return str(new_policy)
+
+    def _iteration_tasks(self, k: int) -> list[Task]:
+        """The training problems of iteration k: all of them, or `train_tasks.per_iteration` drawn from the pool.
+
+        "fresh": iteration k takes the next slice of one seeded shuffle of the pool (wrapping round), so
+        iterations see different problems for as long as the pool lasts. "failed_first": the problems
+        that iteration k-1 sampled without a correct answer come first, then fresh ones.
+        """
+        source, pool = self.cfg.train_tasks, self.train_tasks
+        if source.per_iteration is None or source.per_iteration >= len(pool):
+            return pool
+        m = source.per_iteration
+        order = list(pool)
+        random.Random(f"{self.cfg.seed}:per_iteration").shuffle(order)
+        start = (k - 1) * m
+        fresh = [order[(start + i) % len(order)] for i in range(m)]
+        if source.per_iteration_order == "fresh" or k == 1:
+            return fresh
+        previous = self.run_dir / f"iter_{k - 1}" / "verdicts.jsonl"
+        failed = {row["id"] for row in read_jsonl(previous) if "correct" not in row["verdicts"]} if previous.exists() else set()
+        chosen = [t for t in order if t.id in failed][:m]
+        taken = {t.id for t in chosen}
+        return chosen + [t for t in fresh if t.id not in taken][: m - len(chosen)]
 
     @contextmanager
     def _timed(self, k: int, stage: str, artifact: str):
@@ -170,10 +195,10 @@ class Refiner:
             timings[stage] = round(timings.get(stage, 0.0) + time.monotonic() - start, 1)
             write_json(path, timings)
 
-    def _pairs(self, k: int, samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
+    def _pairs(self, k: int, tasks: list[Task], samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
         if path.exists():
             return read_jsonl(path)
-        pairs = iteration_pairs(self.train_tasks, samples, verdicts, prompt=self.cfg.prompt, cfg=self.cfg.pairs, seed=self.cfg.seed + k)
+        pairs = iteration_pairs(tasks, samples, verdicts, prompt=self.cfg.prompt, cfg=self.cfg.pairs, seed=self.cfg.seed + k)
         write_jsonl(path, pairs)
         from_gold = sum(p["chosen_source"] == "gold" for p in pairs)
         console.print(f"iter {k}: {len(pairs)} pairs ({from_gold} with the gold code as the correct side)")
