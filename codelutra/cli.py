@@ -172,7 +172,8 @@ def _ask(args) -> int:
 
     tables.print(Syntax(answer.sql, "sql", word_wrap=True))
     if answer.result.kind != "ok":
-        print(f"codelutra: the query failed: {answer.result.kind}: {answer.result.error}", file=sys.stderr)
+        error = answer.result.error if answer.result.error.startswith(answer.result.kind) else f"{answer.result.kind}: {answer.result.error}"
+        print(f"codelutra: the query failed: {error}", file=sys.stderr)
         return 1
     tables.print(result_table(answer.result.rows, args.max_rows))
     return 0

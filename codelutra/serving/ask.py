@@ -68,15 +68,17 @@ def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 
 
 
 def result_table(rows: list[tuple], max_rows: int):
-    """The first `max_rows` rows as a rich table; the sandbox returns rows only, so columns are numbered."""
+    """The first `max_rows` rows as a rich table, then how many there are; the sandbox returns rows only,
+    so columns are numbered."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     shown = rows[:max_rows]
-    more = len(rows) - len(shown)
-    caption = f"{len(rows)} rows" + (f", first {len(shown)} shown" if more else "")
-    table = Table(caption=caption)
+    table = Table()
     for column in range(len(rows[0]) if rows else 1):
         table.add_column(f"#{column + 1}")
     for row in shown:
         table.add_row(*("NULL" if value is None else str(value) for value in row))
-    return table
+    count = f"{len(rows)} rows" + (f", first {len(shown)} shown" if len(shown) < len(rows) else "")
+    return Group(table, Text(count))
