@@ -60,6 +60,36 @@ def test_gguf_round_trip_on_a_tiny_llama(tmp_path, q8_model_dir, tensor_type):
         assert difference > 0  # really stored in the smaller type
 
 
+def test_gguf_round_trip_on_a_tiny_qwen2(tmp_path, q8_model_dir, monkeypatch):
+    """Qwen2: biases on Q/K/V, and GGML's NeoX rotary, so no Q/K permutation.
+
+    The test model has SmolLM2's vocabulary (no Qwen tokenizer is available offline), which transformers
+    reads with Qwen2's pre-tokenizer: a pairing llama.cpp's table does not list, so it is added here.
+    """
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from codelutra.serving import gguf_export
+
+    monkeypatch.setitem(gguf_export._PRE_TOKENIZERS, "a70b913f1e3447c4ebd43024210ebb1f33e860fe7320b66b6eea6c99053643de", "qwen2")
+
+    tokenizer = AutoTokenizer.from_pretrained(q8_model_dir)
+    torch.manual_seed(1)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:  # biases start at zero; make them count
+            layer.self_attn.q_proj.bias.normal_()
+            layer.self_attn.k_proj.bias.normal_()
+    model.save_pretrained(tmp_path / "qwen2")
+    tokenizer.save_pretrained(tmp_path / "qwen2")
+    assert _round_trip(str(tmp_path / "qwen2"), tmp_path / "out" / "qwen2.gguf", "f32") <= TOLERANCE["f32"]
+
+
 def test_gguf_metadata_for_llama_cpp(tmp_path, q8_model_dir):
     import gguf
 

@@ -159,4 +159,7 @@ def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer, model_dir: Path, vocab_si
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     # Merges, bos/eos/unk/pad ids, add_bos and the chat template (chat_template.jinja or tokenizer_config.json).
-    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    special_vocab = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+    if special_vocab.chat_template is None and tokenizer.chat_template:  # older gguf releases miss chat_template.jinja
+        special_vocab.chat_template = tokenizer.chat_template
+    special_vocab.add_to_gguf(writer, quiet=True)
