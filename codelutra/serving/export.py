@@ -61,43 +61,48 @@ def run_dir_of(spec: Path) -> Path | None:
 
 def model_card(spec: Path, model_dir: Path) -> str:
     """A Hugging Face model card: front matter, then the run's data, recipe and accuracy table."""
+    from codelutra.config import dump_config, load_config
+
     run_dir = run_dir_of(spec)
     if run_dir is None:
         return _front_matter(None) + f"# {model_dir.name}\n\nExported by codelutra from `{model_dir}` (not from a codelutra run).\n"
-    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    cfg = load_config(run_dir / "config.yaml")
     report = run_dir / "report.md"
-    train, tasks = config.get("train", {}), config.get("train_tasks", {})
+    train = cfg.train
     lines = [
-        f"# codelutra run `{config.get('name', run_dir.name)}`, {_iteration_of(spec).name}",
+        f"# codelutra run `{cfg.name}`, {_iteration_of(spec).name}",
         "",
-        f"Refined from `{config.get('model', {}).get('name')}` with codelutra: candidates sampled from the model, "
-        "judged by execution in a sandbox, correct paired with incorrect, trained with DPO plus an SFT term "
-        "([CodeLutra](https://arxiv.org/abs/2411.05199)).",
+        (
+            f"Refined from `{cfg.model.name}` with codelutra: candidates sampled from the model, judged by execution "
+            "in a sandbox, correct paired with incorrect, trained with DPO plus an SFT term "
+            "([CodeLutra](https://arxiv.org/abs/2411.05199))."
+        ),
         "",
         "## Data",
         "",
-        f"- training problems: `{tasks.get('path')}` (limit {tasks.get('limit')}, "
-        f"{config.get('sampling', {}).get('n')} sample(s) per problem)",
-        f"- held-out problems: `{config.get('eval_tasks', {}).get('path')}` (limit {config.get('eval_tasks', {}).get('limit')})",
+        f"- training problems: `{cfg.train_tasks.path}` (limit {cfg.train_tasks.limit}, {cfg.sampling.n} sample(s) per problem)",
+        f"- held-out problems: `{cfg.eval_tasks.path}` (limit {cfg.eval_tasks.limit})",
         "",
         "## Recipe",
         "",
-        f"- loss: {train.get('loss')} (beta {train.get('beta')}, SFT weight {train.get('sft_weight')}), "
-        f"learning rate {train.get('learning_rate')}, {train.get('epochs')} epoch(s) per iteration",
-        f"- LoRA: {train.get('lora')} (r {train.get('lora_r')}, alpha {train.get('lora_alpha')}), merged into the weights",
-        f"- iterations: at most {config.get('max_iterations')}",
+        (
+            f"- loss: {train.loss} (beta {train.beta}, SFT weight {train.sft_weight}), "
+            f"learning rate {train.learning_rate}, {train.epochs} epoch(s) per iteration"
+        ),
+        f"- LoRA: {train.lora} (r {train.lora_r}, alpha {train.lora_alpha}), merged into the weights",
+        f"- iterations: at most {cfg.max_iterations}",
         "",
         "The whole configuration, as the run used it:",
         "",
         "```yaml",
-        yaml.safe_dump(config, sort_keys=False).rstrip(),
+        dump_config(cfg).rstrip(),
         "```",
         "",
         "## Run report",
         "",
         _demoted(report.read_text(encoding="utf-8")) if report.is_file() else "(the run wrote no report.md)",
     ]
-    return _front_matter(config.get("model", {}).get("name")) + "\n".join(lines) + "\n"
+    return _front_matter(cfg.model.name) + "\n".join(lines) + "\n"
 
 
 def _front_matter(base_model: str | None) -> str:
