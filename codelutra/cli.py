@@ -1,4 +1,4 @@
-"""The `codelutra` command: run a refinement, evaluate a model, judge candidates.
+"""The `codelutra` command: run a refinement, evaluate a model, judge candidates, ask and export a model.
 
 Bad configuration or data ends in one line on stderr and exit code 2, never a traceback.
 """
@@ -48,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="folder for eval.json and samples (default: eval_results/<model>__<tasks>)")
     ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], help="how to generate (config: generation.backend)")
     ev.add_argument("--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:8000/v1 (config: generation.base_url)")
+    ev.add_argument("--vote", type=int, default=None, metavar="N",
+                    help="SQL: also answer by voting over N sampled candidates, reported beside greedy (config: eval.vote)")
     ev.set_defaults(handler=_eval)
+
+    _add_serving_commands(sub)
 
     ver = sub.add_parser("verify", help="judge a JSONL batch of candidates (SQL, Python, DS-1000) in the sandbox")
     ver.add_argument("candidates", help="input JSONL: one candidate per line")
@@ -92,6 +96,7 @@ def _eval(args) -> int:
         overrides.append(f"generation.backend={args.backend}")
     if args.base_url:
         overrides.append(f"generation.base_url={args.base_url}")
+    overrides += _vote_override(args)
     cfg = load_config(args.config, overrides)
     if cfg.generation.backend != "openai":
         model = resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
@@ -108,6 +113,81 @@ def _eval(args) -> int:
     )
     tables.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
     console.print(f"results: {out / 'eval.json'}")
+    return 0
+
+
+def _add_serving_commands(sub) -> None:
+    """`ask` and `export`: using a refined model (`codelutra/serving/`)."""
+    ask = sub.add_parser("ask", help="answer a question about a database with a query and its result")
+    ask.add_argument("question", help="the question, in words")
+    ask.add_argument("--model", default=None, help="RUN_DIR/iter_K, a model directory or Hub id (default: embedded)")
+    ask.add_argument("--db", required=True, help="the database the query runs on (a SQLite file)")
+    ask.add_argument("--vote", type=int, default=None, metavar="N", help="sample N queries and answer with the voted one (config: eval.vote)")
+    ask.add_argument("--show-schema", action="store_true", help="print the schema the model is shown")
+    ask.add_argument("--max-rows", type=int, default=20, help="rows of the result to print (default 20)")
+    ask.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
+    ask.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    ask.set_defaults(handler=_ask)
+
+    export = sub.add_parser("export", help="write a model as a GGUF file (llama.cpp, Ollama) or a Hugging Face folder")
+    export.add_argument("--model", required=True, help="RUN_DIR/iter_K or a model directory")
+    export.add_argument("--format", required=True, choices=["gguf", "hf"], help="gguf: one file; hf: a folder with a model card")
+    export.add_argument("--out", required=True, help="the file (gguf) or folder (hf) to write; must not exist yet")
+    export.add_argument("--type", default="f16", choices=["f32", "f16", "q8_0"], help="gguf: tensor type (default f16)")
+    export.set_defaults(handler=_export)
+
+
+def _vote_override(args) -> list[str]:
+    if args.vote is None:
+        return []
+    if args.vote < 0:
+        raise UserError(f"--vote: expected 0 (off) or a number of candidates, got {args.vote}")
+    return [f"eval.vote={args.vote}"]
+
+
+def _ask(args) -> int:
+    from codelutra.config import load_config
+    from codelutra.console import console, tables
+    from codelutra.models import EMBEDDED_DEFAULT, resolve_model
+    from codelutra.serving.ask import ask, read_schema, result_table
+
+    if args.max_rows < 1:
+        raise UserError(f"--max-rows: expected at least 1, got {args.max_rows}")
+    cfg = load_config(args.config, list(args.set) + _vote_override(args))
+    if cfg.generation.backend == "openai" and not args.model:
+        raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
+    schema = read_schema(args.db, cfg.prompt.schema_style)
+    if args.show_schema:
+        tables.print(schema, markup=False, highlight=False)
+    model = args.model if cfg.generation.backend == "openai" else resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
+    answer = ask(model, args.db, args.question, cfg, vote=cfg.eval.vote)
+    if answer.vote is not None:
+        agreeing = answer.vote.group_sizes[0] if answer.vote.group_sizes else 0
+        console.print(f"voted: {agreeing} of {answer.candidates} candidates agree on this result "
+                      f"({len(answer.vote.group_sizes)} distinct results, {answer.vote.failed} failed)")
+    if answer.sql is None:
+        print("codelutra: the model wrote no SQL", file=sys.stderr)
+        return 1
+    from rich.syntax import Syntax
+
+    tables.print(Syntax(answer.sql, "sql", word_wrap=True))
+    if answer.result.kind != "ok":
+        error = answer.result.error if answer.result.error.startswith(answer.result.kind) else f"{answer.result.kind}: {answer.result.error}"
+        print(f"codelutra: the query failed: {error}", file=sys.stderr)
+        return 1
+    tables.print(result_table(answer.result.rows, args.max_rows))
+    return 0
+
+
+def _export(args) -> int:
+    from codelutra.console import console
+    from codelutra.serving.export import export_model
+
+    path = Path(args.model).expanduser()
+    if not path.exists():
+        raise UserError(f"--model {args.model}: no such directory")
+    written = export_model(path, _model_of(str(path)), args.format, Path(args.out).expanduser(), tensor_type=args.type)
+    console.print(f"wrote {written}")
     return 0
 
 

@@ -112,11 +112,19 @@ class TrainConfig(_Section):
     # >1: train data parallel in this many processes (`accelerate launch`, GPUs or CPU/gloo); batch_size is then
     # per process. Use `accelerate config` beforehand to choose GPUs or DeepSpeed ZeRO-1/2.
     processes: int = Field(default=1, ge=1)
+    # Where the trainer also logs loss, rewards/margins and accuracy per step: transformers' `report_to`
+    # names ("tensorboard", "wandb", ...; each needs its package). Empty: nowhere but train.json.
+    report_to: list[str] = []
 
 
 class EvalConfig(_Section):
     max_new_tokens: int = Field(default=64, ge=8)
     batch_size: int = Field(default=32, ge=1)
+    # SQL only: also answer by execution-guided voting over this many sampled candidates
+    # (`codelutra.loop.vote`) and report it beside greedy; 0: greedy only.
+    vote: int = Field(default=0, ge=0)
+    vote_temperature: float = Field(default=0.8, gt=0)  # the voting candidates' sampling temperature
+    vote_top_p: float = Field(default=0.95, gt=0, le=1)
 
 
 class GenerationConfig(_Section):

@@ -11,6 +11,7 @@ from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyC
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.stages import generate_completions, judge_completions
+from codelutra.loop.vote import evaluate_voted, require_votable
 from codelutra.tasks import Task
 
 
@@ -27,12 +28,15 @@ def evaluate_model(
 ) -> dict:
     """Evaluate `model_path` on `tasks`; write `out_dir/eval.json` (accuracy, n, counts) and its samples.
 
+    With `eval_cfg.vote`, eval.json also holds `voted` (`codelutra.loop.vote.evaluate_voted`).
+
     `generation` says where the completions come from; for the openai backend `model_path` is the
     endpoint's model name.
     """
     out_dir = Path(out_dir)
     if (out_dir / "eval.json").exists():
         return _with_current_kinds(read_json(out_dir / "eval.json"))
+    require_votable(tasks, eval_cfg.vote)
     start = time.monotonic()
     samples = generate_completions(
         model_path,
@@ -54,6 +58,9 @@ def evaluate_model(
         "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS},
         "seconds": round(time.monotonic() - start, 1),
     }
+    if eval_cfg.vote:  # `accuracy` stays the greedy one; the voted answers are reported beside it
+        settings = dict(prompt=prompt, eval_cfg=eval_cfg, verify=verify, label=label, generation=generation)
+        result["voted"] = evaluate_voted(model_path, tasks, out_dir, **settings)
     write_json(out_dir / "eval.json", result)
     return result
 
