@@ -57,6 +57,8 @@ def evaluate_model(
         "accuracy": counts["correct"] / len(verdicts) if verdicts else 0.0,
         "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS},
         "seconds": round(time.monotonic() - start, 1),
+        "match": verify.match,  # the scoring rule (SQL tasks; see execution/sql_match.py)
+        "variants": verify.variants,  # perturbed database copies a SQL answer also had to match on
     }
     write_json(out_dir / "eval.json", result)
     return result
