@@ -153,3 +153,19 @@ def test_the_rule_is_a_config_key():
     assert load_config(overrides=["verify.match=bird"]).verify.match == "bird"
     with pytest.raises(UserError, match="verify.match"):
         load_config(overrides=["verify.match=exact"])
+
+
+def test_eval_prints_and_records_the_rule(tmp_path, tiny_model_dir, capsys):
+    import json
+
+    from codelutra.cli import main
+
+    out = tmp_path / "out"
+    assert main(["eval", "--model", tiny_model_dir, "--tasks", "builtin:heldout", "--limit", "2", "--output", str(out),
+                 "--set", "eval.max_new_tokens=8", "--set", "verify.match=bird", "--set", "verify.variants=2",
+                 "--set", f"verify.variants_dir={tmp_path / 'variants'}"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    printed = " ".join((captured.out + captured.err).split())
+    assert "scoring: the bird rule (verify.match), on each task's database and on 2 perturbed copies of it" in printed
+    result = json.loads((out / "eval.json").read_text())
+    assert (result["match"], result["variants"]) == ("bird", 2)

@@ -207,3 +207,64 @@ def test_only_sqlite_files_have_variants(tmp_path):
         variant_paths(not_sqlite, 1, seed=0, cache_dir=tmp_path)
     with pytest.raises(UserError, match="needs a SQLite database file"):
         variant_paths("postgresql://me@localhost/shop", 1, seed=0, cache_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/variants.py
+
+
+def _run_benchmark(*args: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "variants.py"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
+
+
+def test_benchmark_counts_the_answers_right_only_by_coincidence(tmp_path):
+    """Given answers: the gold for most problems, a hard-coded value for three whose gold is one number."""
+    import json
+
+    tasks, _ = load_tasks(TaskSource(path="builtin:heldout", limit=20))
+    scalars = []
+    for task in tasks:
+        rows = sqlite3.connect(task.db_path).execute(task.gold).fetchall()
+        if len(rows) == 1 and len(rows[0]) == 1 and isinstance(rows[0][0], (int, float)) and any(f"{aggregate}(" in task.gold.lower() for aggregate in ("count", "sum", "avg")):
+            scalars.append((task.id, rows[0][0]))
+    hard_coded = dict(scalars[:3])
+    assert len(hard_coded) == 3
+    answers = [{"id": t.id, "completions": [f"```sql\nSELECT {hard_coded[t.id]!r}\n```" if t.id in hard_coded else f"```sql\n{t.gold}\n```"]} for t in tasks]
+    samples = tmp_path / "answers.jsonl"
+    samples.write_text("".join(json.dumps(row) + "\n" for row in answers))
+    results = tmp_path / "results"
+    stdout = _run_benchmark("--tasks", "builtin:heldout", "--limit", "20", "--variants", "3", "--samples", str(samples),
+                            "--output", str(tmp_path), "--results", str(results), "--tag", "t")  # fmt: skip
+
+    assert "Correct answers without and with 3 database variants" in stdout
+    result = json.loads((results / "variants-builtin_heldout-k3-t.json").read_text())
+    assert {"command", "commit", "machine", "versions"} <= set(result)
+    assert (result["correct_on_the_database"], result["correct_on_all_variants"], result["difference"]) == (20, 17, 3)
+    assert sorted(c["id"] for c in result["caught"]) == sorted(hard_coded)
+    assert all("variant" in c["detail"] for c in result["caught"])
+    assert "| difference (right by coincidence) | 3 | 15.0% |" in (results / "variants-builtin_heldout-k3-t.md").read_text()
+
+
+def test_benchmark_generates_greedy_answers_once(tmp_path, tiny_model_dir):
+    import json
+
+    common = ["--model", tiny_model_dir, "--limit", "2", "--variants", "2", "--set", "eval.max_new_tokens=8",
+              "--output", str(tmp_path), "--results", str(tmp_path / "results")]  # fmt: skip
+    _run_benchmark(*common)
+    result = json.loads((tmp_path / "results" / "variants-builtin_heldout-k2.json").read_text())
+    assert result["settings"]["problems"] == 2 and result["settings"]["answers"] == "greedy"
+    assert result["difference"] == result["correct_on_the_database"] - result["correct_on_all_variants"] >= 0
+    answers = Path(result["work_dir"]) / "eval_samples.jsonl"
+    stamp = answers.stat().st_mtime_ns
+    _run_benchmark(*common)
+    assert answers.stat().st_mtime_ns == stamp  # the answers were reused, only the judging ran again
