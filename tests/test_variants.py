@@ -143,11 +143,11 @@ def test_constraints_and_schema_hold_on_every_variant(shop, tmp_path):
         for table, column in [("city", "name"), ("customer", "name"), ("customer", "city_code"), ("orders", "amount"), ("order_line", "quantity")]:
             assert conn.execute(f"SELECT count(*) FROM {table} WHERE {column} IS NULL").fetchone() == (0,)  # NOT NULL
         for table, columns in [("city", "name"), ("customer", "email"), ("order_line", "order_id, product_id")]:
-            total, distinct = conn.execute(f"SELECT count(*), count(DISTINCT {columns.replace(', ', ' || ' + repr('|') + ' || ')}) FROM {table} WHERE {columns.split(',')[0]} IS NOT NULL").fetchone()
-            assert total == distinct, (table, columns)  # UNIQUE and the composite primary key
+            keys = [row for row in conn.execute(f"SELECT {columns} FROM {table}") if None not in row]
+            assert len(keys) == len(set(keys)), (table, columns)  # UNIQUE and the composite primary key
         assert conn.execute("SELECT count(*) FROM orders WHERE status NOT IN ('paid', 'open', 'void')").fetchone() == (0,)  # CHECK
         assert conn.execute("SELECT count(*) FROM city WHERE population <= 0").fetchone() == (0,)
-        for table, rows in contents.items():
+        for table in contents:
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0
         changed = [t for t, rows in contents.items() if sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) != rows]
         assert len(changed) >= 4, changed  # the rows did move

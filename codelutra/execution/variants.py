@@ -84,7 +84,8 @@ def verify_with_variants(
     if not variants or not correct:
         return verdicts
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    copies = {db: variant_paths(db, variants, seed=seed, cache_dir=folder) for db in dict.fromkeys(checks[i].db_path for i in correct)}
+    databases = dict.fromkeys(checks[i].db_path for i in correct)
+    copies = {db: variant_paths(db, variants, seed=seed, cache_dir=folder) for db in databases}
     rechecks = [
         SqlCheck(str(copies[checks[i].db_path][v]), checks[i].gold_sql, checks[i].candidate_sql)
         for i in correct
@@ -96,7 +97,8 @@ def verify_with_variants(
         for v, verdict in enumerate(on_variants[n * variants : (n + 1) * variants], 1):
             if verdict.kind == "correct" or verdict.detail.startswith(GOLD_FAILED):
                 continue  # matches there, or the gold cannot run there: no evidence against it
-            detail = f"correct on the original database but not on variant {v} of {variants} (rows perturbed): {verdict.kind}: {verdict.detail}"
+            detail = f"correct on the original database but not on variant {v} of {variants} (rows perturbed): "
+            detail += f"{verdict.kind}: {verdict.detail}"
             judged[i] = Verdict("wrong_result", _one_line(detail), verdicts[i].seconds)
             break
     return judged
@@ -112,8 +114,11 @@ def variant_paths(db_path: str | Path, k: int, *, seed: int, cache_dir: str | Pa
     paths = [folder / f"variant-{index}.sqlite" for index in range(k)]
     for index, path in enumerate(paths):
         if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            build_variant(source, path, random.Random(f"{digest}:{seed}:{index}"))
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                build_variant(source, path, random.Random(f"{digest}:{seed}:{index}"))
+            except OSError as e:
+                raise UserError(f"{folder}: cannot write database variants there ({e.strerror or e}); set verify.variants_dir") from None
     return paths
 
 
@@ -185,6 +190,7 @@ def build_variant(source: Path, target: Path, rng: random.Random) -> None:
 
 
 def _perturb(conn: sqlite3.Connection, rng: random.Random) -> None:
+    """Rewrite every table of the open copy: rows planned for all tables first, so that references can follow them."""
     tables = _read_schema(conn)
     schema = {t.name: t for t in tables}
     originals = {t.name: [list(row) for row in conn.execute(f"SELECT {_columns(t.columns)} FROM {_quote(t.name)}")] for t in tables}
@@ -336,7 +342,9 @@ def _decimals(value: float) -> int:
     return 0 if "e" in text or "." not in text else min(len(text.split(".")[1].rstrip("0")), _MAX_DECIMALS)
 
 
-def _redraw_references(table: _Table, rows: list[_Row], schema: dict[str, _Table], planned: dict[str, list[_Row]], rng: random.Random) -> None:
+def _redraw_references(
+    table: _Table, rows: list[_Row], schema: dict[str, _Table], planned: dict[str, list[_Row]], rng: random.Random
+) -> None:
     """Point some foreign keys (and every one whose parent row is gone) at another parent row."""
     for fk in table.foreign_keys:
         parent_positions = [schema[fk.parent].columns.index(c) for c in fk.parent_columns]
