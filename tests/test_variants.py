@@ -268,3 +268,26 @@ def test_benchmark_generates_greedy_answers_once(tmp_path, tiny_model_dir):
     stamp = answers.stat().st_mtime_ns
     _run_benchmark(*common)
     assert answers.stat().st_mtime_ns == stamp  # the answers were reused, only the judging ran again
+
+
+def test_foreign_keys_spelled_in_another_case_and_composite_text_keys(tmp_path):
+    """As in Spider's loan_1 and college_2: `REFERENCES bank(Branch_ID)` for a column named branch_id, and keys of texts."""
+    path = tmp_path / "bank.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE bank (branch_id INTEGER PRIMARY KEY, city TEXT);
+        CREATE TABLE customer (cust_id TEXT, branch TEXT, bname TEXT, branch_ID INTEGER,
+                               PRIMARY KEY (cust_id, branch), FOREIGN KEY (Branch_id) REFERENCES bank(Branch_ID));
+        """
+    )
+    conn.executemany("INSERT INTO bank VALUES (?, ?)", [(i, f"city {i % 3}") for i in range(1, 6)])
+    conn.executemany("INSERT INTO customer VALUES (?, ?, ?, ?)", [(f"c{i}", "main", f"n{i}", i % 5 + 1) for i in range(40)])
+    conn.commit()
+    conn.close()
+    [variant] = variant_paths(path, 1, seed=0, cache_dir=tmp_path / "cache")
+    copy = sqlite3.connect(variant)
+    assert copy.execute("PRAGMA foreign_key_check").fetchall() == []
+    keys = copy.execute("SELECT cust_id, branch FROM customer").fetchall()
+    assert len(keys) == len(set(keys)) and len(keys) != 40  # rows added or deleted, the composite key unique
+    assert copy.execute("SELECT count(*) FROM customer WHERE branch_id NOT IN (SELECT branch_id FROM bank)").fetchone() == (0,)

@@ -225,12 +225,13 @@ def _read_schema(conn: sqlite3.Connection) -> list[_Table]:
     violated = _violated_foreign_keys(conn, names)
     tables = []
     for name in names:
-        columns = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({_quote(name)})"))
+        columns = _column_names(conn, name)
         primary_key = _primary_key(conn, name)
         unique_sets = [primary_key] if primary_key else []
         for index in conn.execute(f"PRAGMA index_list({_quote(name)})"):
             if index[2] and not index[4]:  # unique, not partial
                 unique_sets.append(tuple(row[2] for row in conn.execute(f"PRAGMA index_info({_quote(index[1])})")))
+        named = {c.lower(): c for c in columns}  # SQLite's names ignore ASCII case; a foreign key may spell them otherwise
         by_id: dict[int, list] = {}
         for row in conn.execute(f"PRAGMA foreign_key_list({_quote(name)})"):
             by_id.setdefault(row[0], []).append(row)
@@ -239,13 +240,23 @@ def _read_schema(conn: sqlite3.Connection) -> list[_Table]:
             parts.sort(key=lambda row: row[1])
             parent = parts[0][2]
             parent_columns = tuple(row[4] for row in parts)
+            parent = next((n for n in names if n.lower() == parent.lower()), parent)
             if None in parent_columns and parent in names:  # REFERENCES parent: its primary key
                 parent_columns = _primary_key(conn, parent)
-            if (name, fk_id) not in violated and parent in names and len(parent_columns) == len(parts):
-                foreign_keys.append(_ForeignKey(tuple(row[3] for row in parts), parent, parent_columns))
+            if (name, fk_id) in violated or parent not in names or len(parent_columns) != len(parts):
+                continue
+            parent_named = {c.lower(): c for c in _column_names(conn, parent)}
+            child_columns = tuple(named.get(row[3].lower()) for row in parts)
+            parent_columns = tuple(parent_named.get(c.lower()) for c in parent_columns)
+            if None not in child_columns + parent_columns:
+                foreign_keys.append(_ForeignKey(child_columns, parent, parent_columns))
         unique_sets = tuple(s for s in unique_sets if None not in s)  # an index on an expression has no column name
         tables.append(_Table(name, columns, unique_sets, tuple(foreign_keys)))
     return tables
+
+
+def _column_names(conn: sqlite3.Connection, table: str) -> tuple[str, ...]:
+    return tuple(row[1] for row in conn.execute(f"PRAGMA table_info({_quote(table)})"))
 
 
 def _primary_key(conn: sqlite3.Connection, table: str) -> tuple[str, ...]:
@@ -281,11 +292,23 @@ def _plan_rows(table: _Table, rows: list[list], rng: random.Random) -> list[_Row
 
 
 class _FreshValues:
-    """Values not yet in a table's key columns, for the rows added to it."""
+    """Values not yet in a table's key columns, for the rows added to it.
+
+    One column per key is made fresh (a number past the largest, or the copied text numbered), which
+    is enough for the key to be new: the only column of a single-column key, a column outside the
+    foreign keys for a composite one (its other columns keep the copied row's values).
+    """
 
     def __init__(self, table: _Table, rows: list[list]) -> None:
-        self._positions = {c: table.columns.index(c) for unique in table.unique_sets for c in unique}
+        references = {c for fk in table.foreign_keys for c in fk.columns}
+        chosen: list[str] = []
+        for unique in table.unique_sets:
+            if not set(unique) & set(chosen):
+                chosen.append(next((c for c in unique if c not in references), unique[0]))
+        self._positions = {c: table.columns.index(c) for c in chosen}
         self._used = {c: {row[i] for row in rows} for c, i in self._positions.items()}
+        self._largest = {c: max((v for v in used if isinstance(v, (int, float))), default=0) for c, used in self._used.items()}
+        self._numbering: dict[tuple[str, str], int] = {}
 
     def row(self, values: list) -> list | None:
         for column, position in self._positions.items():
@@ -297,18 +320,44 @@ class _FreshValues:
         return values
 
     def _fresh(self, column: str, like: object) -> object:
-        used = self._used[column]
-        numbers = [v for v in used if isinstance(v, (int, float))]
-        if isinstance(like, int):
-            return int(max(numbers)) + 1
-        if isinstance(like, float):
-            return float(max(numbers)) + 1.0
+        if isinstance(like, (int, float)):  # one past the largest number in the column, of the copied value's type
+            self._largest[column] = type(like)(self._largest[column]) + 1
+            return self._largest[column]
         if isinstance(like, str):  # the copied row's own text, numbered
-            n = 2
-            while (candidate := f"{like} {n}") in used:
+            n = self._numbering.get((column, like), 1)
+            while (candidate := f"{like} {n + 1}") in self._used[column]:
                 n += 1
+            self._numbering[(column, like)] = n + 1
             return candidate
         return None
+
+
+@dataclass(frozen=True)
+class _Domain:
+    """What a column holds, to redraw its cells from: its values, and for a numeric column its range."""
+
+    values: list
+    numeric: bool
+    low: float = 0
+    high: float = 0
+    decimals: int | None = None  # None: integers
+
+    @classmethod
+    def of(cls, values: list) -> _Domain:
+        present = [v for v in values if v is not None]
+        if not present or not all(isinstance(v, (int, float)) for v in present):
+            return cls(values, numeric=False)
+        floats = [v for v in present if isinstance(v, float)]
+        decimals = max(map(_decimals, floats)) if floats else None
+        return cls(values, numeric=True, low=min(present), high=max(present), decimals=decimals)
+
+    def draw(self, rng: random.Random) -> object:
+        """A value the column holds, or half the time for numbers one between its minimum and maximum."""
+        if not self.numeric or rng.random() < 0.5:
+            return rng.choice(self.values)
+        if self.decimals is None:
+            return rng.randint(self.low, self.high)
+        return round(rng.uniform(self.low, self.high), self.decimals)
 
 
 def _redraw_values(table: _Table, rows: list[_Row], originals: list[list], protected: set, rng: random.Random) -> None:
@@ -316,25 +365,10 @@ def _redraw_values(table: _Table, rows: list[_Row], originals: list[list], prote
     for position, column in enumerate(table.columns):
         if (table.name, column) in protected or not originals:
             continue
-        domain = [row[position] for row in originals]
-        present = [v for v in domain if v is not None]
-        numbers = [v for v in present if isinstance(v, (int, float))]
-        numeric = bool(numbers) and len(numbers) == len(present)
+        domain = _Domain.of([row[position] for row in originals])
         for row in rows:
-            if rng.random() >= _REDRAW_VALUE:
-                continue
-            if numeric and rng.random() < 0.5:
-                row.values[position] = _number_between(numbers, rng)
-            else:
-                row.values[position] = rng.choice(domain)
-
-
-def _number_between(seen: list, rng: random.Random) -> int | float:
-    """A number between the column's minimum and maximum, integral or with as many decimals as it has."""
-    low, high = min(seen), max(seen)
-    if all(isinstance(v, int) for v in seen):
-        return rng.randint(low, high)
-    return round(rng.uniform(low, high), max(_decimals(v) for v in seen if isinstance(v, float)))
+            if rng.random() < _REDRAW_VALUE:
+                row.values[position] = domain.draw(rng)
 
 
 def _decimals(value: float) -> int:
