@@ -13,7 +13,10 @@ Three rules, because a number is only comparable with a leaderboard's when it is
   that reads "distinct", COUNT(DISTINCT x) included), then takes the order to matter when
   `'order by' in g_str.lower()` (anywhere in the gold's text: a subquery, a string), and compares
   with `result_eq`: the same multiset of rows (a list when ordered) up to a permutation of columns,
-  with Python's `==` on the values (exact floats; 1 == 1.0).
+  with Python's `==` on the values (exact floats; 1 == 1.0). The official code also requires the
+  match on every `.sqlite` file in the database's folder: the test suite's extra databases where
+  they are installed, the one database in the plain Spider release; `verify.variants` (perturbed
+  copies, `variants.py`) plays that part here.
 * `bird`: BIRD's execution accuracy (bird-bench/mini_dev `evaluation/evaluation_ex.py`,
   `calculate_ex`): `set(predicted_res) == set(ground_truth_res)`. Row sets, so duplicates and row
   order never count, but column order does, and values compare exactly.
@@ -72,7 +75,7 @@ def rule(name: str) -> MatchRule:
 def judge(gold: QueryOutcome, candidate: QueryOutcome | None, *, ordered: bool, match: str = "execution") -> Verdict:
     """The verdict on one candidate; `candidate` is None only when the gold failed (it was not run)."""
     if gold.kind != "ok":
-        return Verdict("runtime_error", _one_line(f"{GOLD_FAILED}: {gold.kind}: {gold.error}"), 0.0)
+        return Verdict("runtime_error", one_line(f"{GOLD_FAILED}: {gold.kind}: {gold.error}"), 0.0)
     if candidate.kind != "ok":
         return Verdict(candidate.kind, candidate.error, candidate.seconds)
     chosen = rule(match)
@@ -185,9 +188,9 @@ def _bird_differ(gold_rows: list[tuple], candidate_rows: list[tuple], ordered: b
     gold, candidate = set(gold_rows), set(candidate_rows)
     missing = next((row for row in gold_rows if row not in candidate), None)
     if missing is not None:
-        return _one_line(f"result differs from gold as row sets (gold row {_short(missing)} not in the candidate's result)")
+        return one_line(f"result differs from gold as row sets (gold row {_short(missing)} not in the candidate's result)")
     extra = next(row for row in candidate_rows if row not in gold)
-    return _one_line(f"result differs from gold as row sets (row {_short(extra)} is not in the gold's result)")
+    return one_line(f"result differs from gold as row sets (row {_short(extra)} is not in the gold's result)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,10 +253,10 @@ def _describe_difference(
     if ordered:
         differing = ((n, g, c) for n, (g, c) in enumerate(zip(gold, candidate), 1) if g != c)
         line, expected, got = next(differing, (1, gold[0], candidate[0]))
-        return _one_line(f"result differs from gold (row {line}: expected {_short(expected)}, got {_short(got)})")
+        return one_line(f"result differs from gold (row {line}: expected {_short(expected)}, got {_short(got)})")
     candidate_counts = Counter(candidate)
     missing = next((row for row in gold if not candidate_counts[row]), gold[0])
-    return _one_line(f"result differs from gold (gold row {_short(missing)} not in the candidate's result)")
+    return one_line(f"result differs from gold (gold row {_short(missing)} not in the candidate's result)")
 
 
 def _short(row: tuple) -> str:
@@ -261,7 +264,8 @@ def _short(row: tuple) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """A verdict's detail: one line, at most 200 characters."""
     text = " ".join(text.split())
     return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
 

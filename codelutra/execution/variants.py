@@ -44,7 +44,7 @@ from pathlib import Path
 
 from codelutra.errors import UserError
 from codelutra.execution.sql import SqlCheck, verify_sql
-from codelutra.execution.sql_match import GOLD_FAILED
+from codelutra.execution.sql_match import GOLD_FAILED, one_line
 from codelutra.execution.verdict import Verdict
 
 _GENERATOR_VERSION = 1  # part of the cache folder's name: a change in how variants are made invalidates the cache
@@ -54,7 +54,6 @@ _REDRAW_VALUE = 0.3  # chance that a cell outside keys is redrawn
 _REDRAW_REFERENCE = 0.3  # chance that a foreign key is pointed at another parent row
 _MAX_DECIMALS = 6
 _SQLITE_HEADER = b"SQLite format 3\x00"
-_DETAIL_CHARS = 200
 
 
 def default_cache_dir() -> Path:
@@ -99,7 +98,7 @@ def verify_with_variants(
                 continue  # matches there, or the gold cannot run there: no evidence against it
             detail = f"correct on the original database but not on variant {v} of {variants} (rows perturbed): "
             detail += f"{verdict.kind}: {verdict.detail}"
-            judged[i] = Verdict("wrong_result", _one_line(detail), verdicts[i].seconds)
+            judged[i] = Verdict("wrong_result", one_line(detail), verdicts[i].seconds)
             break
     return judged
 
@@ -433,7 +432,3 @@ def _columns(columns: Sequence[str]) -> str:
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
