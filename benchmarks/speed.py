@@ -41,7 +41,8 @@ from rich.table import Table
 from codelutra.artifacts import read_json, read_jsonl
 from codelutra.config import PairConfig, PromptConfig, SamplingConfig, TaskSource, TrainConfig, VerifyConfig, load_config
 from codelutra.console import console, tables
-from codelutra.execution.sql import gold_is_ordered, results_match, verify_sql
+from codelutra.execution.sql import verify_sql
+from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.generation.types import SamplingParams
 from codelutra.models import EMBEDDED_DEFAULT, resolve_model
 from codelutra.tasks.kinds import SQL

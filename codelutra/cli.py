@@ -113,6 +113,9 @@ def _eval(args) -> int:
     )
     tables.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
     console.print(f"results: {out / 'eval.json'}")
+    if tasks and tasks[0].kind == "sql":
+        copies = f" and on {result['variants']} perturbed copies of it" if result.get("variants") else ""
+        console.print(f"scoring: the {result.get('match', 'execution')} rule (verify.match), on each task's database{copies}")
     return 0
 
 

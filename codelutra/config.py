@@ -66,6 +66,14 @@ class VerifyConfig(_Section):
     # The interpreter Python candidates run in (default: this one). DS-1000 needs its pinned library
     # versions: point this at the environment scripts/ds1000_env.sh builds (.../bin/python).
     python: str | None = None
+    # When a SQL candidate's result counts as the gold's (codelutra/execution/sql_match.py): execution (this
+    # project's rule), spider (the official test-suite evaluator's default), bird (BIRD's row sets).
+    match: Literal["execution", "spider", "bird"] = "execution"
+    # k > 0: a SQL candidate is correct only if it also matches the gold on k copies of its SQLite database
+    # with the rows perturbed (codelutra/execution/variants.py), which catches answers right by coincidence.
+    variants: int = Field(default=0, ge=0)
+    variant_seed: int = 0  # which perturbed copies: the same (database, seed) always gives the same copies
+    variants_dir: str | None = None  # where the copies are cached (default: ~/.cache/codelutra/variants)
 
     @field_validator("python")
     @classmethod

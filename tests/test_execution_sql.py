@@ -13,14 +13,8 @@ from collections import Counter
 import pytest
 
 from codelutra.execution import sql
-from codelutra.execution.sql import (
-    QueryResult,
-    SqlCheck,
-    gold_is_ordered,
-    results_match,
-    run_queries,
-    verify_sql,
-)
+from codelutra.execution.sql import QueryResult, SqlCheck, run_queries, verify_sql
+from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 
 # A query that spends many seconds inside one C call (a naive substring search), where SQLite's

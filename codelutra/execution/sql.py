@@ -15,32 +15,29 @@ The SQL comes from a model, so it is treated as hostile. It runs:
 Workers are reused from query to query (starting a process per query is too slow for hundreds of
 candidates a second); a worker that hangs or dies is replaced and the batch goes on.
 
-Results are compared the way Spider's execution accuracy does (test-suite-sql-eval's
-`result_eq`): as multisets of rows unless the gold query orders its output, and regardless of
-column order.
+Results are compared by the scoring rule asked for (`sql_match`: this project's own by default,
+or the official Spider or BIRD evaluator's).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
-import math
 import os
-import re
 import resource
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from codelutra.execution.canonical import sql_key, sql_lexemes, trim_sql
+from codelutra.execution.canonical import sql_key, trim_sql
+from codelutra.execution.sql_match import judge, rule
 from codelutra.execution.verdict import Verdict
 
 # Limits on one query in a worker. The memory limit is handed to each worker as it starts (so a
@@ -53,8 +50,6 @@ _OPEN_DATABASES = 8  # connections a worker keeps open
 _KILL_GRACE_S = 1.0  # how long past its time limit a query may run before its worker is killed
 _STARTUP_TIMEOUT_S = 60.0  # a worker not ready by then means a broken environment
 _DETAIL_CHARS = 200
-_SIGNIFICANT_DIGITS = 6  # floats agreeing to this many significant digits are equal
-_MAX_COLUMN_PERMUTATIONS = 1_000  # column orders tried before giving up on a match
 
 _SYNTAX_ERROR_MARKS = ("syntax error", "incomplete input", "unrecognized token")
 _READ_ONLY_ERROR_MARK = "readonly database"
@@ -124,8 +119,11 @@ def verify_sql(
     timeout_s: float = 5.0,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    match: str = "execution",
 ) -> list[Verdict]:
     """Judge each candidate against its gold query by execution; verdicts in input order.
+
+    `match` names the scoring rule (`sql_match.MATCH_RULES`); its rewrites apply to gold and candidate before they run.
 
     Each distinct program is executed once per database and its result reused (`canonical.sql_key`:
     the same query with other spacing or keyword case counts once): a gold query shared by many
@@ -136,9 +134,12 @@ def verify_sql(
     verdicts: list[Verdict | None] = [None] * len(checks)
     queries: dict[tuple[str, str], tuple[str, str]] = {}  # (db_path, canonical form) -> the (db_path, sql) run
 
+    scoring = rule(match)
+
     def key_of(db_path: str, sql: str) -> tuple[str, str]:
+        sql = scoring.prepare(trim_sql(sql))
         key = (db_path, sql_key(sql))
-        queries.setdefault(key, (db_path, trim_sql(sql)))
+        queries.setdefault(key, (db_path, sql))
         return key
 
     gold_keys = [key_of(check.db_path, check.gold_sql) for check in checks]
@@ -155,7 +156,7 @@ def verify_sql(
         return verdicts
 
     golds = list(dict.fromkeys(gold_keys[i] for indexes in checks_by_candidate.values() for i in indexes))
-    is_ordered = functools.cache(gold_is_ordered)
+    is_ordered = functools.cache(scoring.is_ordered)
     with _SandboxPool(_pool_size(workers, len(golds) + len(checks_by_candidate))) as pool:
         results = dict(zip(golds, pool.run_all([queries[key] for key in golds], timeout_s)))
 
@@ -163,7 +164,7 @@ def verify_sql(
             indexes = checks_by_candidate[candidate_key]
             for i in indexes:
                 gold_key = gold_keys[i]
-                verdicts[i] = _judge(results[gold_key], candidate, ordered=is_ordered(queries[gold_key][1]))
+                verdicts[i] = judge(results[gold_key], candidate, ordered=is_ordered(queries[gold_key][1]), match=match)
             report(len(indexes))
 
         to_run = []
@@ -175,133 +176,6 @@ def verify_sql(
         for position, result in pool.run([queries[key] for key in to_run], timeout_s):
             settle(to_run[position], result)
     return verdicts
-
-
-def results_match(gold_rows: list[tuple], candidate_rows: list[tuple], *, ordered: bool) -> bool:
-    """Spider-style execution accuracy: equal rows (as a multiset unless `ordered`), up to column order.
-
-    Numbers compare by value (1 == 1.0) and floats to 6 significant digits (see `_normalize`).
-    Column orders are pruned first: a candidate column can only stand for a gold column holding
-    the same multiset of values, so usually a single order is left to try (at most 1,000 are).
-    """
-    if gold_rows == candidate_rows:  # the usual correct case (and two empty results), settled fast
-        return True
-    if len(gold_rows) != len(candidate_rows) or len(gold_rows[0]) != len(candidate_rows[0]):
-        return False
-    gold = [_normalize(row) for row in gold_rows]
-    candidate = [_normalize(row) for row in candidate_rows]
-    wanted = gold if ordered else Counter(gold)
-    for order in itertools.islice(_column_orders(gold, candidate), _MAX_COLUMN_PERMUTATIONS):
-        reordered = [tuple(row[column] for column in order) for row in candidate]
-        if (reordered if ordered else Counter(reordered)) == wanted:
-            return True
-    return False
-
-
-def gold_is_ordered(gold_sql: str) -> bool:
-    """True when the outermost SELECT (or UNION etc.) has ORDER BY: then row order is part of the answer.
-
-    Read off the query's lexemes: with comments and quoted texts set aside and every parenthesised
-    part (subqueries, CTEs, window clauses) collapsed, an ORDER BY is left only at the top level.
-    """
-    lexemes = sql_lexemes(trim_sql(gold_sql))
-    if lexemes is None:  # an unclosed quote: read the text as it is
-        text = gold_sql
-    else:
-        text = "".join(" _ " if kind in ("comment", "quoted") else piece for kind, piece in lexemes)
-    text = text.strip()
-    while text.startswith("(") and _closing_paren(text) == len(text) - 1:  # "(SELECT ... ORDER BY ...)"
-        text = text[1:-1].strip()
-    previous = None
-    while previous != text:
-        previous, text = text, re.sub(r"\([^()]*\)", " _ ", text)
-    return re.search(r"\border\s+by\b", text, re.IGNORECASE) is not None
-
-
-def _closing_paren(text: str) -> int:
-    """Index of the parenthesis closing the one at text[0]; -1 if it is never closed."""
-    depth = 0
-    for index, char in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth == 0:
-            return index
-    return -1
-
-
-# ---------------------------------------------------------------------------------------------
-# Judging
-
-
-def _judge(gold: QueryResult, candidate: QueryResult | None, *, ordered: bool) -> Verdict:
-    """The verdict on one candidate; `candidate` is None only when the gold failed (it was not run)."""
-    if gold.kind != "ok":
-        return Verdict("runtime_error", _one_line(f"gold query failed: {gold.kind}: {gold.error}"), 0.0)
-    if candidate.kind != "ok":
-        return Verdict(candidate.kind, candidate.error, candidate.seconds)
-    if results_match(gold.rows, candidate.rows, ordered=ordered):
-        return Verdict("correct", "", candidate.seconds)
-    difference = _describe_difference(gold.rows, candidate.rows, ordered=ordered)
-    return Verdict("wrong_result", difference, candidate.seconds)
-
-
-def _describe_difference(gold_rows: list[tuple], candidate_rows: list[tuple], *, ordered: bool) -> str:
-    """One short line saying how a wrong result differs from the gold one."""
-    if len(gold_rows) != len(candidate_rows):
-        return f"expected {len(gold_rows)} rows, got {len(candidate_rows)}"
-    if len(gold_rows[0]) != len(candidate_rows[0]):
-        return f"expected {len(gold_rows[0])} columns, got {len(candidate_rows[0])}"
-    if ordered and results_match(gold_rows, candidate_rows, ordered=False):
-        return "same rows as the gold query but in another order (the gold query has ORDER BY)"
-    gold = [_normalize(row) for row in gold_rows]
-    candidate = [_normalize(row) for row in candidate_rows]
-    if ordered:
-        differing = ((n, g, c) for n, (g, c) in enumerate(zip(gold, candidate), 1) if g != c)
-        line, expected, got = next(differing, (1, gold[0], candidate[0]))
-        return _one_line(f"result differs from gold (row {line}: expected {_short(expected)}, got {_short(got)})")
-    candidate_counts = Counter(candidate)
-    missing = next((row for row in gold if not candidate_counts[row]), gold[0])
-    return _one_line(f"result differs from gold (gold row {_short(missing)} not in the candidate's result)")
-
-
-def _normalize(row: tuple) -> tuple:
-    """Make values that should count as equal compare (and hash) equal.
-
-    Floats are rounded to 6 significant digits, but never past the units digit, so that a float
-    holding a whole number equals that int (1.0 == 1, 1234567.0 == 1234567). Two floats straddling
-    a rounding boundary can still differ; for results computed two ways that is vanishingly rare.
-    """
-    return tuple(_round_float(value) if isinstance(value, float) else value for value in row)
-
-
-def _round_float(value: float) -> float:
-    if value == 0 or not math.isfinite(value):
-        return value
-    decimals = _SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(abs(value)))
-    return round(value, max(decimals, 0))
-
-
-def _column_orders(gold: list[tuple], candidate: list[tuple]) -> Iterator[tuple[int, ...]]:
-    """Candidate column orders worth trying: column j may stand for gold column i only when both
-    hold the same multiset of values."""
-    width = len(gold[0])
-    gold_columns = [Counter(row[i] for row in gold) for i in range(width)]
-    candidate_columns = [Counter(row[j] for row in candidate) for j in range(width)]
-    choices = [[j for j in range(width) if candidate_columns[j] == gold_columns[i]] for i in range(width)]
-
-    def extend(order: list[int]) -> Iterator[tuple[int, ...]]:
-        if len(order) == width:
-            yield tuple(order)
-            return
-        for column in choices[len(order)]:
-            if column not in order:
-                yield from extend([*order, column])
-
-    return extend([])
-
-
-def _short(row: tuple) -> str:
-    text = repr(row)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _one_line(text: str) -> str:

@@ -57,6 +57,8 @@ def evaluate_model(
         "accuracy": counts["correct"] / len(verdicts) if verdicts else 0.0,
         "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS},
         "seconds": round(time.monotonic() - start, 1),
+        "match": verify.match,  # the scoring rule (SQL tasks; see execution/sql_match.py)
+        "variants": verify.variants,  # perturbed database copies a SQL answer also had to match on
     }
     if eval_cfg.vote:  # `accuracy` stays the greedy one; the voted answers are reported beside it
         settings = dict(prompt=prompt, eval_cfg=eval_cfg, verify=verify, label=label, generation=generation)

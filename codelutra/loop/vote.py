@@ -30,12 +30,8 @@ from codelutra.artifacts import read_jsonl, write_jsonl
 from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.canonical import sql_key
-from codelutra.execution.sql import (
-    QueryResult,
-    gold_is_ordered,
-    results_match,
-    run_queries,
-)
+from codelutra.execution.sql import QueryResult, run_queries
+from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.tasks import Task

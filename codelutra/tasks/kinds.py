@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from codelutra.config import PromptConfig, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.python import PythonCheck, verify_python
-from codelutra.execution.sql import SqlCheck, verify_sql
+from codelutra.execution.sql import SqlCheck
+from codelutra.execution.variants import verify_with_variants
 from codelutra.execution.verdict import Verdict
 from codelutra.generation.extract import extract_python, extract_sql
 from codelutra.generation.types import with_system_prompt
@@ -48,9 +49,10 @@ SQL = TaskKind(
     answer=format_answer,
     extract=extract_sql,
     check=lambda task, code: SqlCheck(task.db_path, task.gold, code),
-    verify=lambda checks, verify, progress: verify_sql(
-        checks, timeout_s=verify.timeout_s, workers=verify.workers, progress=progress
-    ),
+    verify=lambda checks, verify, progress: verify_with_variants(
+        checks, timeout_s=verify.timeout_s, workers=verify.workers, progress=progress, match=verify.match,
+        variants=verify.variants, seed=verify.variant_seed, cache_dir=verify.variants_dir,
+    ),  # fmt: skip
 )
 
 PYTHON = TaskKind(
