@@ -33,6 +33,7 @@ from codelutra.execution.canonical import sql_key
 from codelutra.execution.sql import QueryResult, run_queries
 from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
+from codelutra.generation.types import SamplingParams
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import SQL, kind_of
@@ -153,15 +154,16 @@ def evaluate_voted(
         tasks,
         out_dir / "vote_samples.jsonl",
         prompt=prompt,
-        n=eval_cfg.vote,
-        temperature=eval_cfg.vote_temperature,
-        top_p=eval_cfg.vote_top_p,
-        max_new_tokens=eval_cfg.max_new_tokens,
-        batch_size=eval_cfg.batch_size,
-        seed=0,
+        params=SamplingParams(
+            n=eval_cfg.vote,
+            temperature=eval_cfg.vote_temperature,
+            top_p=eval_cfg.vote_top_p,
+            max_new_tokens=eval_cfg.max_new_tokens,
+            batch_size=eval_cfg.batch_size,
+            keep_logprobs=True,
+        ),
         description=f"{label}: sampling {eval_cfg.vote} candidates to vote on",
         generation=generation,
-        keep_logprobs=True,
     )
     choices = _choices(tasks, samples, out_dir / "vote_choices.jsonl", verify)
     chosen = [{"id": c["id"], "completions": [c["completion"]]} for c in choices]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from codelutra.config import RunConfig
 from codelutra.errors import UserError
 from codelutra.execution.sql import QueryResult
+from codelutra.generation.types import SamplingParams
 from codelutra.loop.vote import Ballot, Vote, cast_ballots, choose
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import SQL
@@ -41,21 +42,10 @@ def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 
 
     read_schema(db, cfg.prompt.schema_style)  # a bad --db fails here, before the model loads
     task = Task(id="ask", question=question, gold="", db_path=db)
-    sampling = (
-        dict(n=vote, temperature=cfg.eval.vote_temperature, top_p=cfg.eval.vote_top_p)
-        if vote
-        else dict(n=1, temperature=0.0, top_p=1.0)
-    )
+    sampling = dict(n=vote, temperature=cfg.eval.vote_temperature, top_p=cfg.eval.vote_top_p) if vote else {}
+    params = SamplingParams(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, keep_logprobs=True, **sampling)
     with open_backend(cfg.generation, model_path) as generate:
-        [completions] = generate(
-            [SQL.messages(task, cfg.prompt)],
-            answer_prefix=SQL.answer_prefix(cfg.prompt),
-            max_new_tokens=cfg.eval.max_new_tokens,
-            batch_size=cfg.eval.batch_size,
-            seed=0,
-            keep_logprobs=True,
-            **sampling,
-        )
+        [completions] = generate([SQL.messages(task, cfg.prompt)], answer_prefix=SQL.answer_prefix(cfg.prompt), params=params)
     sqls = [SQL.extract(c.text) for c in completions]
     [ballots] = cast_ballots(
         [(db, sqls, [c.logprob for c in completions])], timeout_s=cfg.verify.timeout_s, workers=cfg.verify.workers
