@@ -146,9 +146,10 @@ def plain_rows(rows: list[tuple]) -> list[tuple]:
     return [tuple(plain_value(value) for value in row) for row in rows]
 
 
-_READING_STATEMENT = re.compile(r"^[\s(]*(select|with|values|table)\b", re.IGNORECASE)
+READING_KEYWORDS = frozenset({"select", "with", "values", "table"})
+_LEADING_WORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*([A-Za-z_]\w*)?", re.DOTALL)
 
 
-def is_reading_statement(sql_without_comments: str) -> bool:
-    """Whether a query starts as a statement that only reads (SELECT, WITH, VALUES, TABLE)."""
-    return _READING_STATEMENT.match(sql_without_comments) is not None
+def leading_keyword(sql: str) -> str:
+    """The query's first word, lowercased, past comments and opening parentheses ('' if none)."""
+    return (_LEADING_WORD.match(sql).group(1) or "").lower()

@@ -18,7 +18,7 @@ import math
 import psycopg
 from psycopg import errors as pg_errors
 
-from codelutra.execution.engines import MAX_ROWS, Refused, is_reading_statement, one_line, plain_rows
+from codelutra.execution.engines import MAX_ROWS, READING_KEYWORDS, Refused, leading_keyword, one_line, plain_rows
 
 _CONNECT_TIMEOUT_S = 10
 # Session settings: a transaction left open (a worker stuck between two queries) ends by itself, and a
@@ -28,6 +28,18 @@ _FETCH_BATCH_ROWS = 10_000
 
 _FORBIDDEN_STATES = (pg_errors.ReadOnlySqlTransaction, pg_errors.InsufficientPrivilege)
 _NOT_READING = "forbidden: only SELECT, WITH, VALUES and TABLE statements run in the sandbox"
+# The first words of PostgreSQL's other commands: a query starting with one is refused, not run; one
+# starting with any other word is not SQL at all (a syntax error), and is not sent either.
+_OTHER_COMMANDS = frozenset(
+    "abort alter analyze begin call checkpoint close cluster comment commit copy create deallocate declare delete "
+    "discard do drop end execute explain fetch grant import insert listen load lock merge move notify prepare "
+    "reassign refresh reindex release reset revoke rollback savepoint security set show start truncate unlisten "
+    "update vacuum".split()
+)
+
+
+class _NotSql(Exception):
+    """A query that does not start with an SQL command word."""
 
 # Anything the role may change: a table it may write, a schema or the database it may create in, or
 # roles and databases it may create. Whether through its own grants, PUBLIC's or a role it belongs to.
@@ -68,13 +80,13 @@ class PostgresDatabase:
 
     def __init__(self, address: str) -> None:
         self._conn = connect(address)
-        self._refused = ""
 
     def fetch(self, sql: str, timeout_s: float) -> list[tuple]:
-        self._refused = ""
-        if not is_reading_statement(sql):
-            self._refused = _NOT_READING
+        word = leading_keyword(sql)
+        if word in _OTHER_COMMANDS:
             raise Refused(_NOT_READING)
+        if word not in READING_KEYWORDS:
+            raise _NotSql(f'syntax error at or near "{word or sql[:20]}" (not an SQL query)')
         try:
             milliseconds = max(1, math.ceil(timeout_s * 1000))
             self._conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",))
@@ -89,8 +101,10 @@ class PostgresDatabase:
 
     def classify(self, error: Exception) -> tuple[str, str]:
         message = one_line(str(error) or type(error).__name__)
-        if self._refused or isinstance(error, Refused):
+        if isinstance(error, Refused):
             return "forbidden", message
+        if isinstance(error, _NotSql):
+            return "syntax_error", message
         if isinstance(error, pg_errors.QueryCanceled):
             return "timeout", message
         if isinstance(error, _FORBIDDEN_STATES) or "data-modifying" in message:
