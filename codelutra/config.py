@@ -35,6 +35,21 @@ class TaskSource(_Section):
     exclude_databases: list[str] | None = None
     limit: int | None = Field(default=None, gt=0)  # a fixed random sample of this many problems
     seed: int = 0
+    # SQL only: db_id -> database address (duckdb:///file.duckdb, postgresql://user@host/db, a SQLite
+    # path), used instead of the database the task set names. Never a password: see the README.
+    db_urls: dict[str, str] | None = None
+
+    @field_validator("db_urls")
+    @classmethod
+    def _db_urls_hold_no_password(cls, db_urls: dict[str, str] | None) -> dict[str, str] | None:
+        from codelutra.execution.engines import BadAddress, check_address
+
+        for db_id, address in (db_urls or {}).items():
+            try:
+                check_address(address)
+            except BadAddress as error:
+                raise ValueError(f"{db_id}: {error}") from None
+        return db_urls
 
 
 class PromptConfig(_Section):
