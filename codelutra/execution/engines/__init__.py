@@ -35,7 +35,7 @@ DETAIL_CHARS = 200
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _DUCKDB_SCHEME = "duckdb://"
 _SQLITE_SCHEME = "sqlite://"
-_LIBPQ_KEYWORDS = re.compile(r"^\s*(service|host|hostaddr|dbname|user|port)\s*=")
+_LIBPQ_KEYWORDS = re.compile(r"^\s*[a-z_]+\s*=")  # `service=...`, `host=... dbname=...`
 _LIBPQ_PASSWORD = re.compile(r"(^|\s)password\s*=")
 
 
