@@ -44,10 +44,13 @@ class _ReadOnlyAuthorizer:
 
     def __init__(self) -> None:
         self.refused = ""
+        self._in_select = None  # whether the statement's first action is a SELECT
 
     def __call__(
         self, action: int, arg1: str | None, arg2: str | None, database: str | None, trigger: str | None
     ) -> int:
+        if self._in_select is None:
+            self._in_select = action == sqlite3.SQLITE_SELECT
         is_function = action == sqlite3.SQLITE_FUNCTION
         if action in _ALLOWED_ACTIONS and not (is_function and (arg2 or "").lower() in _FORBIDDEN_FUNCTIONS):
             return sqlite3.SQLITE_OK
@@ -56,6 +59,9 @@ class _ReadOnlyAuthorizer:
         if not self.refused:
             if is_function:
                 self.refused = f"function {arg2}()"
+            elif action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master" and self._in_select:
+                # A SELECT registering a pragma's virtual table: one not among the read-only ones made at start.
+                self.refused = f"table-valued pragma (only {', '.join(_READ_ONLY_PRAGMAS)} are read)"
             else:
                 self.refused = f"{_ACTION_NAMES.get(action, f'action {action}')} {arg1 or ''}".strip()
         return sqlite3.SQLITE_DENY
