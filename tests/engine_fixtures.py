@@ -137,3 +137,32 @@ def write_duckdb_concert(path: Path) -> str:
     finally:
         conn.close()
     return f"duckdb://{path}"
+
+
+def run_refinement_on(task_folder: Path, out_dir: Path, model_dir: str, *, dialect: str) -> None:
+    """One refinement iteration of a tiny random model on an exported built-in set, checked end to end."""
+    import json
+
+    from codelutra.config import load_config
+    from codelutra.execution.verdict import VERDICT_KINDS
+    from codelutra.loop.refine import Refiner
+    from codelutra.tasks.prompts import sql_messages
+
+    cfg = load_config(None, [
+        f"model.name={model_dir}", f"output_dir={out_dir}", "name=tiny",
+        f"train_tasks.path={task_folder / 'train.jsonl'}", "train_tasks.limit=6",
+        f"eval_tasks.path={task_folder / 'heldout.jsonl'}", "eval_tasks.limit=4",
+        "sampling.n=2", "sampling.max_new_tokens=12", "eval.max_new_tokens=12",
+        "train.batch_size=2", "max_iterations=1",
+    ])  # fmt: skip
+    refiner = Refiner(cfg)
+    history = refiner.run()
+    run_dir = out_dir / "runs" / "tiny"
+    assert [h["iteration"] for h in history] == [0, 1]
+    for k in (0, 1):
+        result = json.loads((run_dir / f"iter_{k}" / "eval.json").read_text())
+        assert result["n"] == 4 and sum(result["counts"].values()) == 4
+    verdicts = [json.loads(line) for line in (run_dir / "iter_1" / "verdicts.jsonl").read_text().splitlines()]
+    assert len(verdicts) == 6 and all(v in VERDICT_KINDS for row in verdicts for v in row["verdicts"])
+    assert (run_dir / "iter_1" / "pairs.jsonl").read_text().strip(), "a random model yields gold-vs-sample pairs"
+    assert all(f"Answer with one {dialect} query" in sql_messages(t)[0]["content"] for t in refiner.train_tasks)

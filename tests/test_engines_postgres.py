@@ -14,7 +14,15 @@ from codelutra.errors import UserError
 from codelutra.execution.sql import SqlCheck, run_queries, verify_sql
 from codelutra.tasks.prompts import render_schema, sql_messages
 from codelutra.tasks.sql import load_sql_tasks
-from tests.engine_fixtures import CONCERTS, READER, SCHEMA, SINGERS, WRITER, postgres_server  # noqa: F401 (fixture)
+from tests.engine_fixtures import (  # noqa: F401 (postgres_server: a fixture)
+    CONCERTS,
+    READER,
+    SCHEMA,
+    SINGERS,
+    WRITER,
+    postgres_server,
+    run_refinement_on,
+)
 
 pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'codelutra[postgres]')")
 
@@ -160,15 +168,26 @@ def test_jsonl_db_url_and_the_prompt_names_postgresql(concert, tmp_path):
     assert sql_messages(tasks[0])[0]["content"].endswith("Answer with one PostgreSQL query in a ```sql code block and nothing else.")
 
 
-def test_export_writes_a_database_per_db_id_read_by_a_select_only_role(postgres_server, tmp_path):
+@pytest.fixture(scope="module")
+def exported(postgres_server, tmp_path_factory):
+    """The built-in task set written into the server, a database per db_id: its folder of task files."""
     from codelutra.tasks.builtin.export import export_builtin
 
-    export_builtin("postgres", tmp_path / "set", admin=postgres_server.address("postgres"), reader="exported_reader")
-    heldout = [json.loads(line) for line in (tmp_path / "set" / "heldout.jsonl").read_text().splitlines()]
+    folder = tmp_path_factory.mktemp("builtin-postgres")
+    export_builtin("postgres", folder, admin=postgres_server.address("postgres"), reader="exported_reader")
+    return folder
+
+
+def test_export_writes_a_database_per_db_id_read_by_a_select_only_role(postgres_server, exported):
+    heldout = [json.loads(line) for line in (exported / "heldout.jsonl").read_text().splitlines()]
     assert {r["db_url"] for r in heldout} == {
         f"user=exported_reader dbname=codelutra_{r['db_id']} host={postgres_server.socket_dir}" for r in heldout
     }
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the exported role is SELECT-only: no warning
-        tasks, failed = load_sql_tasks(tmp_path / "set" / "heldout.jsonl", limit=20)
+        tasks, failed = load_sql_tasks(exported / "heldout.jsonl", limit=20)
     assert len(tasks) == 20 and not failed
+
+
+def test_refinement_loop_on_postgres(exported, tmp_path, tiny_model_dir):
+    run_refinement_on(exported, tmp_path, tiny_model_dir, dialect="PostgreSQL")

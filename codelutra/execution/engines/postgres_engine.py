@@ -21,9 +21,10 @@ from psycopg import errors as pg_errors
 from codelutra.execution.engines import MAX_ROWS, READING_KEYWORDS, Refused, leading_keyword, one_line, plain_rows
 
 _CONNECT_TIMEOUT_S = 10
-# Session settings: a transaction left open (a worker stuck between two queries) ends by itself, and a
-# query whose worker was killed stops within a second instead of running on in the server.
-_SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "10s", "client_connection_check_interval": "1s"}
+# Session settings: a transaction left open (a worker stuck between two queries) ends by itself, and
+# (PostgreSQL 14 and later) a query whose worker was killed stops within a second instead of running on.
+_SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "10s"}
+_SESSION_SETTINGS_14 = {"client_connection_check_interval": "1s"}
 _FETCH_BATCH_ROWS = 10_000
 
 _FORBIDDEN_STATES = (pg_errors.ReadOnlySqlTransaction, pg_errors.InsufficientPrivilege)
@@ -65,7 +66,8 @@ def connect(address: str) -> psycopg.Connection:
     try:
         if conn.info.parameter_status("is_superuser") == "on":
             raise Refused(f"forbidden: connected as superuser {conn.info.user!r}; the sandbox needs a SELECT-only role")
-        for name, value in _SESSION_SETTINGS.items():
+        settings = _SESSION_SETTINGS | (_SESSION_SETTINGS_14 if conn.info.server_version >= 140000 else {})
+        for name, value in settings.items():
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         conn.autocommit = False
         conn.read_only = True  # every transaction psycopg opens is BEGIN READ ONLY

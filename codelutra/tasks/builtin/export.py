@@ -31,6 +31,7 @@ from codelutra.tasks.builtin.domains import create_statement
 
 ENGINES = ("duckdb", "postgres")
 DEFAULT_READER = "codelutra_reader"
+_DUCKDB_ROWS_PER_INSERT = 500
 # SQLite's REAL is a double; DuckDB's and PostgreSQL's REAL is single precision.
 _TYPES = {"REAL": "DOUBLE PRECISION"}
 
@@ -120,8 +121,11 @@ class _DuckdbTarget:
 
     def create(self, statement: str, table: str, width: int, rows: list[tuple]) -> None:
         self._conn.execute(statement)
-        if rows:
-            self._conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * width)})", rows)
+        row_marks = f"({', '.join('?' * width)})"
+        for start in range(0, len(rows), _DUCKDB_ROWS_PER_INSERT):  # executemany inserts row by row: slow
+            chunk = rows[start : start + _DUCKDB_ROWS_PER_INSERT]
+            values = [value for row in chunk for value in row]
+            self._conn.execute(f"INSERT INTO {table} VALUES {', '.join([row_marks] * len(chunk))}", values)
 
     def finish(self) -> None:
         self._conn.execute("CHECKPOINT")
