@@ -61,7 +61,17 @@ HOSTILE_POSTGRES = {
     "recursive_cte": ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r", {"timeout"}),
     "huge_result": ("SELECT g FROM generate_series(1, 1000000) g", {"runtime_error"}),
     "not_sql": ("PLEASE DROP TABLE singer", {"syntax_error"}),
+    "end_own_session": ("SELECT pg_terminate_backend(pg_backend_pid())", {"runtime_error"}),
 }
+# Ends or cancels the sessions of the other workers (same role): their queries run again, verdicts intact
+# (the export revokes both functions from PUBLIC: see test_export_...).
+# {n} makes each query distinct, so that each one runs (identical ones would share one result).
+SIBLING_KILLERS = [
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid() AND {n} = {n}",
+    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid() AND {n} = {n}",
+]
+SLOW_CORRECT = "SELECT name FROM singer, pg_sleep(0.05) WHERE {n} = {n} ORDER BY 1"  # long enough to be caught running
+
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +121,13 @@ def test_hostile_candidates_are_refused_and_the_database_is_unchanged(postgres_s
     with postgres_server.admin("concert") as db:  # no query of ours is left running or idle in a transaction
         states = db.execute("SELECT state FROM pg_stat_activity WHERE usename = %s", (READER,)).fetchall()
         assert ("active",) not in states and ("idle in transaction",) not in states
+
+
+@pytest.mark.parametrize("killer", SIBLING_KILLERS, ids=["terminate", "cancel"])
+def test_ending_the_other_workers_sessions_costs_them_nothing(concert, killer):
+    candidates = [killer.format(n=0), *(SLOW_CORRECT.format(n=n) for n in range(1, 4))]
+    verdicts = verify_sql([SqlCheck(concert, "SELECT name FROM singer ORDER BY name", c) for c in candidates], timeout_s=5, workers=3)
+    assert [v.kind for v in verdicts] == ["wrong_result", "correct", "correct", "correct"], verdicts
 
 
 def test_a_superuser_is_refused_before_any_query_runs(postgres_server, concert):
@@ -187,6 +204,9 @@ def test_export_writes_a_database_per_db_id_read_by_a_select_only_role(postgres_
         warnings.simplefilter("error")  # the exported role is SELECT-only: no warning
         tasks, failed = load_sql_tasks(exported / "heldout.jsonl", limit=20)
     assert len(tasks) == 20 and not failed
+    killer = SIBLING_KILLERS[0].format(n=0)
+    [verdict] = verify_sql([SqlCheck(tasks[0].db_path, tasks[0].gold, killer)])
+    assert verdict.kind == "forbidden" and "permission denied for function pg_terminate_backend" in verdict.detail
 
 
 def test_refinement_loop_on_postgres(exported, tmp_path, tiny_model_dir):

@@ -26,6 +26,7 @@ _CONNECT_TIMEOUT_S = 10
 _SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "10s"}
 _SESSION_SETTINGS_14 = {"client_connection_check_interval": "1s"}
 _FETCH_BATCH_ROWS = 10_000
+_TRIES = 3  # runs of a query whose session another one ended or cancelled
 
 _FORBIDDEN_STATES = (pg_errors.ReadOnlySqlTransaction, pg_errors.InsufficientPrivilege)
 _NOT_READING = "forbidden: only SELECT, WITH, VALUES and TABLE statements run in the sandbox"
@@ -81,7 +82,8 @@ class PostgresDatabase:
     """One connection, reused from query to query: nothing a query does outlives its rolled-back transaction."""
 
     def __init__(self, address: str) -> None:
-        self._conn = connect(address)
+        self._address = address
+        self._conn = None  # connected by the first query: within its retries
 
     def fetch(self, sql: str, timeout_s: float) -> list[tuple]:
         word = leading_keyword(sql)
@@ -89,6 +91,27 @@ class PostgresDatabase:
             raise Refused(_NOT_READING)
         if word not in READING_KEYWORDS:
             raise _NotSql(f'syntax error at or near "{word or sql[:20]}" (not an SQL query)')
+        for _ in range(_TRIES - 1):
+            try:
+                return self._fetch(sql, timeout_s)
+            except psycopg.Error as error:
+                # Any role may end or cancel its own other sessions (pg_terminate_backend, pg_cancel_backend):
+                # a candidate in another worker must not cost this query its verdict, so it runs again.
+                cancelled_by_someone = isinstance(error, pg_errors.QueryCanceled) and "user request" in str(error)
+                socket_failed = isinstance(error, psycopg.OperationalError) and error.sqlstate is None
+                session_lost = (
+                    self._conn is None or self._conn.closed or socket_failed or isinstance(error, pg_errors.AdminShutdown)
+                )
+                if not (session_lost or cancelled_by_someone):
+                    raise
+            if session_lost and self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        return self._fetch(sql, timeout_s)
+
+    def _fetch(self, sql: str, timeout_s: float) -> list[tuple]:
+        if self._conn is None:
+            self._conn = connect(self._address)
         try:
             milliseconds = max(1, math.ceil(timeout_s * 1000))
             self._conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{milliseconds}ms",))
@@ -116,7 +139,8 @@ class PostgresDatabase:
         return "runtime_error", message
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
 
 @functools.cache

@@ -5,8 +5,10 @@
 
 Each built-in database is copied table by table (same schema, keys and rows) into
 `OUT_DIR/databases/<db_id>.duckdb`, or into a PostgreSQL database `codelutra_<db_id>` (made anew;
-`--admin` names a role that may create databases, and `--reader`, default `codelutra_reader`, is the
-SELECT-only role the tasks connect as: created when missing, granted CONNECT and SELECT only).
+`--admin` names a role that may create databases (a superuser: the export also revokes
+pg_terminate_backend and pg_cancel_backend from PUBLIC there), and `--reader`, default
+`codelutra_reader`, is the SELECT-only role the tasks connect as: created when missing, granted
+CONNECT and SELECT only).
 `OUT_DIR/train.jsonl` and `heldout.jsonl` then name those databases by `db_url`.
 
 Every gold query is run on the new engine and its result compared with SQLite's (the verifier's
@@ -169,6 +171,8 @@ class _PostgresTarget:
         self._conn.execute(self._sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(self._database), ident(self._reader)))
         self._conn.execute(self._sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident(self._reader)))
         self._conn.execute(self._sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(ident(self._reader)))
+        # Any role may end or cancel its own other sessions: one candidate could disturb the other workers.
+        self._conn.execute("REVOKE EXECUTE ON FUNCTION pg_terminate_backend, pg_cancel_backend FROM PUBLIC")
         self._conn.commit()
 
     def query(self, sql: str) -> list[tuple]:
