@@ -125,10 +125,10 @@ def plain_value(value: object) -> object:
     dates, times and timestamps -> ISO text with a space between date and time (SQLite's own
     `datetime()` form); intervals, UUIDs, lists, structs and JSON -> their text; bytes stay bytes.
     """
-    if value is None or isinstance(value, (int, float, str, bytes)) and not isinstance(value, bool):
-        return value
-    if isinstance(value, bool):
+    if isinstance(value, bool):  # before int: a bool is an int
         return int(value)
+    if value is None or isinstance(value, (int, float, str, bytes)):
+        return value
     if isinstance(value, decimal.Decimal):
         return float(value)
     if isinstance(value, datetime.datetime):
