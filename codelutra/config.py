@@ -39,6 +39,21 @@ class TaskSource(_Section):
     # "fresh" ones each iteration, or the ones the previous iteration failed first ("failed_first").
     per_iteration: int | None = Field(default=None, gt=0)
     per_iteration_order: Literal["fresh", "failed_first"] = "fresh"
+    # SQL only: db_id -> database address (duckdb:///file.duckdb, postgresql://user@host/db, a SQLite
+    # path), used instead of the database the task set names. Never a password: see the README.
+    db_urls: dict[str, str] | None = None
+
+    @field_validator("db_urls")
+    @classmethod
+    def _db_urls_hold_no_password(cls, db_urls: dict[str, str] | None) -> dict[str, str] | None:
+        from codelutra.execution.engines import BadAddress, check_address
+
+        for db_id, address in (db_urls or {}).items():
+            try:
+                check_address(address)
+            except BadAddress as error:
+                raise ValueError(f"{db_id}: {error}") from None
+        return db_urls
 
 
 class PromptConfig(_Section):

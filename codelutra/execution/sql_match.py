@@ -35,13 +35,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from codelutra.execution.canonical import sql_lexemes, trim_sql
-from codelutra.execution.verdict import Verdict
+from codelutra.execution.verdict import Verdict, one_line
 
 MATCH_RULES = ("execution", "spider", "bird")
 
 _SIGNIFICANT_DIGITS = 6  # floats agreeing to this many significant digits are equal (execution rule)
 _MAX_COLUMN_PERMUTATIONS = 1_000  # column orders tried before giving up on a match
-_DETAIL_CHARS = 200
 GOLD_FAILED = "gold query failed"  # how a verdict's detail starts when the gold, not the candidate, failed
 
 
@@ -263,11 +262,6 @@ def _short(row: tuple) -> str:
     text = repr(row)
     return text if len(text) <= 60 else text[:57] + "..."
 
-
-def one_line(text: str) -> str:
-    """A verdict's detail: one line, at most 200 characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
 
 
 def _unchanged(sql: str) -> str:

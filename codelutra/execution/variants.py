@@ -44,8 +44,8 @@ from pathlib import Path
 
 from codelutra.errors import UserError
 from codelutra.execution.sql import SqlCheck, verify_sql
-from codelutra.execution.sql_match import GOLD_FAILED, one_line
-from codelutra.execution.verdict import Verdict
+from codelutra.execution.sql_match import GOLD_FAILED
+from codelutra.execution.verdict import Verdict, one_line
 
 _GENERATOR_VERSION = 1  # part of the cache folder's name: a change in how variants are made invalidates the cache
 _DELETE_ROWS = 0.15  # fraction of each table's rows deleted

@@ -33,4 +33,4 @@ def load_tasks(source: TaskSource, verify: VerifyConfig | None = None) -> tuple[
     selection = dict(databases=source.databases, exclude_databases=source.exclude_databases, limit=source.limit, seed=source.seed)
     if fmt in PYTHON_FORMATS:
         return load_python_tasks(path, format=fmt, verify=verify, **selection)
-    return load_sql_tasks(path, format=fmt, **selection)
+    return load_sql_tasks(path, format=fmt, db_urls=source.db_urls, **selection)
