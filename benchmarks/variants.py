@@ -22,17 +22,17 @@ import sys
 import time
 from pathlib import Path
 
+from record import REPO, RESULTS, provenance, provenance_markdown, write_results
 from rich.table import Table
 
 from codelutra.artifacts import read_jsonl
 from codelutra.config import TaskSource, VerifyConfig, load_config
 from codelutra.console import console, tables
 from codelutra.errors import UserError
+from codelutra.generation.types import SamplingParams
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.models import EMBEDDED_DEFAULT, resolve_model
 from codelutra.tasks.sources import load_tasks
-
-from record import REPO, RESULTS, provenance, provenance_markdown, write_results
 
 
 def main() -> int:
@@ -77,8 +77,8 @@ def measure(args) -> dict:
         samples = _given_samples(Path(args.samples), tasks)
     else:
         samples = generate_completions(
-            resolve_model(args.model), tasks, work / "eval_samples.jsonl", prompt=cfg.prompt, n=1, temperature=0.0,
-            top_p=1.0, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, seed=0,
+            resolve_model(args.model), tasks, work / "eval_samples.jsonl", prompt=cfg.prompt,
+            params=SamplingParams(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size),
             description="generating (greedy)",
         )  # fmt: skip
     generate_s = time.monotonic() - start

@@ -27,7 +27,7 @@ from pathlib import Path
 from codelutra.artifacts import write_jsonl
 from codelutra.errors import UserError
 from codelutra.execution.engines import check_address, missing_driver, plain_rows
-from codelutra.execution.sql import gold_is_ordered, results_match
+from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.tasks.builtin import BUILTIN_VERSION, SPLITS, build_builtin_tasks
 from codelutra.tasks.builtin.domains import create_statement
 
