@@ -1,0 +1,295 @@
+"""The trusted side of a Python check: runs the tests; the candidate is only reached as data.
+
+Run by `python.py` as `python -s -B python_judge.py`, the job (JSON) on stdin: a plain interpreter
+of its own (the same one the sandbox uses, for DS-1000's libraries), as the caller's user, in a
+private working dir, with memory and CPU limits. It never runs candidate code. It runs the
+task's own test code (MBPP's setup and asserts, HumanEval's `check`, DS-1000's `code_context`),
+in which the names the tests use from the candidate are bound to what the sandbox sent back:
+
+* data (numbers, strings, containers, arrays, frames) rebuilt by this process (`python_data`),
+  so an object's own `__eq__` never reaches a comparison;
+* a module the candidate imported: the same module, imported here (standard library only);
+* anything else (a function, a class, an instance): a `Remote`, whose calls and attributes are
+  requests to the sandbox, and which refuses to be compared, hashed or tested for truth.
+
+DS-1000's `exec(code, test_env)` runs in the sandbox: `test_env` goes there as data, and the
+program's variables (and the files it wrote, such as a plot) come back as data.
+
+The outcome is one JSON line on the result fd: {"kind", "detail"}; kind "ended" means the
+sandbox ended or broke off before the tests finished, and `python.py` says why from its side.
+"""
+
+import builtins
+import importlib
+import json
+import os
+import resource
+import sys
+
+import python_data
+
+# Modules the tests may get by the name the candidate imported them under: the standard library's.
+STANDARD_MODULES = frozenset(getattr(sys, "stdlib_module_names", ())) or frozenset(
+    ("math", "re", "sys", "collections", "itertools", "functools", "heapq", "bisect", "string", "operator"))
+QUIET_MODULES = frozenset(("antigravity", "this", "turtle", "tkinter", "idlelib", "webbrowser", "__hello__"))
+
+
+class Ended(Exception):
+    """The sandbox ended, or answered what is not an answer: the run is over."""
+
+
+class Decided(BaseException):
+    """An outcome that stands whatever the test code catches: a syntax error, memory, a refusal."""
+
+    def __init__(self, kind, detail):
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail
+
+
+class CandidateError(Exception):
+    """An exception of the candidate's whose type has no namesake among the builtins."""
+
+
+class Sandbox:
+    """The judge's end of the pipes to the sandboxed candidate: one request, one answer."""
+
+    def __init__(self, request_fd, reply_fd, reply_limit):
+        self.requests = os.fdopen(request_fd, "wb")
+        self.replies = os.fdopen(reply_fd, "rb")
+        self.reply_limit = reply_limit
+        self.remotes = {}  # number -> Remote, so that one object of the candidate's is one Remote here
+        self.decided = None  # the first Decided outcome; raised again on every later request
+
+    def ask(self, op, **fields):
+        if self.decided is not None:
+            raise self.decided
+        fields["op"] = op
+        try:
+            self.requests.write((json.dumps(fields, allow_nan=True) + "\n").encode())
+            self.requests.flush()
+        except OSError:
+            raise Ended("the sandbox ended") from None
+        line = self.replies.readline(self.reply_limit + 1)
+        if not line.endswith(b"\n"):
+            raise Ended("the sandbox ended" if not line else "the sandbox's answer is over %d bytes" % self.reply_limit)
+        try:
+            reply = json.loads(line)
+            if type(reply) is not dict:
+                raise ValueError("not an object")
+            if "ok" in reply:
+                return python_data.decode(reply["ok"], 0, self.remote)
+            error = reply["error"]
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
+            raise Ended("the sandbox's answer is not plain data (%s)" % error) from None
+        raise self.candidate_error(error)
+
+    def candidate_error(self, error):
+        """The candidate's exception, rebuilt here as a builtin exception of the same name where one exists."""
+        name, message = str(error.get("type")), str(error.get("message"))
+        detail = "%s: %s" % (name, message) if message else name
+        if name == "MemoryError":
+            self.decided = Decided("memory", "MemoryError")
+        elif name == "SandboxViolation":
+            self.decided = Decided("forbidden", detail)
+        elif error.get("compile") is True:
+            self.decided = Decided("syntax_error", detail)
+        if self.decided is not None:
+            return self.decided
+        kind = getattr(builtins, name, None)
+        rebuilt = None
+        if isinstance(kind, type) and issubclass(kind, Exception) and name not in ("StopIteration", "StopAsyncIteration"):
+            try:
+                args = python_data.decode(error.get("args"))
+                rebuilt = kind(*args) if type(args) is tuple else kind(message)
+            except Exception:
+                rebuilt = None
+        rebuilt = rebuilt if rebuilt is not None else CandidateError(message)
+        rebuilt.candidate_type, rebuilt.candidate_line = name, str(error.get("line") or "")
+        return rebuilt
+
+    def remote(self, number):
+        if number not in self.remotes:
+            self.remotes[number] = Remote(self, number)
+        return self.remotes[number]
+
+    def encode(self, value):
+        """`value` as data for the sandbox; a Remote goes back as its number."""
+        def other(part):
+            if type(part) is Remote and object.__getattribute__(part, "_sandbox") is self:
+                return object.__getattribute__(part, "_number")
+            raise python_data.NotData("the tests passed the candidate a %s, which is not data" % type(part).__name__)
+        return python_data.encode(value, 0, other)
+
+
+class Remote:
+    """One of the candidate's objects that is not data: calls and attributes go to the sandbox."""
+
+    __slots__ = ("_sandbox", "_number")
+
+    def __init__(self, sandbox, number):
+        object.__setattr__(self, "_sandbox", sandbox)
+        object.__setattr__(self, "_number", number)
+
+    def __call__(self, *args, **kwargs):
+        sandbox = object.__getattribute__(self, "_sandbox")
+        return sandbox.ask("call", target=object.__getattribute__(self, "_number"),
+                           args=sandbox.encode(args), kwargs=sandbox.encode(kwargs))
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return object.__getattribute__(self, "_sandbox").ask("getattr", target=object.__getattribute__(self, "_number"),
+                                                             name=name)
+
+    def __setattr__(self, name, value):
+        sandbox = object.__getattribute__(self, "_sandbox")
+        sandbox.ask("setattr", target=object.__getattribute__(self, "_number"), name=name, value=sandbox.encode(value))
+
+    def _refuse(self, *args):
+        raise TypeError("the candidate gave an object, not a value: it cannot be compared, hashed, "
+                        "tested for truth or iterated")
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __hash__ = __len__ = __iter__ = _refuse
+    __contains__ = __reversed__ = _refuse
+
+    def __repr__(self):
+        return "<an object of the candidate's>"
+
+
+# --- The checks ----------------------------------------------------------------------------------
+
+
+def judge(check, sandbox):
+    """Run the check's tests against the sandboxed candidate; (kind, detail)."""
+    stage = ["the candidate"]
+    try:
+        if check["code_context"] is None:
+            return run_tests(check, sandbox, stage)
+        return run_code_context(check, sandbox, stage)
+    except Decided as decided:
+        return judge_decided(decided, stage)
+    except Ended as ended:
+        return "ended", "%s (in %s)" % (ended, stage[0])
+    except python_data.NotData as error:
+        return "wrong_result", "%s failed: %s" % (stage[0], error)
+    except BaseException as error:
+        if sandbox.decided is not None:
+            return judge_decided(sandbox.decided, stage)
+        kind = "wrong_result" if stage[0] != "the candidate" and isinstance(error, AssertionError) else "runtime_error"
+        return kind, explain(kind, stage[0], error, stage[1:])
+
+
+def judge_decided(decided, stage):
+    return decided.kind, "%s (in %s)" % (decided.detail, stage[0]) if decided.kind == "memory" else decided.detail
+
+
+def run_tests(check, sandbox, stage):
+    """MBPP and HumanEval: load the candidate there, then the setup, the tests and `check(...)` here."""
+    sources = {"<setup>": check["setup"]}
+    for number, test in enumerate(check["tests"], 1):
+        sources["<test %d>" % number] = test
+    if check["entry_point"]:
+        sources["<check>"] = "check(%s)" % check["entry_point"]
+    compiled = {name: compile(source, name, "exec", dont_inherit=True, optimize=0) for name, source in sources.items()}
+    stage.append(sources)
+    loaded = sandbox.ask("load", code=check["candidate"], setup=check["setup"],
+                         names=sorted(names_used(compiled.values())))
+    namespace = {"__name__": "__judge__"}
+    for name, module in loaded["modules"].items():
+        if module.split(".")[0] in STANDARD_MODULES - QUIET_MODULES:
+            namespace[name] = importlib.import_module(module)
+    namespace.update(loaded["values"])
+    for name, code in compiled.items():
+        if sandbox.decided is not None:
+            raise sandbox.decided
+        stage[0] = {"<setup>": "the setup code", "<check>": sources.get("<check>")}.get(name, name.strip("<>"))
+        exec(code, namespace)
+    if sandbox.decided is not None:  # the tests caught it; it stands
+        raise sandbox.decided
+    return "correct", ""
+
+
+def names_used(codes):
+    """Every global name the compiled test code reads (its functions' included)."""
+    names, pending = set(), list(codes)
+    while pending:
+        code = pending.pop()
+        names.update(code.co_names)
+        pending.extend(const for const in code.co_consts if hasattr(const, "co_names"))
+    return names
+
+
+def run_code_context(check, sandbox, stage):
+    """DS-1000: run the code_context here, with `exec` sending each program to the sandbox."""
+    stage[0] = "the code_context"
+    context = {"__name__": "__code_context__"}
+    stage.append({"<code_context>": check["code_context"]})
+
+    def sandboxed_exec(code, env=None, *rest):
+        if not isinstance(code, str) or not isinstance(env, dict) or rest:
+            raise TypeError("DS-1000's test code runs a program as exec(code, test_env)")
+        sent = {name: value for name, value in env.items() if not name.startswith("__")}
+        answer = sandbox.ask("exec", code=code, env=sandbox.encode(sent))
+        env.update(answer["variables"])
+        for name, content in answer["files"].items():  # e.g. the plot the program saved, for the test to read
+            if os.path.basename(name) == name and not name.startswith("."):
+                with open(name, "wb") as file:
+                    file.write(content)
+
+    context["exec"] = sandboxed_exec
+    exec(compile(check["code_context"], "<code_context>", "exec", dont_inherit=True), context)
+    template = context.get("exec_context")
+    if isinstance(template, str) and "[insert]" in template:  # DS-1000 inserts the solution there
+        sandbox.ask("compile", code=template.replace("[insert]", check["candidate"]))
+    stage[0] = "test_execution"
+    context["test_execution"](check["candidate"])
+    if "test_string" in context:
+        stage[0] = "test_string"
+        context["test_string"](check["candidate"])
+    if sandbox.decided is not None:
+        raise sandbox.decided
+    return "correct", ""
+
+
+def explain(kind, stage, error, sources):
+    """One line on what went wrong (the caller shortens it)."""
+    try:
+        message = str(error)[:500]
+    except Exception:
+        message = "(unprintable)"
+    name = getattr(error, "candidate_type", type(error).__name__)
+    text = "%s: %s" % (name, message) if message else name
+    line = getattr(error, "candidate_line", "") or failing_line(error, sources[0] if sources else {})
+    if kind == "wrong_result":
+        return "%s failed: %s" % (stage, line or text) + (" (%s)" % message if line and message else "")
+    return "%s (in %s%s)" % (text, stage, ", at: " + line if line else "")
+
+
+def failing_line(error, sources):
+    """The deepest line of the setup, test or code_context code in the traceback."""
+    line, traceback = "", error.__traceback__
+    while traceback is not None:
+        lines = sources.get(traceback.tb_frame.f_code.co_filename, "").splitlines()
+        if 0 < traceback.tb_lineno <= len(lines):
+            line = lines[traceback.tb_lineno - 1].strip()
+        traceback = traceback.tb_next
+    return line
+
+
+def main():
+    job = json.loads(sys.stdin.buffer.read())
+    for limit, value in ((resource.RLIMIT_AS, job["memory_bytes"]), (resource.RLIMIT_CORE, 0),
+                         (resource.RLIMIT_CPU, job["cpu_s"])):
+        hard = resource.getrlimit(limit)[1]
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(limit, (value, value))
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [path for path in sys.path if path not in ("", ".", here)]
+    sandbox = Sandbox(job["request_fd"], job["reply_fd"], job["reply_limit_bytes"])
+    kind, detail = judge(job["check"], sandbox)
+    os.write(job["result_fd"], (json.dumps({"kind": kind, "detail": detail}) + "\n").encode())
+    os._exit(0)  # the pipes close: the sandbox's runner sees the end of the requests and exits
+
+
+if __name__ == "__main__":
+    main()
