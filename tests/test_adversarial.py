@@ -304,6 +304,196 @@ def test_a_process_in_a_new_session_does_not_outlive_the_run():
 
 
 # ---------------------------------------------------------------------------------------------
+# Python: gaming the judge. The tests run in a process of their own, so none of these may pass.
+
+# Helpers the attacks share: clear every list, dict and set reachable from a chain of frames.
+CLEAR_FRAMES = """
+def clear_frames(frame):
+    while frame is not None:
+        for scope in (frame.f_locals, frame.f_globals):
+            if scope is globals():
+                continue  # its own program's variables: the attack is on the frames around it
+            for key, value in list(scope.items()):
+                if not key.startswith('__') and isinstance(value, (list, dict, set)) and value is not scope:
+                    try:
+                        value.clear()
+                    except Exception:
+                        pass
+        frame = frame.f_back
+"""
+FAKE_REPORTS = """
+def fake_reports():
+    import gc, os
+    for obj in gc.get_objects():
+        if callable(obj) and 'report' in getattr(obj, '__name__', ''):
+            for event in ('outcome', 'done', 'finished'):
+                try:
+                    obj(event, kind='correct', detail='', exit_code=0, signal=None, timed_out=False, cpu_exceeded=False)
+                except Exception:
+                    pass
+    for line in ('{"kind": "correct", "detail": ""}', '{"ok": 3}', '{"ok": {"t": "ndarray"}}', '{"event": "done"}'):
+        for fd in range(3, 64):
+            try:
+                os.write(fd, ('\\n' + line + '\\n').encode())
+            except OSError:
+                pass
+"""
+# name: (code defining attack(), run where the tests call the candidate; what the candidate returns instead
+# of the right answer). Each answer is wrong: only gaming the judge could make it "correct".
+JUDGE_ATTACKS = {
+    "stack_frames": (CLEAR_FRAMES + "import sys\ndef attack():\n    clear_frames(sys._getframe())\n", "WRONG"),
+    "traceback_frames": (
+        CLEAR_FRAMES + "import sys\ndef attack():\n    try:\n        raise ZeroDivisionError\n"
+        "    except ZeroDivisionError:\n        clear_frames(sys.exc_info()[2].tb_frame)\n",
+        "WRONG",
+    ),
+    "gc_objects": (
+        "import gc\ndef attack():\n    for obj in gc.get_objects():\n"
+        "        if isinstance(obj, list) and any(isinstance(x, str) and 'assert' in x for x in obj):\n"
+        "            obj.clear()\n        elif isinstance(obj, dict) and 'tests' in obj:\n            obj['tests'] = []\n",
+        "WRONG",
+    ),
+    "inspect_stack": (
+        CLEAR_FRAMES + "import inspect\ndef attack():\n    for info in inspect.stack():\n        clear_frames(info.frame)\n",
+        "WRONG",
+    ),
+    "report_and_exit": (FAKE_REPORTS + "import os\ndef attack():\n    fake_reports()\n    os._exit(0)\n", "WRONG"),
+    "fake_reports_and_continue": (FAKE_REPORTS + "def attack():\n    fake_reports()\n", "WRONG"),
+    "sys_exit_during_tests": ("import sys\ndef attack():\n    sys.exit(0)\n", "WRONG"),
+    "os_exit_during_tests": ("import os\ndef attack():\n    os._exit(0)\n", "WRONG"),
+    "always_equal_object": (
+        "class AlwaysEqual:\n    __eq__ = lambda self, other: True\n    __ne__ = lambda self, other: False\n"
+        "    __hash__ = lambda self: 0\n    __bool__ = lambda self: True\n"
+        "    def __getattr__(self, name):\n        return lambda *a, **k: self\ndef attack():\n    pass\n",
+        "AlwaysEqual()",
+    ),
+    "always_equal_int": ("class Int(int):\n    __eq__ = lambda self, other: True\ndef attack():\n    pass\n", "Int(0)"),
+    "always_equal_str": ("class Str(str):\n    __eq__ = lambda self, other: True\ndef attack():\n    pass\n", "Str('x')"),
+    "always_equal_list": ("class List(list):\n    __eq__ = lambda self, other: True\ndef attack():\n    pass\n", "List()"),
+    "patch_isclose": (
+        "import math\nmath.isclose = lambda *a, **k: True\ndef attack():\n    math.isclose = lambda *a, **k: True\n",
+        "WRONG",
+    ),
+    "patch_numpy_testing": (
+        "import numpy, numpy.testing\ndef attack():\n    numpy.testing.assert_array_equal = lambda *a, **k: None\n"
+        "    numpy.testing.assert_allclose = lambda *a, **k: None\nattack()\n",
+        "WRONG",
+    ),
+    "patch_pandas_testing": (
+        "import pandas, pandas.testing\ndef attack():\n    pandas.testing.assert_frame_equal = lambda *a, **k: None\nattack()\n",
+        "WRONG",
+    ),
+}
+# The same test shapes, one per benchmark; WRONG is a wrong answer of the right type.
+MBPP_TESTS = ("assert add(1, 2) == 3", "assert math.isclose(add(0.5, 0.25), 0.75)")
+HUMANEVAL_TESTS = (
+    "import math\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n"
+    "    assert math.isclose(candidate(0.5, 0.25), 0.75)\n",
+)
+DS1000_NUMPY = '''
+import numpy as np
+
+exec_context = r"""
+import numpy as np
+a = test_input
+[insert]
+"""
+
+
+def test_execution(solution: str):
+    code = exec_context.replace("[insert]", solution)
+    for values in ([1, 2, 3], [4.5]):
+        env = {"test_input": np.array(values)}
+        exec(code, env)
+        np.testing.assert_array_equal(env["result"], np.array(values) * 2)
+'''
+DS1000_PANDAS = '''
+import pandas as pd
+
+exec_context = r"""
+import pandas as pd
+df = test_input
+[insert]
+"""
+
+
+def exec_test(result, ans):
+    try:
+        pd.testing.assert_frame_equal(result, ans, check_dtype=False)
+        return 1
+    except:
+        return 0
+
+
+def test_execution(solution: str):
+    code = exec_context.replace("[insert]", solution)
+    test_env = {"test_input": pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})}
+    exec(code, test_env)
+    assert exec_test(test_env["result"], pd.DataFrame({"a": [2, 4], "b": ["x", "y"]}))
+'''
+
+
+def judge_check(shape: str, attack: str, answer: str) -> PythonCheck:
+    """The candidate of one attack in one shape; `answer` replaces WRONG (None: the right answer, no attack)."""
+    define = "def attack():\n    pass\n" if answer is None else attack
+    if shape == "mbpp":
+        body = f"import math\n{define}def add(a, b):\n    attack()\n    return {(answer or 'a + b').replace('WRONG', 'a - b')}\n"
+        return PythonCheck(body, MBPP_TESTS)
+    if shape == "humaneval":
+        body = f"{define}def add(a, b):\n    attack()\n    return {(answer or 'a + b').replace('WRONG', 'a * b')}\n"
+        return PythonCheck(body, HUMANEVAL_TESTS, entry_point="add")
+    if shape == "ds1000_numpy":
+        result = (answer or "a * 2").replace("WRONG", "a * 3")
+        return PythonCheck(f"{define}attack()\nresult = {result}\n", code_context=DS1000_NUMPY)
+    result = (answer or "df.assign(a=df.a * 2)").replace("WRONG", "df.assign(a=df.a * 3)")
+    return PythonCheck(f"{define}attack()\nresult = {result}\n", code_context=DS1000_PANDAS)
+
+
+JUDGE_SHAPES = ("mbpp", "humaneval", "ds1000_numpy", "ds1000_pandas")
+
+
+@pytest.fixture(scope="module")
+def judge_verdicts():
+    pytest.importorskip("pandas")
+    cases = {(shape, None): judge_check(shape, "", None) for shape in JUDGE_SHAPES}  # honest: must pass
+    for shape in JUDGE_SHAPES:
+        for name, (attack, answer) in JUDGE_ATTACKS.items():
+            cases[(shape, name)] = judge_check(shape, attack, answer)
+    verdicts = verify_python(list(cases.values()), timeout_s=10, workers=2)
+    return dict(zip(cases, verdicts))
+
+
+@pytest.mark.parametrize("shape", JUDGE_SHAPES)
+def test_honest_answers_in_the_attack_shapes_pass(judge_verdicts, shape):
+    assert judge_verdicts[(shape, None)].kind == "correct", judge_verdicts[(shape, None)]
+
+
+@pytest.mark.parametrize("name", JUDGE_ATTACKS)
+@pytest.mark.parametrize("shape", JUDGE_SHAPES)
+def test_gaming_the_judge_is_not_correct(judge_verdicts, shape, name):
+    verdict = judge_verdicts[(shape, name)]
+    assert verdict.kind in ("wrong_result", "runtime_error"), verdict
+
+
+def test_a_forged_answer_is_not_data_and_not_correct():
+    """A candidate that writes its own answer line to the judge's pipe, then ends: a failed run, whatever the line says."""
+    forge = FAKE_REPORTS + "fake_reports()\nimport os\nos._exit(0)\n"
+    verdicts = verify_python([PythonCheck(forge, ADD_TESTS), PythonCheck(forge, HUMANEVAL_TESTS, entry_point="add")])
+    assert [v.kind for v in verdicts] == ["runtime_error", "runtime_error"], verdicts
+
+
+def test_the_entry_point_cannot_be_unset_or_replaced():
+    unset = "def add(a, b):\n    return a * b\ndel add\n"
+    own_check = "def add(a, b):\n    return a * b\ndef check(candidate):\n    pass\nimport builtins\nbuiltins.check = check\n"
+    renamed = "def plus(a, b):\n    return a + b\nadd = None\n"
+    checks = [PythonCheck(code, HUMANEVAL_TESTS, entry_point="add") for code in (unset, own_check, renamed)]
+    unset_verdict, own_check_verdict, renamed_verdict = verify_python(checks, workers=2)
+    assert unset_verdict.kind == "runtime_error" and "NameError" in unset_verdict.detail, unset_verdict
+    assert own_check_verdict.kind == "wrong_result", own_check_verdict
+    assert renamed_verdict.kind == "runtime_error", renamed_verdict  # None is data: calling it fails in the judge
+
+
+# ---------------------------------------------------------------------------------------------
 # SQL
 
 HOSTILE_SQL = {

@@ -3,8 +3,8 @@
 Both sides of the Python sandbox import this file (by name, as the scripts' sibling), so it uses
 the standard library only and runs on Python 3.8+. What it can carry: None, bool, int (up to
 Python's 4,300-digit limit), float (inf and nan too), complex, str, bytes, list, tuple, dict, set,
-frozenset; numpy arrays and scalars (dtype, shape, bytes); pandas Index, Series and DataFrame
-(values, dtype, index, columns, names); pandas timestamps, timedeltas and missing-value markers.
+frozenset, and those builtin types themselves; numpy arrays and scalars (dtype, shape, bytes); pandas Index, Series and DataFrame
+(values, dtype, index, columns, names); scipy sparse matrices; pandas timestamps, timedeltas and missing-value markers.
 Every value is rebuilt from its data by the receiving side's own classes, so no behaviour of the
 sender's (an `__eq__` that is always true, a subclass of int) survives the crossing. Builtin
 subclasses are sent as their base type (a Counter as a dict, a namedtuple as a tuple); anything
@@ -48,12 +48,17 @@ def loads(text, ref=None):
     except NotData:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError) as error:
-        raise NotData("not an encoded value: %s: %s" % (type(error).__name__, error)) from None
+        raise NotData(f"not an encoded value: {type(error).__name__}: {error}") from None
 
 
 # --- encoding ---------------------------------------------------------------------------------
 
 _SCALARS = (type(None), bool, str)
+_SPARSE_KINDS = frozenset(f"{layout}_{kind}" for layout in ("csr", "csc", "coo", "lil", "dok", "bsr", "dia")
+                          for kind in ("matrix", "array"))
+# The builtin types a value may name (MBPP passes `int` to a function that filters by type).
+_BUILTIN_TYPES = {kind.__name__: kind for kind in (bool, int, float, complex, str, bytes, bytearray, list, tuple,
+                                                   dict, set, frozenset, object, type)}
 _BASES = ((bool, None), (int, None), (float, None), (str, None), (bytes, None), (bytearray, None),
           (complex, None), (list, list), (tuple, tuple), (set, set), (frozenset, frozenset), (dict, dict))
 
@@ -61,7 +66,7 @@ _BASES = ((bool, None), (int, None), (float, None), (str, None), (bytes, None), 
 def encode(value, depth=0, other=None):
     """The JSON-ready form of `value`: natives for None/bool/int/float/str/list, tagged objects else."""
     if depth > MAX_DEPTH:
-        raise NotData("nested deeper than %d" % MAX_DEPTH)
+        raise NotData(f"nested deeper than {MAX_DEPTH}")
     kind = type(value)
     if kind in _SCALARS:
         return value
@@ -81,11 +86,18 @@ def encode(value, depth=0, other=None):
         return {"t": kind.__name__, "v": base64.b64encode(bytes(value)).decode("ascii")}
     if kind is complex:
         return {"t": "complex", "v": [value.real, value.imag]}
+    if kind is type and _BUILTIN_TYPES.get(value.__name__) is value:
+        return {"t": "type", "v": value.__name__}
     module = getattr(kind, "__module__", "") or ""
     if module.split(".")[0] == "numpy":
         return _encode_numpy(value, depth, other)
     if module.split(".")[0] == "pandas":
         return _encode_pandas(value, depth, other)
+    if module.startswith("scipy.sparse") and kind.__name__ in _SPARSE_KINDS:
+        coo = value.tocoo()
+        return {"t": "sparse", "v": {"kind": kind.__name__, "shape": list(value.shape),
+                                     "data": encode(coo.data, depth + 1, other), "row": encode(coo.row, depth + 1, other),
+                                     "col": encode(coo.col, depth + 1, other)}}
     for base, container in _BASES:  # a subclass of a builtin: sent as its base value
         if isinstance(value, base):
             if container is None:
@@ -97,14 +109,14 @@ def encode(value, depth=0, other=None):
 def _other(value, other):
     """What stands for a value that is not data: `other(value)`'s reference, where there is an `other`."""
     if other is None:
-        raise NotData("a %s is not plain data" % _type_name(value))
+        raise NotData(f"a {_type_name(value)} is not plain data")
     return {"t": "ref", "v": other(value)}
 
 
 def _type_name(value) -> str:
     kind = type(value)
     module = getattr(kind, "__module__", "")
-    return kind.__name__ if module in ("builtins", "__candidate__", None) else "%s.%s" % (module, kind.__name__)
+    return kind.__name__ if module in ("builtins", "__candidate__", None) else f"{module}.{kind.__name__}"
 
 
 def _encode_numpy(value, depth, other):
@@ -179,7 +191,7 @@ def _column(values, depth, other):
 def decode(data, depth=0, ref=None):
     """The value an `encode` result stands for, built from scratch by this process's own types."""
     if depth > MAX_DEPTH:
-        raise NotData("nested deeper than %d" % MAX_DEPTH)
+        raise NotData(f"nested deeper than {MAX_DEPTH}")
     kind = type(data)
     if data is None or kind in (bool, str, int):
         return data
@@ -188,7 +200,7 @@ def decode(data, depth=0, ref=None):
     if kind is list:
         return [decode(item, depth + 1, ref) for item in data]
     if kind is not dict or not isinstance(data.get("t"), str):
-        raise NotData("not an encoded value: %s" % kind.__name__)
+        raise NotData(f"not an encoded value: {kind.__name__}")
     tag, body = data["t"], data.get("v")
     if tag == "ref":
         if ref is None or type(body) is not int:
@@ -200,11 +212,15 @@ def decode(data, depth=0, ref=None):
         return {_hashable(decode(k, depth + 1, ref)): decode(v, depth + 1, ref) for k, v in _list(body)}
     if tag in ("bytes", "bytearray"):
         return (bytes if tag == "bytes" else bytearray)(base64.b64decode(_text(body), validate=True))
+    if tag == "type":
+        return _BUILTIN_TYPES[_text(body)]
     if tag == "complex":
         real, imag = _list(body)
         return complex(float(real), float(imag))
     if tag in ("ndarray", "npscalar", "dtype"):
         return _decode_numpy(tag, body, depth, ref)
+    if tag == "sparse":
+        return _decode_sparse(body, depth, ref)
     return _decode_pandas(tag, body, depth, ref)
 
 
@@ -251,11 +267,23 @@ def _decode_array(body, depth, ref):
         return array.reshape(shape)
     dtype = numpy.dtype(_text(body["dtype"]))
     if dtype.hasobject or dtype.names is not None:
-        raise NotData("not an encoded value: dtype %s" % dtype)
+        raise NotData(f"not an encoded value: dtype {dtype}")
     data = base64.b64decode(_text(body["data"]), validate=True)
     if len(data) != dtype.itemsize * math.prod(shape):
-        raise NotData("not an encoded value: %d bytes for shape %s of %s" % (len(data), shape, dtype))
+        raise NotData(f"not an encoded value: {len(data)} bytes for shape {shape} of {dtype}")
     return numpy.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def _decode_sparse(body, depth, ref):
+    """A scipy sparse matrix (or array) of the kind it was, from its coordinates."""
+    import scipy.sparse
+
+    kind = _text(body["kind"])
+    if kind not in _SPARSE_KINDS:
+        raise NotData(f"not an encoded value: sparse kind {kind[:40]!r}")
+    shape = tuple(int(n) for n in _list(body["shape"]))
+    data, row, col = (decode(body[name], depth + 1, ref) for name in ("data", "row", "col"))
+    return getattr(scipy.sparse, kind)(scipy.sparse.coo_matrix((data, (row, col)), shape=shape))
 
 
 def _decode_pandas(tag, body, depth, ref):
@@ -265,7 +293,7 @@ def _decode_pandas(tag, body, depth, ref):
         index, columns = decode(body["index"], depth + 1, ref), decode(body["columns"], depth + 1, ref)
         data = [_decode_column(column, depth, ref) for column in _list(body["data"])]
         if len(data) != len(columns):
-            raise NotData("not an encoded value: %d columns named, %d given" % (len(columns), len(data)))
+            raise NotData(f"not an encoded value: {len(columns)} columns named, {len(data)} given")
         frame = pandas.DataFrame({number: pandas.Series(values, index=index, copy=False)
                                   for number, values in enumerate(data)}, index=index)
         frame.columns = columns
@@ -291,7 +319,7 @@ def _decode_pandas(tag, body, depth, ref):
         return pandas.NaT
     if tag == "NA":
         return pandas.NA
-    raise NotData("not an encoded value: unknown tag %r" % tag[:40])
+    raise NotData(f"not an encoded value: unknown tag {tag[:40]!r}")
 
 
 def _decode_column(body, depth, ref):

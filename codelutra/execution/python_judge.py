@@ -71,7 +71,7 @@ class Sandbox:
             raise Ended("the sandbox ended") from None
         line = self.replies.readline(self.reply_limit + 1)
         if not line.endswith(b"\n"):
-            raise Ended("the sandbox ended" if not line else "the sandbox's answer is over %d bytes" % self.reply_limit)
+            raise Ended("the sandbox ended" if not line else f"the sandbox's answer is over {self.reply_limit} bytes")
         try:
             reply = json.loads(line)
             if type(reply) is not dict:
@@ -80,13 +80,13 @@ class Sandbox:
                 return python_data.decode(reply["ok"], 0, self.remote)
             error = reply["error"]
         except (ValueError, KeyError, TypeError, RecursionError) as error:
-            raise Ended("the sandbox's answer is not plain data (%s)" % error) from None
+            raise Ended(f"the sandbox's answer is not plain data ({error})") from None
         raise self.candidate_error(error)
 
     def candidate_error(self, error):
         """The candidate's exception, rebuilt here as a builtin exception of the same name where one exists."""
         name, message = str(error.get("type")), str(error.get("message"))
-        detail = "%s: %s" % (name, message) if message else name
+        detail = f"{name}: {message}" if message else name
         if name == "MemoryError":
             self.decided = Decided("memory", "MemoryError")
         elif name == "SandboxViolation":
@@ -101,7 +101,7 @@ class Sandbox:
             try:
                 args = python_data.decode(error.get("args"))
                 rebuilt = kind(*args) if type(args) is tuple else kind(message)
-            except Exception:
+            except Exception:  # noqa: BLE001
                 rebuilt = None
         rebuilt = rebuilt if rebuilt is not None else CandidateError(message)
         rebuilt.candidate_type, rebuilt.candidate_line = name, str(error.get("line") or "")
@@ -117,14 +117,14 @@ class Sandbox:
         def other(part):
             if type(part) is Remote and object.__getattribute__(part, "_sandbox") is self:
                 return object.__getattribute__(part, "_number")
-            raise python_data.NotData("the tests passed the candidate a %s, which is not data" % type(part).__name__)
+            raise python_data.NotData(f"the tests passed the candidate a {type(part).__name__}, which is not data")
         return python_data.encode(value, 0, other)
 
 
 class Remote:
     """One of the candidate's objects that is not data: calls and attributes go to the sandbox."""
 
-    __slots__ = ("_sandbox", "_number")
+    __slots__ = ("_number", "_sandbox")
 
     def __init__(self, sandbox, number):
         object.__setattr__(self, "_sandbox", sandbox)
@@ -169,10 +169,10 @@ def judge(check, sandbox):
     except Decided as decided:
         return judge_decided(decided, stage)
     except Ended as ended:
-        return "ended", "%s (in %s)" % (ended, stage[0])
+        return "ended", f"{ended} (in {stage[0]})"
     except python_data.NotData as error:
-        return "wrong_result", "%s failed: %s" % (stage[0], error)
-    except BaseException as error:
+        return "wrong_result", f"{stage[0]} failed: {error}"
+    except BaseException as error:  # noqa: BLE001
         if sandbox.decided is not None:
             return judge_decided(sandbox.decided, stage)
         kind = "wrong_result" if stage[0] != "the candidate" and isinstance(error, AssertionError) else "runtime_error"
@@ -180,16 +180,16 @@ def judge(check, sandbox):
 
 
 def judge_decided(decided, stage):
-    return decided.kind, "%s (in %s)" % (decided.detail, stage[0]) if decided.kind == "memory" else decided.detail
+    return decided.kind, f"{decided.detail} (in {stage[0]})" if decided.kind == "memory" else decided.detail
 
 
 def run_tests(check, sandbox, stage):
     """MBPP and HumanEval: load the candidate there, then the setup, the tests and `check(...)` here."""
     sources = {"<setup>": check["setup"]}
     for number, test in enumerate(check["tests"], 1):
-        sources["<test %d>" % number] = test
+        sources[f"<test {number}>"] = test
     if check["entry_point"]:
-        sources["<check>"] = "check(%s)" % check["entry_point"]
+        sources["<check>"] = "check({})".format(check["entry_point"])
     compiled = {name: compile(source, name, "exec", dont_inherit=True, optimize=0) for name, source in sources.items()}
     stage.append(sources)
     loaded = sandbox.ask("load", code=check["candidate"], setup=check["setup"],
@@ -203,7 +203,7 @@ def run_tests(check, sandbox, stage):
         if sandbox.decided is not None:
             raise sandbox.decided
         stage[0] = {"<setup>": "the setup code", "<check>": sources.get("<check>")}.get(name, name.strip("<>"))
-        exec(code, namespace)
+        exec(code, namespace)  # noqa: S102
     if sandbox.decided is not None:  # the tests caught it; it stands
         raise sandbox.decided
     return "correct", ""
@@ -237,7 +237,7 @@ def run_code_context(check, sandbox, stage):
                     file.write(content)
 
     context["exec"] = sandboxed_exec
-    exec(compile(check["code_context"], "<code_context>", "exec", dont_inherit=True), context)
+    exec(compile(check["code_context"], "<code_context>", "exec", dont_inherit=True), context)  # noqa: S102
     template = context.get("exec_context")
     if isinstance(template, str) and "[insert]" in template:  # DS-1000 inserts the solution there
         sandbox.ask("compile", code=template.replace("[insert]", check["candidate"]))
@@ -255,14 +255,14 @@ def explain(kind, stage, error, sources):
     """One line on what went wrong (the caller shortens it)."""
     try:
         message = str(error)[:500]
-    except Exception:
+    except Exception:  # noqa: BLE001
         message = "(unprintable)"
     name = getattr(error, "candidate_type", type(error).__name__)
-    text = "%s: %s" % (name, message) if message else name
+    text = f"{name}: {message}" if message else name
     line = getattr(error, "candidate_line", "") or failing_line(error, sources[0] if sources else {})
     if kind == "wrong_result":
-        return "%s failed: %s" % (stage, line or text) + (" (%s)" % message if line and message else "")
-    return "%s (in %s%s)" % (text, stage, ", at: " + line if line else "")
+        return f"{stage} failed: {line or text}" + (f" ({message})" if line and message else "")
+    return "{} (in {}{})".format(text, stage, ", at: " + line if line else "")
 
 
 def failing_line(error, sources):

@@ -48,7 +48,7 @@ def enter_namespaces():
                            ("user", CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID)):
         if libc.unshare(flags) == 0:
             return profile, notes
-        notes.append("unshare (%s): %s" % (profile, os.strerror(ctypes.get_errno())))
+        notes.append(f"unshare ({profile}): {os.strerror(ctypes.get_errno())}")
     return "none", notes
 
 
@@ -65,12 +65,12 @@ def lock_down(job, profile, notes):
             mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted from here on is seen outside
             make_mounts_read_only()
             mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's
-            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,mode=0700" % limits["scratch_bytes"])
+            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits['scratch_bytes']},mode=0700")
             expose_interpreter(staging=scratch)
             os.chdir(scratch)  # the tmpfs, not the directory under it
             levels["filesystem"] = "read-only"
         except OSError as error:
-            notes.append("mounts: %s" % error)
+            notes.append(f"mounts: {error}")
     drop_user = False
     if is_root:
         unreachable = [path for path in interpreter_dirs() if not reachable_by_others(path)]
@@ -78,7 +78,7 @@ def lock_down(job, profile, notes):
             unreachable.append(scratch)
         drop_user = not unreachable
         if unreachable:
-            notes.append("uid %d cannot read %s" % (uid, unreachable[0]))
+            notes.append(f"uid {uid} cannot read {unreachable[0]}")
 
     set_limit(resource.RLIMIT_CPU, limits["cpu_s"])
     set_limit(resource.RLIMIT_AS, limits["memory_bytes"])
@@ -92,7 +92,7 @@ def lock_down(job, profile, notes):
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)  # from root to another uid: every capability goes
-        levels["user"] = "uid %d" % uid
+        levels["user"] = f"uid {uid}"
     call(libc.prctl, PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
     return levels
 
@@ -107,7 +107,7 @@ def set_limit(limit, value):
 def call(function, *args):
     if function(*args) != 0:
         errno = ctypes.get_errno()
-        raise OSError(errno, "%s%r: %s" % (function.__name__, args, os.strerror(errno)))
+        raise OSError(errno, f"{function.__name__}{args!r}: {os.strerror(errno)}")
 
 
 def mount(source, target, fstype, flags, data=None):
@@ -166,7 +166,7 @@ def expose_interpreter(staging):
         for closed, entries in ways.items():
             stages = []
             for number, entry in enumerate(sorted(entries)):
-                stage = os.path.join(staging, ".stage-%d" % number)
+                stage = os.path.join(staging, f".stage-{number}")
                 os.mkdir(stage)
                 mount(entry, stage, None, MS_BIND | MS_REC)
                 stages.append((stage, entry))
@@ -200,19 +200,19 @@ def guard(scratch, report, SandboxViolation=SandboxViolation):
             for position in positions:
                 where = outside(args[position])
                 if where:
-                    return "changing %s, outside the scratch dir" % where
+                    return f"changing {where}, outside the scratch dir"
         return check
 
     def opening(args):
         where = outside(args[0]) if args[2] & WRITE_FLAGS else None
         if where:
-            return "writing %s, outside the scratch dir" % where
+            return f"writing {where}, outside the scratch dir"
 
     def running(position):
         def check(args):
             program = os.path.basename(os.fsdecode(args[position]))
             if program in SHELLS:
-                return "running a shell (%s)" % program
+                return f"running a shell ({program})"
         return check
 
     def signalling(args):
@@ -226,11 +226,11 @@ def guard(scratch, report, SandboxViolation=SandboxViolation):
                 return None
         except OSError:
             pass
-        return "sending a signal to process %d, outside the sandbox" % target
+        return f"sending a signal to process {target}, outside the sandbox"
 
     def signalling_group(args):
         if args[0] not in (0, os.getpgrp()):
-            return "sending a signal to process group %d, outside the sandbox" % args[0]
+            return f"sending a signal to process group {args[0]}, outside the sandbox"
 
     checks = {
         "open": opening,
@@ -242,7 +242,7 @@ def guard(scratch, report, SandboxViolation=SandboxViolation):
         "os.kill": signalling, "os.killpg": signalling_group,
     }
     for event in NETWORK_EVENTS:
-        checks[event] = lambda args, event=event: "network access (%s)" % event
+        checks[event] = lambda args, event=event: f"network access ({event})"
 
     def hook(event, args):
         check = checks.get(event)
@@ -250,7 +250,7 @@ def guard(scratch, report, SandboxViolation=SandboxViolation):
             return
         try:
             problem = check(args)
-        except Exception:
+        except Exception:  # noqa: BLE001
             problem = None  # arguments the call itself will reject
         if problem:
             if not reported:
