@@ -15,8 +15,8 @@ Only plain values cross (`python_data`): None, bool, int, float (inf, nan), comp
 list, tuple, dict, set; numpy arrays and scalars, pandas indexes, series and frames, as data
 (dtype, shape, values, index, columns), never pickled. The judge rebuilds each with its own types.
 A candidate's object that is not data stays in the sandbox: the judge holds a number for it, whose
-calls and attributes are requests to the sandbox, and which refuses to be compared, hashed or
-tested for truth. DS-1000's `exec(code, test_env)` runs in the sandbox: `test_env` goes there as
+calls, attributes, truth, length and items are requests to the sandbox answered with data, and
+which refuses to be compared or hashed (that would be the candidate's own `__eq__`). DS-1000's `exec(code, test_env)` runs in the sandbox: `test_env` goes there as
 data; the program's variables and the files it wrote (the plot) come back as data.
 
 The sandbox forks in two: the supervisor enters new namespaces, then waits for the runner, kills

@@ -9,8 +9,9 @@ in which the names the tests use from the candidate are bound to what the sandbo
 * data (numbers, strings, containers, arrays, frames) rebuilt by this process (`python_data`),
   so an object's own `__eq__` never reaches a comparison;
 * a module the candidate imported: the same module, imported here (standard library only);
-* anything else (a function, a class, an instance): a `Remote`, whose calls and attributes are
-  requests to the sandbox, and which refuses to be compared, hashed or tested for truth.
+* anything else (a function, a class, an instance): a `Remote`, whose calls, attributes, truth,
+  length and items are requests to the sandbox (answered with data), and which refuses to be
+  compared or hashed: a comparison would be the candidate's own `__eq__`.
 
 DS-1000's `exec(code, test_env)` runs in the sandbox: `test_env` goes there as data, and the
 program's variables (and the files it wrote, such as a plot) come back as data.
@@ -145,12 +146,25 @@ class Remote:
         sandbox = object.__getattribute__(self, "_sandbox")
         sandbox.ask("setattr", target=object.__getattribute__(self, "_number"), name=name, value=sandbox.encode(value))
 
-    def _refuse(self, *args):
-        raise TypeError("the candidate gave an object, not a value: it cannot be compared, hashed, "
-                        "tested for truth or iterated")
+    def _convert(self, into):
+        """bool(), len() or list() of the object, worked out by the sandbox: a value, like any answer."""
+        return object.__getattribute__(self, "_sandbox").ask("convert", target=object.__getattribute__(self, "_number"),
+                                                             into=into)
 
-    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __hash__ = __len__ = __iter__ = _refuse
-    __contains__ = __reversed__ = _refuse
+    def __bool__(self):
+        return self._convert("bool") is True
+
+    def __len__(self):
+        return self._convert("len")
+
+    def __iter__(self):
+        return iter(self._convert("list"))
+
+    def _refuse(self, *args):
+        raise TypeError("the candidate gave an object, not a value: it cannot be compared or hashed")
+
+    # A comparison made by the candidate's own code is what an always-equal object games: refused.
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = __contains__ = _refuse
 
     def __repr__(self):
         return "<an object of the candidate's>"

@@ -164,6 +164,8 @@ class Candidate:
             return target(*self.decode(request["args"]), **self.decode(request["kwargs"]))
         if op == "getattr":
             return getattr(target, request["name"])
+        if op == "convert":
+            return {"bool": bool, "len": len, "list": list}[request["into"]](target)
         if op == "setattr":
             setattr(target, request["name"], self.decode(request["value"]))
             return None
