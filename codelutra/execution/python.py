@@ -56,22 +56,23 @@ mode; the kernel's namespaces, permissions and limits are what contain the candi
 When "correct" is given: only by the judge, after the setup code and every test ran in its own
 process without an exception, each comparison made there between values it built itself. So
 nothing the candidate does in the sandbox reaches the tests, the comparison or the verdict: not
-walking frames, tracebacks or `gc` (there is no test runner in its process), not an object equal
-to everything or a subclass of int or str (it arrives as its plain value, or as a number that
-cannot be compared), not patching `math.isclose`, `numpy.testing` or `pandas.testing` (the judge's
-modules are its own), not `sys.exit(0)`, `os._exit(0)` or a forged answer (an ended sandbox is a
-failed run; an answer that is not data is "runtime_error"), not unsetting the entry point (the
-tests get the function the candidate's code defined, or a NameError).
+walking frames, tracebacks, `gc` or `inspect` (no test runner is in its process), not calling a
+report function or writing fake reports and exiting (its channels carry data, and an ended
+sandbox is a failed run), not an object equal to everything or a subclass of int, str or list
+(it arrives as its plain value, or as an object that refuses comparison), not patching
+`math.isclose`, `numpy.testing` or `pandas.testing` (the judge's modules are its own), not
+`sys.exit(0)` or `os._exit(0)`, not unsetting the entry point (a NameError in the judge).
 
-What it does not guarantee: a test that calls a helper the candidate itself defines (HumanEval's
-`poly` in problem 32, `encode_cyclic` in 38, `encode_shift` in 50, which the prompt gives and the
-answer repeats) uses the candidate's version of it, so a candidate can rewrite the helper the test
-checks its answer with. A candidate that passes the tests by hard-coding their expected values is
-correct, as anywhere. A test that mutates an argument and reads it back sees its own copy (the
-sandbox got the data, not the object). DS-1000's Matplotlib tests that fall back to inspecting
-the live figure (`plt.gca()`) after an image mismatch see the judge's empty figure, so there the
-image decides alone. A test that needs an object of the candidate's as a value (not only to call
-or to pass back) fails.
+What it does not guarantee: a helper that the tests call and the candidate defines (HumanEval 32's
+`poly`, 38's `encode_cyclic`, 50's `encode_shift`: the prompt gives them, the answer repeats them)
+is the candidate's, so it can be rewritten to pass its own answer. An answer that hard-codes the
+expected values is correct, as anywhere. A test that mutates an argument and reads it back sees
+its own copy. DS-1000's Matplotlib tests that inspect the live figure (`plt.gca()`) after an image
+mismatch see the judge's empty figure: the image decides alone. Values that are not data (a torch
+tensor, a fitted model) reach the tests only as objects to call, so tests comparing them fail.
+And all of this holds fully where the candidate runs as uid 65534 (`isolation().user`): without
+root it runs as the caller's user, as the judge does, and could reach the judge through the
+operating system (ptrace, /proc) where the kernel allows that.
 """
 
 from __future__ import annotations
@@ -290,12 +291,12 @@ def _run(python: str, sandbox_job: dict, judge_job: dict | None, timeout_s: floa
 
     The work dir (mode 0711) holds the scratch dir (the candidate's working dir, owned by it), the
     judge's dir (0700) and files of the caller's (0600): the candidate reaches only the pipes it
-    inherits. The runner reports on a pipe that python.py reads; the supervisor writes how the
-    runner ended to a file that the runner closed; the judge writes its outcome to a file only it
-    holds. Each job goes in on stdin, which the sandbox replaces with /dev/null once read.
+    inherits. The runner reports on a pipe, the judge its outcome on another; the supervisor writes
+    how the runner ended to a file that the runner closed. Each job goes in on stdin.
     """
     workdir = Path(tempfile.mkdtemp(prefix="codelutra-python-"))
     opened: list[int] = []
+    outcome_read = -1
     try:
         scratch, judge_dir = workdir / "scratch", workdir / "judge"
         scratch.mkdir()
@@ -325,8 +326,7 @@ def _run(python: str, sandbox_job: dict, judge_job: dict | None, timeout_s: floa
         if judge_job is not None:
             request_read, request_write = _pipe(opened)
             reply_read, reply_write = _pipe(opened)
-            result_fd = os.open(workdir / "outcome", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            opened.append(result_fd)
+            outcome_read, result_fd = _pipe(opened)
             sandbox_job.update(request_fd=request_read, reply_fd=reply_write)
             sandbox_fds += [request_read, reply_write]
             judge_job = {**judge_job, "request_fd": request_write, "reply_fd": reply_read, "result_fd": result_fd}
@@ -339,7 +339,7 @@ def _run(python: str, sandbox_job: dict, judge_job: dict | None, timeout_s: floa
                 judge_fds = [request_write, reply_read, result_fd]
                 judge = _start(python, _JUDGE_SCRIPT, judge_job, judge_fds, judge_dir, judge_output, workdir)
         for fd in opened[:]:  # the pipes now belong to the two processes: each sees the other end
-            if fd != report_read:
+            if fd not in (report_read, outcome_read):
                 os.close(fd)
                 opened.remove(fd)
         deadline = started + timeout_s + _SUPERVISOR_GRACE_S
@@ -347,8 +347,8 @@ def _run(python: str, sandbox_job: dict, judge_job: dict | None, timeout_s: floa
         supervisor_killed = _wait(sandbox, deadline - time.monotonic())
         seconds = time.monotonic() - started
         records = _runner_records(_drain(report_read))
-        finished = _first_json((workdir / "finished").read_bytes())
-        outcome = _first_json((workdir / "outcome").read_bytes()) if judge_job is not None else None
+        finished = next(iter(_json_lines((workdir / "finished").read_bytes())), None)
+        outcome = next(iter(_json_lines(_drain(outcome_read))), None) if judge_job is not None else None
         with open(workdir / "output", "rb") as output:
             output.seek(max(0, output.seek(0, os.SEEK_END) - OUTPUT_LIMIT_BYTES))
             tail = output.read(OUTPUT_LIMIT_BYTES)
@@ -464,11 +464,6 @@ def _json_lines(data: bytes) -> list[dict]:
         if isinstance(record, dict):
             found.append(record)
     return found
-
-
-def _first_json(data: bytes) -> dict | None:
-    records = _json_lines(data)
-    return records[0] if records else None
 
 
 def _last_line(output: bytes) -> str:

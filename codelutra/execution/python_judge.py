@@ -173,9 +173,17 @@ class Remote:
 # --- The checks ----------------------------------------------------------------------------------
 
 
+class Stage:
+    """Where the check is, for the verdict's detail, and the test code's sources, to quote a failing line."""
+
+    def __init__(self):
+        self.name = "the candidate"
+        self.sources = {}
+
+
 def judge(check, sandbox):
     """Run the check's tests against the sandboxed candidate; (kind, detail)."""
-    stage = ["the candidate"]
+    stage = Stage()
     try:
         if check["code_context"] is None:
             return run_tests(check, sandbox, stage)
@@ -183,18 +191,16 @@ def judge(check, sandbox):
     except Decided as decided:
         return judge_decided(decided, stage)
     except Ended as ended:
-        return "ended", f"{ended} (in {stage[0]})"
-    except python_data.NotData as error:
-        return "wrong_result", f"{stage[0]} failed: {error}"
+        return "ended", f"{ended} (in {stage.name})"
     except BaseException as error:  # noqa: BLE001
         if sandbox.decided is not None:
             return judge_decided(sandbox.decided, stage)
-        kind = "wrong_result" if stage[0] != "the candidate" and isinstance(error, AssertionError) else "runtime_error"
-        return kind, explain(kind, stage[0], error, stage[1:])
+        kind = "wrong_result" if stage.name != "the candidate" and isinstance(error, AssertionError) else "runtime_error"
+        return kind, explain(kind, stage, error)
 
 
 def judge_decided(decided, stage):
-    return decided.kind, f"{decided.detail} (in {stage[0]})" if decided.kind == "memory" else decided.detail
+    return decided.kind, f"{decided.detail} (in {stage.name})" if decided.kind == "memory" else decided.detail
 
 
 def run_tests(check, sandbox, stage):
@@ -205,7 +211,7 @@ def run_tests(check, sandbox, stage):
     if check["entry_point"]:
         sources["<check>"] = "check({})".format(check["entry_point"])
     compiled = {name: compile(source, name, "exec", dont_inherit=True, optimize=0) for name, source in sources.items()}
-    stage.append(sources)
+    stage.sources = sources
     loaded = sandbox.ask("load", code=check["candidate"], setup=check["setup"],
                          names=sorted(names_used(compiled.values())))
     namespace = {"__name__": "__judge__"}
@@ -216,7 +222,7 @@ def run_tests(check, sandbox, stage):
     for name, code in compiled.items():
         if sandbox.decided is not None:
             raise sandbox.decided
-        stage[0] = {"<setup>": "the setup code", "<check>": sources.get("<check>")}.get(name, name.strip("<>"))
+        stage.name = {"<setup>": "the setup code", "<check>": sources.get("<check>")}.get(name, name.strip("<>"))
         exec(code, namespace)  # noqa: S102
     if sandbox.decided is not None:  # the tests caught it; it stands
         raise sandbox.decided
@@ -235,9 +241,8 @@ def names_used(codes):
 
 def run_code_context(check, sandbox, stage):
     """DS-1000: run the code_context here, with `exec` sending each program to the sandbox."""
-    stage[0] = "the code_context"
+    stage.name, stage.sources = "the code_context", {"<code_context>": check["code_context"]}
     context = {"__name__": "__code_context__"}
-    stage.append({"<code_context>": check["code_context"]})
 
     def sandboxed_exec(code, env=None, *rest):
         if not isinstance(code, str) or not isinstance(env, dict) or rest:
@@ -255,17 +260,17 @@ def run_code_context(check, sandbox, stage):
     template = context.get("exec_context")
     if isinstance(template, str) and "[insert]" in template:  # DS-1000 inserts the solution there
         sandbox.ask("compile", code=template.replace("[insert]", check["candidate"]))
-    stage[0] = "test_execution"
+    stage.name = "test_execution"
     context["test_execution"](check["candidate"])
     if "test_string" in context:
-        stage[0] = "test_string"
+        stage.name = "test_string"
         context["test_string"](check["candidate"])
     if sandbox.decided is not None:
         raise sandbox.decided
     return "correct", ""
 
 
-def explain(kind, stage, error, sources):
+def explain(kind, stage, error):
     """One line on what went wrong (the caller shortens it)."""
     try:
         message = str(error)[:500]
@@ -273,10 +278,10 @@ def explain(kind, stage, error, sources):
         message = "(unprintable)"
     name = getattr(error, "candidate_type", type(error).__name__)
     text = f"{name}: {message}" if message else name
-    line = getattr(error, "candidate_line", "") or failing_line(error, sources[0] if sources else {})
+    line = getattr(error, "candidate_line", "") or failing_line(error, stage.sources)
     if kind == "wrong_result":
-        return f"{stage} failed: {line or text}" + (f" ({message})" if line and message else "")
-    return "{} (in {}{})".format(text, stage, ", at: " + line if line else "")
+        return f"{stage.name} failed: {line or text}" + (f" ({message})" if line and message else "")
+    return f"{text} (in {stage.name}{', at: ' + line if line else ''})"
 
 
 def failing_line(error, sources):
