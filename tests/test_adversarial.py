@@ -331,15 +331,19 @@ def judge_check(shape: str, attack: str, answer: str) -> PythonCheck:
 
 
 JUDGE_SHAPES = ("mbpp", "humaneval", "ds1000_numpy", "ds1000_pandas")
+# Every attack in the first three shapes; pandas (slow to start) for what is pandas' own.
+PANDAS_ATTACKS = ("always_equal_object", "patch_pandas_testing", "report_and_exit")
+JUDGE_CASES = [(shape, name) for shape in JUDGE_SHAPES[:3] for name in JUDGE_ATTACKS]
+JUDGE_CASES += [("ds1000_pandas", name) for name in PANDAS_ATTACKS]
 
 
 @pytest.fixture(scope="module")
 def judge_verdicts():
     pytest.importorskip("pandas")
     cases = {(shape, None): judge_check(shape, "", None) for shape in JUDGE_SHAPES}  # honest: must pass
-    for shape in JUDGE_SHAPES:
-        for name, (attack, answer) in JUDGE_ATTACKS.items():
-            cases[(shape, name)] = judge_check(shape, attack, answer)
+    for shape, name in JUDGE_CASES:
+        attack, answer = JUDGE_ATTACKS[name]
+        cases[(shape, name)] = judge_check(shape, attack, answer)
     verdicts = verify_python(list(cases.values()), timeout_s=10, workers=2)
     return dict(zip(cases, verdicts))
 
@@ -349,8 +353,7 @@ def test_honest_answers_in_the_attack_shapes_pass(judge_verdicts, shape):
     assert judge_verdicts[(shape, None)].kind == "correct", judge_verdicts[(shape, None)]
 
 
-@pytest.mark.parametrize("name", JUDGE_ATTACKS)
-@pytest.mark.parametrize("shape", JUDGE_SHAPES)
+@pytest.mark.parametrize(("shape", "name"), JUDGE_CASES)
 def test_gaming_the_judge_is_not_correct(judge_verdicts, shape, name):
     verdict = judge_verdicts[(shape, name)]
     assert verdict.kind in ("wrong_result", "runtime_error"), verdict
@@ -361,6 +364,15 @@ def test_a_forged_answer_is_not_data_and_not_correct():
     forge = FAKE_REPORTS + "fake_reports()\nimport os\nos._exit(0)\n"
     verdicts = verify_python([PythonCheck(forge, ADD_TESTS), PythonCheck(forge, HUMANEVAL_TESTS, entry_point="add")])
     assert [v.kind for v in verdicts] == ["runtime_error", "runtime_error"], verdicts
+
+
+def test_builtins_and_modules_the_tests_use_stay_the_judges():
+    """MBPP's tests use `len`, `math`, `sorted` from the candidate's globals in the usual harness."""
+    fakes = "def len(x):\n    return 3\nclass math:\n    isclose = staticmethod(lambda *a, **k: True)\n"
+    fakes += "def sorted(x):\n    return [1, 2, 3]\ndef f(x):\n    return [0]\n"
+    tests = ("assert len(f(1)) == 3", "assert math.isclose(f(1)[0], 0.5)", "assert sorted(f(1)) == [1, 2, 3]")
+    verdicts = verify_python([PythonCheck(fakes, (test,)) for test in tests], workers=2)
+    assert [v.kind for v in verdicts] == ["wrong_result", "runtime_error", "wrong_result"], verdicts
 
 
 def test_the_entry_point_cannot_be_unset_or_replaced():

@@ -78,21 +78,16 @@ operating system (ptrace, /proc) where the kernel allows that.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path
 
 from codelutra.execution.canonical import python_key
+from codelutra.execution.python_processes import Run, run_processes
 from codelutra.execution.verdict import NO_CODE, Verdict
 
 # Limits on one candidate, read at each call (a test may lower them).
@@ -100,14 +95,10 @@ MEMORY_LIMIT_BYTES = 2 * 1024**3  # address space of each of its processes (RLIM
 FILE_SIZE_LIMIT_BYTES = 16 * 1024**2  # largest file it may write, its output included (RLIMIT_FSIZE)
 SCRATCH_LIMIT_BYTES = 64 * 1024**2  # size of its scratch dir, where that is a private tmpfs
 PROCESS_LIMIT = 64  # processes and threads of SANDBOX_UID (RLIMIT_NPROC); only when it runs as that uid
-OUTPUT_LIMIT_BYTES = 64 * 1024  # how much of its output (the end) is read back, to explain a crash
 REPLY_LIMIT_BYTES = 64 * 1024**2  # the largest answer the judge reads from the sandbox
 JUDGE_MEMORY_LIMIT_BYTES = 4 * 1024**3  # address space of the judge, which holds the tests and the answers
 SANDBOX_UID = 65534  # "nobody": the uid (and gid) candidates run as when the caller is root
 
-_SANDBOX_SCRIPT = Path(__file__).with_name("python_sandbox.py")
-_JUDGE_SCRIPT = Path(__file__).with_name("python_judge.py")
-_SUPERVISOR_GRACE_S = 10.0  # past its time limit, how long the supervisor and the judge get before they are killed
 _PROBE_TIMEOUT_S = 60.0
 _DETAIL_CHARS = 200
 _LEVELS = ("network", "filesystem", "user", "processes")
@@ -233,7 +224,20 @@ def _verify_one(check: PythonCheck, timeout_s: float, python: str, expected: Iso
     return _verdict(_run(python, sandbox_job, judge_job, timeout_s), timeout_s)
 
 
-def _verdict(run: _Run, timeout_s: float) -> Verdict:
+def _run(python: str, sandbox_job: dict, judge_job: dict | None, timeout_s: float) -> Run:
+    """Run the sandbox (and the judge) under this module's limits, read at each call."""
+    limits = {
+        "cpu_s": _cpu_limit_s(timeout_s),
+        "memory_bytes": MEMORY_LIMIT_BYTES,
+        "file_size_bytes": FILE_SIZE_LIMIT_BYTES,
+        "scratch_bytes": SCRATCH_LIMIT_BYTES,
+        "processes": PROCESS_LIMIT,
+    }
+    sandbox_job = {**sandbox_job, "uid": SANDBOX_UID, "timeout_s": timeout_s, "limits": limits}
+    return run_processes(python, sandbox_job, judge_job, timeout_s)
+
+
+def _verdict(run: Run, timeout_s: float) -> Verdict:
     """The verdict from what the judge decided and how the sandbox ended; see the module docstring."""
     records = run.records
     if "setup_error" in records:
@@ -265,221 +269,6 @@ def _verdict(run: _Run, timeout_s: float) -> Verdict:
     if run.last_output_line():
         detail += f"; last output: {run.last_output_line()}"
     return Verdict("runtime_error", _one_line(detail), run.seconds)
-
-
-# ---------------------------------------------------------------------------------------------
-# Starting the sandbox and the judge
-
-
-@dataclass(frozen=True)
-class _Run:
-    records: dict[str, dict]  # what the sandbox's runner reported: "isolation", "setup_error", "ready", "forbidden", "done"
-    finished: dict | None  # how the runner ended, from the supervisor
-    outcome: dict | None  # the judge's {"kind", "detail"}; None without a judge, or when it died
-    output: bytes  # the end of what the candidate printed (stdout and stderr together)
-    judge_output: str  # the last line the judge printed, to explain its end
-    seconds: float
-    supervisor_killed: bool  # the supervisor overran its time limit by _SUPERVISOR_GRACE_S
-    judge_killed: bool  # the judge overran the same limit
-
-    def last_output_line(self) -> str:
-        return _last_line(self.output)
-
-
-def _run(python: str, sandbox_job: dict, judge_job: dict | None, timeout_s: float) -> _Run:
-    """Run the sandbox (and, with a `judge_job`, the judge) in a fresh work dir, removed afterwards.
-
-    The work dir (mode 0711) holds the scratch dir (the candidate's working dir, owned by it), the
-    judge's dir (0700) and files of the caller's (0600): the candidate reaches only the pipes it
-    inherits. The runner reports on a pipe, the judge its outcome on another; the supervisor writes
-    how the runner ended to a file that the runner closed. Each job goes in on stdin.
-    """
-    workdir = Path(tempfile.mkdtemp(prefix="codelutra-python-"))
-    opened: list[int] = []
-    outcome_read = -1
-    try:
-        scratch, judge_dir = workdir / "scratch", workdir / "judge"
-        scratch.mkdir()
-        judge_dir.mkdir(mode=0o700)
-        if os.geteuid() == 0:  # the candidate will run as SANDBOX_UID
-            workdir.chmod(0o711)
-            os.chown(scratch, SANDBOX_UID, SANDBOX_UID)
-        report_read, report_write = _pipe(opened)
-        finished_fd = os.open(workdir / "finished", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        opened.append(finished_fd)
-        sandbox_job = {
-            **sandbox_job,
-            "report_fd": report_write,
-            "finished_fd": finished_fd,
-            "scratch": str(scratch.resolve()),
-            "uid": SANDBOX_UID,
-            "timeout_s": timeout_s,
-            "limits": {
-                "cpu_s": _cpu_limit_s(timeout_s),
-                "memory_bytes": MEMORY_LIMIT_BYTES,
-                "file_size_bytes": FILE_SIZE_LIMIT_BYTES,
-                "scratch_bytes": SCRATCH_LIMIT_BYTES,
-                "processes": PROCESS_LIMIT,
-            },
-        }
-        sandbox_fds = [report_write, finished_fd]
-        if judge_job is not None:
-            request_read, request_write = _pipe(opened)
-            reply_read, reply_write = _pipe(opened)
-            outcome_read, result_fd = _pipe(opened)
-            sandbox_job.update(request_fd=request_read, reply_fd=reply_write)
-            sandbox_fds += [request_read, reply_write]
-            judge_job = {**judge_job, "request_fd": request_write, "reply_fd": reply_read, "result_fd": result_fd}
-        started = time.monotonic()
-        with open(workdir / "output", "wb", opener=_private) as output:
-            sandbox = _start(python, _SANDBOX_SCRIPT, sandbox_job, sandbox_fds, scratch, output, workdir)
-        judge = None
-        if judge_job is not None:
-            with open(workdir / "judge-output", "wb", opener=_private) as judge_output:
-                judge_fds = [request_write, reply_read, result_fd]
-                judge = _start(python, _JUDGE_SCRIPT, judge_job, judge_fds, judge_dir, judge_output, workdir)
-        for fd in opened[:]:  # the pipes now belong to the two processes: each sees the other end
-            if fd not in (report_read, outcome_read):
-                os.close(fd)
-                opened.remove(fd)
-        deadline = started + timeout_s + _SUPERVISOR_GRACE_S
-        judge_killed = judge is not None and _wait(judge, deadline - time.monotonic())
-        supervisor_killed = _wait(sandbox, deadline - time.monotonic())
-        seconds = time.monotonic() - started
-        records = _runner_records(_drain(report_read))
-        finished = next(iter(_json_lines((workdir / "finished").read_bytes())), None)
-        outcome = next(iter(_json_lines(_drain(outcome_read))), None) if judge_job is not None else None
-        with open(workdir / "output", "rb") as output:
-            output.seek(max(0, output.seek(0, os.SEEK_END) - OUTPUT_LIMIT_BYTES))
-            tail = output.read(OUTPUT_LIMIT_BYTES)
-        judge_tail = _last_line((workdir / "judge-output").read_bytes()[-OUTPUT_LIMIT_BYTES:]) if judge else ""
-        return _Run(records, finished, outcome, tail, judge_tail, seconds, supervisor_killed, judge_killed)
-    finally:
-        for fd in opened:
-            os.close(fd)
-        _remove_tree(workdir)
-
-
-def _pipe(opened: list[int]) -> tuple[int, int]:
-    read, write = os.pipe()
-    opened += [read, write]
-    return read, write
-
-
-def _start(python: str, script: Path, job: dict, fds: list[int], cwd: Path, output, workdir: Path) -> subprocess.Popen:
-    """Start `script` on `job` (on stdin, from a file in the work dir), in a session of its own."""
-    with tempfile.TemporaryFile(dir=workdir) as job_file:
-        job_file.write(json.dumps(job).encode())
-        job_file.seek(0)
-        try:
-            return subprocess.Popen(
-                [python, "-s", "-B", str(script)],
-                stdin=job_file,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                pass_fds=fds,
-                cwd=cwd,
-                env=_environment(cwd),
-                start_new_session=True,
-            )
-        except OSError as error:
-            raise RuntimeError(f"cannot start the Python sandbox with {python}: {error}") from error
-
-
-def _private(path: str, flags: int) -> int:
-    """Opener for files of the caller's in the work dir: readable and writable by their owner only."""
-    return os.open(path, flags, 0o600)
-
-
-def _environment(home_dir: Path) -> dict[str, str]:
-    """All of the environment the sandbox and the judge see: nothing of the caller's but PATH.
-
-    The interpreter runs without -I (which would ignore PYTHONHASHSEED) but with -s; as the
-    environment is built here from scratch, no PYTHON* variable of the caller's gets through.
-    """
-    home = str(home_dir)
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": home,
-        "TMPDIR": home,
-        "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "0",  # the same set and dict orders from run to run
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "MPLBACKEND": "Agg",
-        "OMP_NUM_THREADS": "1",  # candidates run side by side; one thread each is what they get
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "NUMEXPR_NUM_THREADS": "1",
-    }
-
-
-def _wait(process: subprocess.Popen, limit_s: float) -> bool:
-    """Wait for a process (the supervisor enforces the time limit itself); kill it if it overruns. True if killed."""
-    try:
-        process.wait(max(0.0, limit_s))
-        return False
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # the sandbox's runner, in a session of its own, dies with it
-        except ProcessLookupError:
-            pass
-        process.wait()
-        return True
-
-
-def _drain(fd: int) -> bytes:
-    """What is in a pipe now, without waiting for a writer that outlived the run (a candidate's escaped process)."""
-    os.set_blocking(fd, False)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _runner_records(report: bytes) -> dict[str, dict]:
-    """The first report of each event; past "ready" the candidate may have written too, so only
-    "forbidden" and "done" count from there (neither can turn a verdict into "correct")."""
-    records: dict[str, dict] = {}
-    for record in _json_lines(report):
-        event = record.get("event")
-        if "ready" not in records or event in ("forbidden", "done"):
-            records.setdefault(event, record)
-    return records
-
-
-def _json_lines(data: bytes) -> list[dict]:
-    found = []
-    for line in data.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            found.append(record)
-    return found
-
-
-def _last_line(output: bytes) -> str:
-    lines = output.decode("utf-8", errors="replace").strip().splitlines()
-    return lines[-1].strip() if lines else ""
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove the work dir, even where the candidate (running as the caller's user) took permissions away."""
-    try:
-        shutil.rmtree(path)
-    except OSError:
-        for root, dirs, _ in os.walk(path):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o700)
-        shutil.rmtree(path)
 
 
 def _cpu_limit_s(timeout_s: float) -> int:

@@ -1,6 +1,6 @@
 """The trusted side of a Python check: runs the tests; the candidate is only reached as data.
 
-Run by `python.py` as `python -s -B python_judge.py`, the job (JSON) on stdin: a plain interpreter
+Run by `python.py` as `python -S -s -B python_judge.py`, the job (JSON) on stdin: a plain interpreter
 of its own (the same one the sandbox uses, for DS-1000's libraries), as the caller's user, in a
 private working dir, with memory and CPU limits. It never runs candidate code. It runs the
 task's own test code (MBPP's setup and asserts, HumanEval's `check`, DS-1000's `code_context`),
@@ -218,7 +218,9 @@ def run_tests(check, sandbox, stage):
     for name, module in loaded["modules"].items():
         if module.split(".")[0] in STANDARD_MODULES - QUIET_MODULES:
             namespace[name] = importlib.import_module(module)
-    namespace.update(loaded["values"])
+    for name, value in loaded["values"].items():  # never a builtin's or a module's name: `len`, `math` stay the judge's
+        if name == check["entry_point"] or not (hasattr(builtins, name) or name in STANDARD_MODULES):
+            namespace[name] = value
     for name, code in compiled.items():
         if sandbox.decided is not None:
             raise sandbox.decided
@@ -303,7 +305,7 @@ def main():
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(limit, (value, value))
     here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [path for path in sys.path if path not in ("", ".", here)]
+    sys.path[:] = [path for path in job["module_path"] if path not in ("", ".", here)]  # started without site (-S)
     sandbox = Sandbox(job["request_fd"], job["reply_fd"], job["reply_limit_bytes"])
     kind, detail = judge(job["check"], sandbox)
     os.write(job["result_fd"], (json.dumps({"kind": kind, "detail": detail}) + "\n").encode())

@@ -1,6 +1,6 @@
 """The sandboxed side of a Python check: holds the candidate, answers the judge with plain data, never judges.
 
-Run by `python.py` as `python -s -B python_sandbox.py`, the job (JSON) on stdin; standard library
+Run by `python.py` as `python -S -s -B python_sandbox.py`, the job (JSON) on stdin; standard library
 only and Python 3.8+, as the interpreter may be another environment's. It forks in two:
 
 * the supervisor enters new namespaces, then waits for the runner, kills it at the time limit and
@@ -32,7 +32,7 @@ def main():
     os.dup2(devnull, 0)
     os.close(devnull)
     here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [path for path in sys.path if path not in ("", ".", here)]  # the candidate imports none of ours
+    sys.path[:] = [path for path in job["module_path"] if path not in ("", ".", here)]  # -S: no site; none of ours
     profile, notes = lockdown.enter_namespaces()
     runner = os.fork()
     if runner == 0:
