@@ -27,7 +27,10 @@ import os
 import resource
 import sys
 
-import python_data
+if __package__:  # imported as codelutra.execution.python_judge (tests, tools)
+    from codelutra.execution import python_data
+else:  # run as a script by python.py: its own directory is first on sys.path
+    import python_data
 
 # Modules the tests may get by the name the candidate imported them under: the standard library's.
 STANDARD_MODULES = frozenset(getattr(sys, "stdlib_module_names", ())) or frozenset(

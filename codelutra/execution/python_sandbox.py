@@ -20,8 +20,12 @@ import os
 import sys
 import types
 
-import python_data
-import python_lockdown as lockdown
+if __package__:  # imported as codelutra.execution.python_sandbox (tests, tools)
+    from codelutra.execution import python_data
+    from codelutra.execution import python_lockdown as lockdown
+else:  # run as a script by python.py: its own directory is first on sys.path
+    import python_data
+    import python_lockdown as lockdown
 
 FILES_LIMIT_BYTES = 16 * 1024**2  # how much of the files a DS-1000 program writes (its plot) goes back
 
