@@ -106,6 +106,16 @@ CASES = {
         "wrong_result",
         "check(add) failed: assert candidate(2, 3) == 5",
     ),
+    "humaneval_candidate_raises_what_the_test_expects": (
+        PythonCheck(
+            "def add(a, b):\n    if a < 0:\n        raise ValueError('negative')\n    return a + b\n",
+            ("def check(candidate):\n    try:\n        candidate(-1, 0)\n    except ValueError:\n        pass\n"
+             "    else:\n        assert False\n",),
+            entry_point="add",
+        ),
+        "correct",
+        "",
+    ),
     "humaneval_missing_entry_point": (
         PythonCheck("def plus(a, b):\n    return a + b\n", (HUMANEVAL_TEST,), entry_point="add"),
         "runtime_error",
@@ -144,7 +154,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def verdicts() -> dict[str, Verdict]:
     checks = [check for check, _, _ in CASES.values()]
-    return dict(zip(CASES, verify_python(checks, timeout_s=10, workers=2)))
+    return dict(zip(CASES, verify_python(checks, timeout_s=20, workers=2)))  # filling 2 GiB takes a busy core 10 s
 
 
 @pytest.mark.parametrize("case", CASES)

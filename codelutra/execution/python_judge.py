@@ -91,7 +91,7 @@ class Sandbox:
         """The candidate's exception, rebuilt here as a builtin exception of the same name where one exists."""
         name, message = str(error.get("type")), str(error.get("message"))
         detail = f"{name}: {message}" if message else name
-        if name == "MemoryError":
+        if name == "MemoryError" or error.get("memory") is True:  # numpy's is a subclass
             self.decided = Decided("memory", "MemoryError")
         elif name == "SandboxViolation":
             self.decided = Decided("forbidden", detail)

@@ -251,7 +251,7 @@ class Candidate:
         except BaseException:  # noqa: BLE001
             message = "(unprintable)"
         return {"type": type(error).__name__, "args": args, "message": message, "line": self.failing_line(error),
-                "compile": bool(getattr(error, "codelutra_compile", False))}
+                "compile": bool(getattr(error, "codelutra_compile", False)), "memory": isinstance(error, MemoryError)}
 
     def failing_line(self, error):
         """The deepest line of the candidate's code in the traceback."""
