@@ -109,8 +109,8 @@ CASES = {
     "humaneval_candidate_raises_what_the_test_expects": (
         PythonCheck(
             "def add(a, b):\n    if a < 0:\n        raise ValueError('negative')\n    return a + b\n",
-            ("def check(candidate):\n    try:\n        candidate(-1, 0)\n    except ValueError:\n        pass\n"
-             "    else:\n        assert False\n",),
+            (("def check(candidate):\n    try:\n        candidate(-1, 0)\n    except ValueError:\n        pass\n"
+             "    else:\n        assert False\n"),),
             entry_point="add",
         ),
         "correct",
