@@ -366,6 +366,29 @@ def test_a_forged_answer_is_not_data_and_not_correct():
     assert [v.kind for v in verdicts] == ["runtime_error", "runtime_error"], verdicts
 
 
+DS1000_PLOT = '''
+exec_context = r"""
+[insert]
+open("output.png", "w").write(drawing)
+result = None
+"""
+
+
+def test_execution(solution: str):
+    open("ans.png", "w").write("expected")  # DS-1000 draws the expected plot first
+    env = {}
+    exec(exec_context.replace("[insert]", solution), env)
+    assert open("output.png").read() == open("ans.png").read()
+'''
+
+
+def test_a_file_the_tests_wrote_cannot_be_replaced_by_the_candidates():
+    honest = "drawing = 'expected'"
+    forged = "drawing = 'wrong'\nopen('ans.png', 'w').write('wrong')"  # makes the expected plot its own
+    verdicts = verify_python([PythonCheck(code, code_context=DS1000_PLOT) for code in (honest, forged)], workers=2)
+    assert [v.kind for v in verdicts] == ["correct", "wrong_result"], verdicts
+
+
 def test_builtins_and_modules_the_tests_use_stay_the_judges():
     """MBPP's tests use `len`, `math`, `sorted` from the candidate's globals in the usual harness."""
     fakes = "def len(x):\n    return 3\nclass math:\n    isclose = staticmethod(lambda *a, **k: True)\n"

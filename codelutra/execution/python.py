@@ -17,7 +17,8 @@ list, tuple, dict, set; numpy arrays and scalars, pandas indexes, series and fra
 A candidate's object that is not data stays in the sandbox: the judge holds a number for it, whose
 calls, attributes, truth, length and items are requests to the sandbox answered with data, and
 which refuses to be compared or hashed (that would be the candidate's own `__eq__`). DS-1000's `exec(code, test_env)` runs in the sandbox: `test_env` goes there as
-data; the program's variables and the files it wrote (the plot) come back as data.
+data; the program's variables and the files it wrote (the plot) come back as data, never
+replacing a file the tests wrote themselves (the expected plot).
 
 The sandbox forks in two: the supervisor enters new namespaces, then waits for the runner, kills
 it at the time limit and reports how it ended; the runner locks itself down and serves the judge.

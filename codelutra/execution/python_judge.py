@@ -249,6 +249,8 @@ def run_code_context(check, sandbox, stage):
     stage.name, stage.sources = "the code_context", {"<code_context>": check["code_context"]}
     context = {"__name__": "__code_context__"}
 
+    from_the_candidate = set()  # files the judge wrote for the candidate; the tests' own are never overwritten
+
     def sandboxed_exec(code, env=None, *rest):
         if not isinstance(code, str) or not isinstance(env, dict) or rest:
             raise TypeError("DS-1000's test code runs a program as exec(code, test_env)")
@@ -256,9 +258,13 @@ def run_code_context(check, sandbox, stage):
         answer = sandbox.ask("exec", code=code, env=sandbox.encode(sent))
         env.update(answer["variables"])
         for name, content in answer["files"].items():  # e.g. the plot the program saved, for the test to read
-            if os.path.basename(name) == name and not name.startswith("."):
-                with open(name, "wb") as file:
-                    file.write(content)
+            if os.path.basename(name) != name or name.startswith(".") or type(content) is not bytes:
+                continue
+            if os.path.exists(name) and name not in from_the_candidate:
+                continue  # e.g. the expected plot, which the test drew itself
+            from_the_candidate.add(name)
+            with open(name, "wb") as file:
+                file.write(content)
 
     context["exec"] = sandboxed_exec
     exec(compile(check["code_context"], "<code_context>", "exec", dont_inherit=True), context)  # noqa: S102
