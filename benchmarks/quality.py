@@ -208,7 +208,7 @@ def _iteration(row: dict, run_dir: Path) -> dict:
         "counts": row["counts"],
         "pairs": len(pairs),
         "pairs_gold_chosen": sum(p["chosen_source"] == "gold" for p in pairs),
-        "train_seconds": read_json(it_dir / "train.json")["seconds"],
+        "train_seconds": times["train"],
         # sample + verify + pair + train, then evaluate; iteration 1 of sft/dpo reuses the first arm's samples
         "stage_seconds": times,
         "wall_seconds": round(sum(times.values()), 1),

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codelutra.execution.canonical import python_key
+from codelutra.execution.limits import DEFAULT_TIMEOUT_S
 from codelutra.execution.verdict import NO_CODE, Verdict
 
 # Limits on one candidate, read at each call (a test may lower them).
@@ -116,7 +117,7 @@ class Isolation:
 def verify_python(
     checks: Sequence[PythonCheck],
     *,
-    timeout_s: float = 10.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
     python: str | None = None,
     progress: Callable[[int], None] | None = None,

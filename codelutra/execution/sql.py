@@ -41,6 +41,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from codelutra.execution.canonical import sql_key, sql_lexemes, trim_sql
+from codelutra.execution.limits import DEFAULT_TIMEOUT_S
 from codelutra.execution.verdict import Verdict
 
 # Limits on one query in a worker. The memory limit is handed to each worker as it starts (so a
@@ -108,7 +109,7 @@ _NO_SQL = Verdict("no_code", "no SQL to run", 0.0)
 
 
 def run_queries(
-    queries: Sequence[tuple[str, str]], *, timeout_s: float = 10.0, workers: int | None = None
+    queries: Sequence[tuple[str, str]], *, timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None
 ) -> list[QueryResult]:
     """Run (db_path, sql) pairs in the sandbox; results in input order. Used e.g. to check that gold queries run."""
     cleaned = [(db_path, trim_sql(sql)) for db_path, sql in queries]
@@ -121,7 +122,7 @@ def run_queries(
 def verify_sql(
     checks: Sequence[SqlCheck],
     *,
-    timeout_s: float = 5.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Verdict]:
