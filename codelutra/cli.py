@@ -74,7 +74,8 @@ def _run(args) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     cfg = load_config(args.config, overrides)
-    _require_writable_folder(cfg.output_dir, "--output" if args.output else "output_dir")
+    flag = "--output" if args.output else "output_dir"
+    _require_writable_folder(Path(cfg.output_dir) / "runs" / cfg.name, flag, named=cfg.output_dir)
     refiner = Refiner(cfg)
     history = refiner.run()
     tables.print(accuracy_table(history, title=f"Held-out execution accuracy, run '{cfg.name}'"))

@@ -88,6 +88,7 @@ class Refiner:
         console.print(f"resuming run in {self.run_dir}")
 
     def _comparable(self, cfg: RunConfig) -> dict:
+        """`cfg` as it runs: the token budgets resolved to the task kinds' where they are null."""
         data = cfg.model_dump()
         data["sampling"]["max_new_tokens"] = kind_of(self.train_tasks).max_new_tokens(cfg.sampling.max_new_tokens)
         data["eval"]["max_new_tokens"] = kind_of(self.eval_tasks).max_new_tokens(cfg.eval.max_new_tokens)
@@ -98,12 +99,13 @@ class Refiner:
         source = getattr(self.cfg, which)
         tasks, skipped = load_tasks(source, self.cfg.verify)
         training = which == "train_tasks"
+        budget = (self.cfg.sampling if training else self.cfg.eval).max_new_tokens
         tasks, too_long = prompts_that_fit(
             tasks,
             policy,
             source=source.path,
             prompt=self.cfg.prompt,
-            max_new_tokens=kind_of(tasks).max_new_tokens((self.cfg.sampling if training else self.cfg.eval).max_new_tokens),
+            max_new_tokens=kind_of(tasks).max_new_tokens(budget),
             generation=self.cfg.generation,
             max_length=self.cfg.train.max_length if training else None,
         )
