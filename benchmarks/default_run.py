@@ -23,13 +23,19 @@ import threading
 import time
 from pathlib import Path
 
+from record import (
+    REPO,
+    RESULTS,
+    PeakTreeMemory,
+    provenance,
+    provenance_markdown,
+    write_results,
+)
 from rich.table import Table
 
 from codelutra.artifacts import read_json
 from codelutra.console import console, tables
 from codelutra.loop.layout import RunLayout
-
-from record import REPO, RESULTS, PeakTreeMemory, provenance, provenance_markdown, write_results
 
 
 def main() -> int:

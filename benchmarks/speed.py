@@ -36,10 +36,26 @@ import time
 import traceback
 from pathlib import Path
 
+from record import (
+    REPO,
+    RESULTS,
+    PeakTreeMemory,
+    provenance,
+    provenance_markdown,
+    write_results,
+)
 from rich.table import Table
 
 from codelutra.artifacts import read_json, read_jsonl
-from codelutra.config import PairConfig, PromptConfig, SamplingConfig, TaskSource, TrainConfig, VerifyConfig, load_config
+from codelutra.config import (
+    PairConfig,
+    PromptConfig,
+    SamplingConfig,
+    TaskSource,
+    TrainConfig,
+    VerifyConfig,
+    load_config,
+)
 from codelutra.console import console, tables
 from codelutra.execution.sql import verify_sql
 from codelutra.execution.sql_match import gold_is_ordered, results_match
@@ -48,8 +64,6 @@ from codelutra.models import EMBEDDED_DEFAULT, resolve_model
 from codelutra.tasks.kinds import SQL
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import iteration_pairs
-
-from record import REPO, RESULTS, PeakTreeMemory, provenance, provenance_markdown, write_results
 
 # Quick: a few minutes on 2 CPU cores with SmolLM2-135M. Batch sizes count sequences (prompts x samples).
 SIZES = {
@@ -202,7 +216,7 @@ def sample_stage(model_path: str, problems: int, samples: int, batch_size: int) 
     prefix = SQL.answer_prefix(prompt)
     messages = [SQL.messages(task, prompt) for task in tasks]
     params = SamplingParams(
-        n=samples, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+        n=samples, temperature=s.temperature, top_p=s.top_p, max_new_tokens=SQL.max_new_tokens(s.max_new_tokens),
         batch_size=batch_size, seed=0, keep_logprobs=True,
     )  # fmt: skip
     run = functools.partial(generate, model, tokenizer, answer_prefix=prefix, params=params)
@@ -369,7 +383,7 @@ def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]
 
 
 def iteration_stage(model_path: str, problems: int, samples: int, eval_problems: int, output: str) -> dict:
-    """One iteration of the project's loop at this size; returns the base model's evaluation seconds and train.json."""
+    """One iteration of the project's loop at this size; returns the base model's evaluation seconds, pairs, training seconds."""
     from codelutra.loop.refine import Refiner
 
     cfg = load_config(
@@ -382,7 +396,12 @@ def iteration_stage(model_path: str, problems: int, samples: int, eval_problems:
     refiner = Refiner(cfg)
     shutil.rmtree(refiner.run_dir, ignore_errors=True)  # a fresh run, never a resumed one
     history = refiner.run()
-    return {"base_eval_seconds": history[0]["seconds"], **read_json(refiner.run_dir / "iter_1" / "train.json")}
+    it_dir = refiner.run_dir / "iter_1"
+    return {
+        "base_eval_seconds": history[0]["seconds"],
+        "pairs": read_json(it_dir / "train.json")["pairs"],
+        "train_seconds": read_json(it_dir / "timings.json")["train"],
+    }
 
 
 def measure_iterations(model: str, sizes: dict, scratch: Path) -> list[dict]:
@@ -394,7 +413,7 @@ def measure_iterations(model: str, sizes: dict, scratch: Path) -> list[dict]:
         m = measure(iteration_stage, model, problems, samples, sizes["eval_problems"], str(scratch.parent), preload=LIBRARIES)
         out = m["value"]
         seconds = m["seconds"] - out["base_eval_seconds"]
-        note = f"{out['pairs']} pairs, training {out['seconds']:.1f} s"
+        note = f"{out['pairs']} pairs, training {out['train_seconds']:.1f} s"
         rows.append(_row(f"{problems} problems x {samples} samples", problems * samples, "candidates", {**m, "seconds": seconds}, note))
     return _with_ratios(rows, rows[0], key="seconds")
 

@@ -32,6 +32,7 @@ from codelutra.errors import UserError
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.models import EMBEDDED_DEFAULT, resolve_model
+from codelutra.tasks.kinds import SQL
 from codelutra.tasks.sources import load_tasks
 
 
@@ -78,7 +79,7 @@ def measure(args) -> dict:
     else:
         samples = generate_completions(
             resolve_model(args.model), tasks, work / "eval_samples.jsonl", prompt=cfg.prompt,
-            params=SamplingParams(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size),
+            params=SamplingParams(max_new_tokens=SQL.max_new_tokens(cfg.eval.max_new_tokens), batch_size=cfg.eval.batch_size),
             description="generating (greedy)",
         )  # fmt: skip
     generate_s = time.monotonic() - start
@@ -106,7 +107,7 @@ def measure(args) -> dict:
             "model": args.model, "tasks": args.tasks, "limit": args.limit, "problems": len(tasks),
             "skipped_problems": len(skipped), "answers": "given: " + args.samples if args.samples else "greedy",
             "variants": args.variants, "variant_seed": cfg.verify.variant_seed, "match": cfg.verify.match,
-            "max_new_tokens": cfg.eval.max_new_tokens,
+            "max_new_tokens": SQL.max_new_tokens(cfg.eval.max_new_tokens),
         },  # fmt: skip
         "correct_on_the_database": correct_alone,
         "correct_on_all_variants": correct_variants,

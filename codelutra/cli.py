@@ -6,8 +6,10 @@ Bad configuration or data ends in one line on stderr and exit code 2, never a tr
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from codelutra.errors import UserError
@@ -57,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="judge a JSONL batch of candidates (SQL, Python, DS-1000) in the sandbox")
     ver.add_argument("candidates", help="input JSONL: one candidate per line")
     ver.add_argument("--out", required=True, help="output JSONL: one verdict per input line, in input order")
-    ver.add_argument("--timeout", type=float, default=10.0, help="seconds per candidate (default 10)")
+    ver.add_argument("--timeout", type=float, default=None, help="seconds per candidate (default: the config's verify.timeout_s)")
     ver.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per CPU core)")
     ver.add_argument("--python", default=None, help="interpreter for Python/DS-1000 candidates (default: this one)")
     ver.set_defaults(handler=_verify)
@@ -76,6 +78,8 @@ def _run(args) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     cfg = load_config(args.config, overrides)
+    flag = "--output" if args.output else "output_dir"
+    _require_writable_folder(Path(cfg.output_dir) / "runs" / cfg.name, flag, named=cfg.output_dir)
     refiner = Refiner(cfg)
     history = refiner.run()
     tables.print(accuracy_table(history, title=f"Held-out execution accuracy, run '{cfg.name}'"))
@@ -84,11 +88,13 @@ def _run(args) -> int:
 
 
 def _eval(args) -> int:
-    from codelutra.config import load_config
+    from codelutra.config import TaskSource, load_config
     from codelutra.console import console, tables
     from codelutra.loop.evaluate import evaluate_model
     from codelutra.loop.report import accuracy_table
+    from codelutra.loop.stages import prompts_that_fit
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
+    from codelutra.tasks.kinds import kind_of
     from codelutra.tasks.sources import load_tasks
 
     overrides = list(args.set)
@@ -104,10 +110,19 @@ def _eval(args) -> int:
         model = args.model  # the endpoint's name for it, passed through as is
     else:
         raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
-    tasks, skipped = load_tasks(_task_source(path=args.tasks, format=args.format, limit=args.limit), cfg.verify)
-    for s in skipped:
-        console.print(f"[yellow]skipped[/] {s}")
     out = Path(args.output) if args.output else Path("eval_results") / f"{_slug(args.model or 'embedded')}__{_slug(args.tasks)}"
+    _require_writable_folder(out, "--output")
+    tasks, skipped = load_tasks(_validated(TaskSource, path=args.tasks, format=args.format, limit=args.limit), cfg.verify)
+    tasks, too_long = prompts_that_fit(
+        tasks,
+        model,
+        source=args.tasks,
+        prompt=cfg.prompt,
+        max_new_tokens=kind_of(tasks).max_new_tokens(cfg.eval.max_new_tokens),
+        generation=cfg.generation,
+    )
+    for s in skipped + too_long:
+        console.print(f"[yellow]skipped[/] {s}")
     result = evaluate_model(
         model, tasks, out, prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, label="eval", generation=cfg.generation
     )
@@ -195,25 +210,59 @@ def _export(args) -> int:
 
 
 def _verify(args) -> int:
+    from codelutra.config import VerifyConfig
     from codelutra.console import tables
     from codelutra.execution.batch import verify_jsonl
 
-    counts = verify_jsonl(args.candidates, args.out, timeout_s=args.timeout, workers=args.workers, python=args.python)
+    flags = {"timeout_s": args.timeout, "workers": args.workers, "python": args.python}
+    verify = _validated(VerifyConfig, **{field: value for field, value in flags.items() if value is not None})
+    _require_writable_file(args.out, "--out", not_the_same_as=args.candidates)
+    counts = verify_jsonl(args.candidates, args.out, verify)
     tables.print(" ".join(f"{kind}={n}" for kind, n in counts.items()) + f"  -> {args.out}")
     return 0
 
 
-def _task_source(**fields):
-    """A TaskSource from command-line values, validated like the config's."""
+# The command-line flag of each config field that a flag sets, where the two are spelled differently.
+_FLAGS = {"timeout_s": "--timeout"}
+
+
+def _validated(section, **fields):
+    """A config section (TaskSource, VerifyConfig) from command-line values, validated like the config's."""
     from pydantic import ValidationError
 
-    from codelutra.config import TaskSource
-
     try:
-        return TaskSource(**fields)
+        return section(**fields)
     except ValidationError as e:
         err = e.errors()[0]
-        raise UserError(f"--{err['loc'][0]}: {err['msg']}") from None
+        field = str(err["loc"][0])
+        message = err["msg"].removeprefix("Value error, ")
+        raise UserError(f"{_FLAGS.get(field, '--' + field)} {fields.get(field)}: {message}") from None
+
+
+def _require_writable_folder(path: str | Path, flag: str, *, named: str | Path | None = None) -> None:
+    """`path` is a folder we may write in, or one we may create: checked before anything is read or written.
+
+    `named`: what the user wrote, where `path` is the folder of a file they named.
+    """
+    path = Path(path).expanduser()
+    shown = named or path
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise UserError(f"{flag} {shown}: {existing} is a file, not a folder")
+    try:  # a probe file, gone when closed: permission bits do not tell (root, read-only mounts)
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise UserError(f"{flag} {shown}: cannot write in {existing} ({e.strerror or e})") from None
+
+
+def _require_writable_file(path: str | Path, flag: str, *, not_the_same_as: str | Path) -> None:
+    """`path` is a file we may (re)write in a writable folder, and not the input file under another name."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; name the output file")
+    if path.exists() and Path(not_the_same_as).exists() and os.path.samefile(path, not_the_same_as):
+        raise UserError(f"{flag} {path}: is the input file {not_the_same_as}; writing it would overwrite the input")
+    _require_writable_folder(path.parent, flag, named=path)
 
 
 def _model_of(spec: str) -> str:

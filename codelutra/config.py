@@ -8,14 +8,23 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from codelutra.errors import UserError
+from codelutra.execution.limits import DEFAULT_TIMEOUT_S
 from codelutra.models import EMBEDDED_DEFAULT
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # Every float finite: `.inf` or `1e400` (read as inf) would pass a `gt=0` check and poison training or sampling.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -71,12 +80,12 @@ class SamplingConfig(_Section):
     n: int = Field(default=1, ge=1)  # candidates per training problem (the paper used more; 1 fits a CPU budget)
     temperature: float = Field(default=0.8, gt=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
-    max_new_tokens: int = Field(default=64, ge=8)
+    max_new_tokens: int | None = Field(default=None, ge=8)  # None: the task kind's budget (TaskKind.default_max_new_tokens)
     batch_size: int = Field(default=32, ge=1)  # sequences per generate() call
 
 
 class VerifyConfig(_Section):
-    timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
     workers: int | None = Field(default=None, ge=1)  # default: one per CPU core
     # The interpreter Python candidates run in (default: this one). DS-1000 needs its pinned library
     # versions: point this at the environment scripts/ds1000_env.sh builds (.../bin/python).
@@ -141,7 +150,7 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    max_new_tokens: int = Field(default=64, ge=8)
+    max_new_tokens: int | None = Field(default=None, ge=8)  # None: the task kind's budget (TaskKind.default_max_new_tokens)
     batch_size: int = Field(default=32, ge=1)
     # SQL only: also answer by execution-guided voting over this many sampled candidates
     # (`codelutra.loop.vote`) and report it beside greedy; 0: greedy only.
@@ -210,6 +219,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise UserError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise UserError(f"{path}: is a directory, not a config file") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+        except OSError as e:
+            raise UserError(f"{path}: cannot read the config file ({e.strerror or e})") from None
         except yaml.YAMLError as e:
             raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):

@@ -10,11 +10,16 @@ import uuid
 
 import pytest
 
-from codelutra.errors import UserError
 from codelutra.execution.sql import SqlCheck, run_queries, verify_sql
 from codelutra.tasks.prompts import render_schema, sql_messages
 from codelutra.tasks.sql import load_sql_tasks
-from tests.engine_fixtures import CONCERTS, SCHEMA, SINGERS, run_refinement_on, write_duckdb_concert
+from tests.engine_fixtures import (
+    CONCERTS,
+    SCHEMA,
+    SINGERS,
+    run_refinement_on,
+    write_duckdb_concert,
+)
 
 pytest.importorskip("duckdb", reason="duckdb is not installed (pip install 'codelutra[duckdb]')")
 

@@ -14,7 +14,12 @@ import pytest
 from codelutra.config import load_config
 from codelutra.errors import UserError
 from codelutra.execution.sql import SqlCheck, verify_sql
-from codelutra.execution.sql_match import MATCH_RULES, rule, spider_is_ordered, spider_prepare
+from codelutra.execution.sql_match import (
+    MATCH_RULES,
+    rule,
+    spider_is_ordered,
+    spider_prepare,
+)
 
 
 @pytest.fixture(scope="module")

@@ -88,8 +88,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from codelutra.execution.canonical import python_key
+from codelutra.execution.limits import DEFAULT_TIMEOUT_S
 from codelutra.execution.python_processes import Run, run_processes
-from codelutra.execution.verdict import NO_CODE, Verdict
+from codelutra.execution.verdict import NO_CODE, Verdict, one_line
 
 # Limits on one candidate, read at each call (a test may lower them).
 MEMORY_LIMIT_BYTES = 2 * 1024**3  # address space of each of its processes (RLIMIT_AS)
@@ -101,7 +102,6 @@ JUDGE_MEMORY_LIMIT_BYTES = 4 * 1024**3  # address space of the judge, which hold
 SANDBOX_UID = 65534  # "nobody": the uid (and gid) candidates run as when the caller is root
 
 _PROBE_TIMEOUT_S = 60.0
-_DETAIL_CHARS = 200
 _LEVELS = ("network", "filesystem", "user", "processes")
 _JUDGED = ("correct", "wrong_result", "runtime_error", "syntax_error", "memory", "forbidden")
 
@@ -133,7 +133,7 @@ class Isolation:
 def verify_python(
     checks: Sequence[PythonCheck],
     *,
-    timeout_s: float = 10.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
     python: str | None = None,
     progress: Callable[[int], None] | None = None,
@@ -244,10 +244,10 @@ def _verdict(run: Run, timeout_s: float) -> Verdict:
     if "setup_error" in records:
         raise RuntimeError(f"Python sandbox setup failed: {records['setup_error']['detail']}")
     if "forbidden" in records:
-        return Verdict("forbidden", _one_line(f"forbidden: {records['forbidden'].get('detail')}"), run.seconds)
+        return Verdict("forbidden", one_line(f"forbidden: {records['forbidden'].get('detail')}"), run.seconds)
     outcome = run.outcome or {}
     if outcome.get("kind") in _JUDGED:
-        return Verdict(outcome["kind"], _one_line(str(outcome.get("detail", ""))), run.seconds)
+        return Verdict(outcome["kind"], one_line(str(outcome.get("detail", ""))), run.seconds)
     finished = run.finished
     if run.judge_killed:
         return Verdict("timeout", f"the tests exceeded the {timeout_s:g} s time limit", run.seconds)
@@ -259,9 +259,9 @@ def _verdict(run: Run, timeout_s: float) -> Verdict:
     if finished["timed_out"]:
         return Verdict("timeout", f"exceeded the {timeout_s:g} s time limit", run.seconds)
     if run.outcome is None:
-        return Verdict("runtime_error", _one_line(f"the judge ended without a verdict: {run.judge_output}"), run.seconds)
+        return Verdict("runtime_error", one_line(f"the judge ended without a verdict: {run.judge_output}"), run.seconds)
     if finished["signal"] is None and finished["exit_code"] == 0 and "done" in records:
-        return Verdict("runtime_error", _one_line(str(outcome.get("detail", ""))), run.seconds)
+        return Verdict("runtime_error", one_line(str(outcome.get("detail", ""))), run.seconds)
     if finished["signal"] is not None:
         how = f"was killed by {_signal_name(finished['signal'])}"
     else:
@@ -269,7 +269,7 @@ def _verdict(run: Run, timeout_s: float) -> Verdict:
     detail = f"the candidate's process {how} before its tests finished"
     if run.last_output_line():
         detail += f"; last output: {run.last_output_line()}"
-    return Verdict("runtime_error", _one_line(detail), run.seconds)
+    return Verdict("runtime_error", one_line(detail), run.seconds)
 
 
 def _cpu_limit_s(timeout_s: float) -> int:
@@ -284,6 +284,3 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."

@@ -40,6 +40,7 @@ from codelutra.execution import engines
 from codelutra.execution.canonical import sql_key, trim_sql
 from codelutra.execution.engines import QueryResult
 from codelutra.execution.engines.worker import READY
+from codelutra.execution.limits import DEFAULT_TIMEOUT_S
 from codelutra.execution.sql_match import judge, rule
 from codelutra.execution.verdict import Verdict, one_line
 
@@ -75,7 +76,7 @@ _NO_SQL = Verdict("no_code", "no SQL to run", 0.0)
 
 
 def run_queries(
-    queries: Sequence[tuple[str, str]], *, timeout_s: float = 10.0, workers: int | None = None
+    queries: Sequence[tuple[str, str]], *, timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None
 ) -> list[QueryResult]:
     """Run (db_path, sql) pairs in the sandbox; results in input order. Used e.g. to check that gold queries run."""
     cleaned = [(db_path, trim_sql(sql)) for db_path, sql in queries]
@@ -88,7 +89,7 @@ def run_queries(
 def verify_sql(
     checks: Sequence[SqlCheck],
     *,
-    timeout_s: float = 5.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     match: str = "execution",

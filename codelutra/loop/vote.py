@@ -158,7 +158,7 @@ def evaluate_voted(
             n=eval_cfg.vote,
             temperature=eval_cfg.vote_temperature,
             top_p=eval_cfg.vote_top_p,
-            max_new_tokens=eval_cfg.max_new_tokens,
+            max_new_tokens=kind_of(tasks).max_new_tokens(eval_cfg.max_new_tokens),
             batch_size=eval_cfg.batch_size,
             keep_logprobs=True,
         ),

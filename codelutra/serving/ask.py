@@ -43,7 +43,7 @@ def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 
     read_schema(db, cfg.prompt.schema_style)  # a bad --db fails here, before the model loads
     task = Task(id="ask", question=question, gold="", db_path=db)
     sampling = dict(n=vote, temperature=cfg.eval.vote_temperature, top_p=cfg.eval.vote_top_p) if vote else {}
-    params = SamplingParams(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, keep_logprobs=True, **sampling)
+    params = SamplingParams(max_new_tokens=SQL.max_new_tokens(cfg.eval.max_new_tokens), batch_size=cfg.eval.batch_size, keep_logprobs=True, **sampling)
     with open_backend(cfg.generation, model_path) as generate:
         [completions] = generate([SQL.messages(task, cfg.prompt)], answer_prefix=SQL.answer_prefix(cfg.prompt), params=params)
     sqls = [SQL.extract(c.text) for c in completions]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution import engines
 from codelutra.execution.sql import run_queries
@@ -45,6 +46,7 @@ def load_sql_tasks(
     exclude_databases: list[str] | None = None,
     limit: int | None = None,
     seed: int = 0,
+    verify: VerifyConfig | None = None,
     check_gold: bool = True,
     db_urls: dict[str, str] | None = None,
 ) -> tuple[list[Task], list[Skipped]]:
@@ -76,7 +78,7 @@ def load_sql_tasks(
         file, candidates, databases=databases, exclude_databases=exclude_databases, limit=limit, seed=seed
     )
     if check_gold:
-        candidates, failed = _drop_failing_gold(file, candidates)
+        candidates, failed = _drop_failing_gold(file, candidates, verify or VerifyConfig())
         skipped += failed
     require_some(file, candidates, skipped)
     return candidates, skipped
@@ -205,9 +207,11 @@ def _find_database(looked_for: list[Path]) -> str:
     raise BadRecord(f"database not found: {' or '.join(str(p) for p in looked_for)}")
 
 
-def _drop_failing_gold(file: Path, candidates: list[Task]) -> tuple[list[Task], list[Skipped]]:
-    """Run every gold query in one sandboxed batch; keep the tasks whose query runs."""
-    results = run_queries([(task.db_path, task.gold) for task in candidates])
+def _drop_failing_gold(file: Path, candidates: list[Task], verify: VerifyConfig) -> tuple[list[Task], list[Skipped]]:
+    """Run every gold query in one sandboxed batch, under `verify`'s limits; keep the tasks whose query runs."""
+    results = run_queries(
+        [(task.db_path, task.gold) for task in candidates], timeout_s=verify.timeout_s, workers=verify.workers
+    )
     kept, failed = [], []
     for task, result in zip(candidates, results):
         if result.kind == "ok":
