@@ -41,6 +41,7 @@ from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console, tables
 from codelutra.errors import UserError
 from codelutra.execution.verdict import VERDICT_KINDS
+from codelutra.loop.layout import RunLayout
 from codelutra.loop.refine import Refiner
 
 ARMS = ("codelutra", "sft", "dpo")
@@ -66,10 +67,9 @@ TASK_SETS = {
     },
 }
 # Shared by iteration 1 of every arm: the base model's evaluation, and the first samples and their pairs.
-SHARED_ARTIFACTS = (
-    "iter_0/eval.json", "iter_0/eval_samples.jsonl", "iter_0/eval_verdicts.jsonl",
-    "iter_1/samples.jsonl", "iter_1/verdicts.jsonl", "iter_1/pairs.jsonl",
-)  # fmt: skip
+def shared_artifacts(run: RunLayout) -> list[Path]:
+    base, first = run.iteration(0).eval, run.iteration(1)
+    return [base.inputs, base.result, base.samples, base.verdicts, first.samples, first.verdicts, first.pairs]
 def main() -> int:
     args = _parser().parse_args()
     info = provenance()
@@ -124,24 +124,24 @@ def arm_config(task_set: str, arm: str, args) -> RunConfig:
 def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
     """Run (or resume) the three arms on one task set; write and return its results."""
     start = time.monotonic()
-    histories, run_dirs = {}, {}
+    histories, runs = {}, {}
     for arm in ARMS:
         refiner = Refiner(arm_config(task_set, arm, args))
         if arm != ARMS[0]:
-            _copy_shared(run_dirs[ARMS[0]], refiner.run_dir)
+            _copy_shared(runs[ARMS[0]], refiner.layout)
         console.rule(f"quality benchmark: {task_set}, arm {arm}")
         histories[arm] = refiner.run()
-        run_dirs[arm] = refiner.run_dir
+        runs[arm] = refiner.layout
     cfg = arm_config(task_set, ARMS[0], args)
     result = {
         "benchmark": "quality",
         "tasks": task_set,
         "quick": args.quick,
         **info,
-        "settings": _settings(cfg, run_dirs[ARMS[0]]),
-        "base": _base(histories[ARMS[0]][0], run_dirs[ARMS[0]], cfg.sampling.n),
-        "arms": {arm: [_iteration(row, run_dirs[arm]) for row in histories[arm][1:]] for arm in ARMS},
-        "run_dirs": {arm: str(path) for arm, path in run_dirs.items()},
+        "settings": _settings(cfg, runs[ARMS[0]]),
+        "base": _base(histories[ARMS[0]][0], runs[ARMS[0]], cfg.sampling.n),
+        "arms": {arm: [_iteration(row, runs[arm]) for row in histories[arm][1:]] for arm in ARMS},
+        "run_dirs": {arm: str(run.root) for arm, run in runs.items()},
         "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
     }
     stem = f"quality-{task_set}" + ("-quick" if args.quick else "")
@@ -151,28 +151,28 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
     return result
 
 
-def _copy_shared(source: Path, target: Path) -> None:
+def _copy_shared(source: RunLayout, target: RunLayout) -> None:
     """Give an arm the base evaluation and iteration 1's samples of the first arm (where it has none yet)."""
-    for rel in SHARED_ARTIFACTS:
-        if (source / rel).exists() and not (target / rel).exists():
-            (target / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / rel, target / rel)
+    for have, want in zip(shared_artifacts(source), shared_artifacts(target)):
+        if have.exists() and not want.exists():
+            want.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(have, want)
 
 
-def _settings(cfg: RunConfig, run_dir: Path) -> dict:
+def _settings(cfg: RunConfig, run: RunLayout) -> dict:
     return {
         "iterations": cfg.max_iterations,
         "train_steps_per_iteration": cfg.train.max_steps,
         "samples_per_problem": cfg.sampling.n,
-        "train_problems": len(read_jsonl(run_dir / "iter_1" / "samples.jsonl")),
-        "eval_problems": read_json(run_dir / "iter_0" / "eval.json")["n"],
+        "train_problems": len(read_jsonl(run.iteration(1).samples)),
+        "eval_problems": read_json(run.iteration(0).eval.result)["n"],
         "config": dump_config(cfg),
     }
 
 
-def _base(row: dict, run_dir: Path, n: int) -> dict:
+def _base(row: dict, run: RunLayout, n: int) -> dict:
     """The base model: greedy pass@1 on the held-out problems, pass@1 and pass@n of iteration 1's samples."""
-    verdicts = read_jsonl(run_dir / "iter_1" / "verdicts.jsonl")
+    verdicts = read_jsonl(run.iteration(1).verdicts)
     correct = [sum(v == "correct" for v in r["verdicts"]) for r in verdicts]
     return {
         "heldout_pass@1_greedy": row["accuracy"],
@@ -196,10 +196,10 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _iteration(row: dict, run_dir: Path) -> dict:
-    it_dir = run_dir / f"iter_{row['iteration']}"
-    pairs = read_jsonl(it_dir / "pairs.jsonl")
-    times = read_json(it_dir / "timings.json")  # the Refiner's seconds per stage
+def _iteration(row: dict, run: RunLayout) -> dict:
+    it = run.iteration(row["iteration"])
+    pairs = read_jsonl(it.pairs)
+    times = read_json(it.timings)  # the Refiner's seconds per stage
     return {
         "iteration": row["iteration"],
         "accuracy": row["accuracy"],

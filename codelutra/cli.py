@@ -267,15 +267,22 @@ def _require_writable_file(path: str | Path, flag: str, *, not_the_same_as: str 
 
 def _model_of(spec: str) -> str:
     """Accept a run's iteration folder: iter_K/model for K >= 1, the run's base model for iter_0."""
+    from codelutra.loop.layout import RunLayout
+
     path = Path(spec).expanduser()
-    if (path / "model" / "config.json").exists():
-        return str(path / "model")
-    if path.name == "iter_0" and (path.parent / "config.yaml").exists():
+    found = RunLayout.of_iteration(path)
+    if found is None:
+        return spec
+    run, k = found
+    iteration = run.iteration(k)
+    if iteration.trained:
+        return str(iteration.model)
+    if k == 0 and run.config.exists():
         from codelutra.config import load_config
 
-        return load_config(path.parent / "config.yaml").model.name
-    if path.name.startswith("iter_") and path.is_dir():
-        raise UserError(f"{path}: this iteration has no trained model yet (expected {path / 'model'})")
+        return load_config(run.config).model.name
+    if path.is_dir():
+        raise UserError(f"{path}: this iteration has no trained model yet (expected {iteration.model})")
     return spec
 
 

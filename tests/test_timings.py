@@ -23,7 +23,7 @@ def _spend(it_dir: Path, stage: str, seconds: float) -> subprocess.Popen:
         import time
         from pathlib import Path
         from codelutra.loop.refine import stage_timer
-        with stage_timer(Path({str(it_dir)!r}), {stage!r}, "samples.jsonl", heartbeat_s=0.2):
+        with stage_timer(Path({str(it_dir / "timings.json")!r}), {stage!r}, Path({str(it_dir / "samples.jsonl")!r}), heartbeat_s=0.2):
             time.sleep({seconds})
         """
     )
@@ -55,12 +55,12 @@ def test_a_stage_killed_by_sigkill_keeps_its_seconds_and_the_resumed_run_adds_th
 
 def test_a_stage_whose_artifact_exists_adds_nothing(tmp_path):
     (tmp_path / "samples.jsonl").write_text("")
-    with stage_timer(tmp_path, "sample", "samples.jsonl", heartbeat_s=0.01):
+    with stage_timer(tmp_path / "timings.json", "sample", tmp_path / "samples.jsonl", heartbeat_s=0.01):
         time.sleep(0.05)
     assert not (tmp_path / "timings.json").exists()
 
 
 def test_a_stage_that_ends_writes_its_seconds_without_waiting_for_a_beat(tmp_path):
-    with stage_timer(tmp_path, "pair", "pairs.jsonl", heartbeat_s=3600):
+    with stage_timer(tmp_path / "timings.json", "pair", tmp_path / "pairs.jsonl", heartbeat_s=3600):
         time.sleep(0.2)
     assert 0.2 <= _seconds(tmp_path, "pair") < 5

@@ -13,12 +13,11 @@ from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyC
 from codelutra.errors import UserError
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
+from codelutra.loop.layout import EvalFiles
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.loop.vote import evaluate_voted, require_votable
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import kind_of
-
-INPUTS_FILE = "eval_inputs.json"  # what an eval folder's results are of: model, tasks, settings
 
 
 def evaluate_model(
@@ -40,24 +39,24 @@ def evaluate_model(
     endpoint's model name. A folder is reused (its results, or its samples so far) only for the same
     model, tasks and settings; otherwise this raises `UserError` before anything is written.
     """
-    out_dir = Path(out_dir)
+    files = EvalFiles(Path(out_dir))
+    require_votable(tasks, eval_cfg.vote)  # before the folder is claimed: a refused command writes nothing
     max_new_tokens = kind_of(tasks).max_new_tokens(eval_cfg.max_new_tokens)
-    _claim_eval_dir(out_dir, _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generation))
-    if (out_dir / "eval.json").exists():
-        return _with_current_kinds(read_json(out_dir / "eval.json"))
-    require_votable(tasks, eval_cfg.vote)
+    _claim_eval_dir(files, _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generation))
+    if files.result.exists():
+        return _with_current_kinds(read_json(files.result))
     start = time.monotonic()
     samples = generate_completions(
         model_path,
         tasks,
-        out_dir / "eval_samples.jsonl",
+        files.samples,
         prompt=prompt,
         params=SamplingParams(max_new_tokens=max_new_tokens, batch_size=eval_cfg.batch_size),
         description=f"{label}: generating (greedy)",
         generation=generation,
     )
     verdicts = judge_completions(
-        tasks, samples, out_dir / "eval_verdicts.jsonl", verify=verify, description=f"{label}: verifying"
+        tasks, samples, files.verdicts, verify=verify, description=f"{label}: verifying"
     )
     counts = Counter(verdict_kind(row["verdicts"][0]) for row in verdicts)
     result = {
@@ -71,8 +70,8 @@ def evaluate_model(
     }
     if eval_cfg.vote:  # `accuracy` stays the greedy one; the voted answers are reported beside it
         settings = dict(prompt=prompt, eval_cfg=eval_cfg, verify=verify, label=label, generation=generation)
-        result["voted"] = evaluate_voted(model_path, tasks, out_dir, **settings)
-    write_json(out_dir / "eval.json", result)
+        result["voted"] = evaluate_voted(model_path, tasks, files, **settings)
+    write_json(files.result, result)
     return result
 
 
@@ -91,22 +90,22 @@ def _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generat
     }
 
 
-def _claim_eval_dir(out_dir: Path, inputs: dict) -> None:
-    """Record what `out_dir` evaluates; refuse a folder that holds an evaluation of something else.
+def _claim_eval_dir(files: EvalFiles, inputs: dict) -> None:
+    """Record what the folder evaluates; refuse a folder that holds an evaluation of something else.
 
     A folder from before `eval_inputs.json` existed is checked by what its eval.json says (model, n).
     """
-    path = out_dir / INPUTS_FILE
+    path = files.inputs
     if path.exists():
         differs = _differences(read_json(path), inputs)
-    elif (out_dir / "eval.json").exists():
-        old = read_json(out_dir / "eval.json")
+    elif files.result.exists():
+        old = read_json(files.result)
         differs = _differences({"model": old.get("model"), "n": old.get("n")}, {"model": inputs["model"], "n": inputs["tasks"]["n"]})
     else:
         differs = []
     if differs:
         raise UserError(
-            f"{out_dir}: holds an evaluation with a different {', '.join(differs)}; "
+            f"{files.dir}: holds an evaluation with a different {', '.join(differs)}; "
             "choose another output folder (--output) or delete this one to start fresh"
         )
     if not path.exists():

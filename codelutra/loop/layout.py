@@ -32,6 +32,24 @@ class EvalFiles:
     def verdicts(self) -> Path:
         return self.dir / "eval_verdicts.jsonl"
 
+    @property
+    def inputs(self) -> Path:
+        """What the results are of (model, tasks, settings): a folder is reused only for the same."""
+        return self.dir / "eval_inputs.json"
+
+    @property
+    def vote_samples(self) -> Path:
+        """With `eval.vote`: the candidates voted on, the choice per problem, and its verdicts."""
+        return self.dir / "vote_samples.jsonl"
+
+    @property
+    def vote_choices(self) -> Path:
+        return self.dir / "vote_choices.jsonl"
+
+    @property
+    def vote_verdicts(self) -> Path:
+        return self.dir / "vote_verdicts.jsonl"
+
 
 @dataclass(frozen=True)
 class IterationFiles:
@@ -59,6 +77,11 @@ class IterationFiles:
     @property
     def timings(self) -> Path:
         return self.dir / "timings.json"
+
+    @property
+    def train_info(self) -> Path:
+        """How many pairs training took (its seconds are in timings.json, with every stage's)."""
+        return self.dir / "train.json"
 
     @property
     def checkpoints(self) -> Path:

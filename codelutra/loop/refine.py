@@ -24,6 +24,7 @@ from codelutra.console import console
 from codelutra.errors import UserError
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.evaluate import evaluate_model
+from codelutra.loop.layout import IterationFiles, RunLayout
 from codelutra.loop.report import write_report
 from codelutra.loop.stages import (
     generate_completions,
@@ -49,7 +50,8 @@ class Refiner:
                 "every iteration; use transformers or vllm for `codelutra run` (openai is for `codelutra eval`)"
             )
         self.cfg = cfg
-        self.run_dir = Path(cfg.output_dir).expanduser().resolve() / "runs" / cfg.name
+        self.layout = RunLayout.of(cfg.output_dir, cfg.name)
+        self.run_dir = self.layout.root
         self.train_tasks: list[Task] = []
         self.eval_tasks: list[Task] = []
 
@@ -72,7 +74,7 @@ class Refiner:
             if gain < self.cfg.min_gain and k < self.cfg.max_iterations:
                 console.print(f"iteration {k} gained {gain:+.1%} < min_gain {self.cfg.min_gain:.1%}: stopping")
                 break
-        write_report(self.run_dir, history, self.cfg)
+        write_report(self.layout, history, self.cfg)
         return history
 
     def _claim_run_dir(self) -> None:
@@ -82,7 +84,7 @@ class Refiner:
         its default) does not stop a run from resuming; token budgets compare as resolved, so a run
         stored with `max_new_tokens: 64` resumes where the task kind's budget is 64.
         """
-        path = self.run_dir / "config.yaml"
+        path = self.layout.config
         if not path.exists():
             atomic_write_text(path, dump_config(self.cfg))
             console.print(f"run folder: {self.run_dir}")
@@ -127,11 +129,12 @@ class Refiner:
         return tasks
 
     def _evaluate(self, policy: str, k: int) -> dict:
-        with self._timed(k, "eval", "eval.json"):
+        it = self.layout.iteration(k)
+        with self._timed(it, "eval", it.eval.result):
             result = evaluate_model(
                 policy,
                 self.eval_tasks,
-                self.run_dir / f"iter_{k}",
+                it.dir,
                 prompt=self.cfg.prompt,
                 eval_cfg=self.cfg.eval,
                 verify=self.cfg.verify,
@@ -143,17 +146,16 @@ class Refiner:
 
     def _iterate(self, k: int, policy: str) -> str:
         """Sample from `policy`, verify, pair, and train the next policy with `policy` as reference."""
-        cfg, it_dir = self.cfg, self.run_dir / f"iter_{k}"
-        model_dir = it_dir / "model"
-        if (model_dir / "config.json").exists():
-            return str(model_dir)
+        cfg, it = self.cfg, self.layout.iteration(k)
+        if it.trained:
+            return str(it.model)
         s = cfg.sampling
         tasks = self._iteration_tasks(k)
-        with self._timed(k, "sample", "samples.jsonl"):
+        with self._timed(it, "sample", it.samples):
             samples = generate_completions(
                 policy,
                 tasks,
-                it_dir / "samples.jsonl",
+                it.samples,
                 prompt=cfg.prompt,
                 params=SamplingParams(
                     n=s.n,
@@ -167,27 +169,27 @@ class Refiner:
                 description=f"iter {k}: sampling {s.n} per problem",
                 generation=cfg.generation,
             )
-        with self._timed(k, "verify", "verdicts.jsonl"):
+        with self._timed(it, "verify", it.verdicts):
             verdicts = judge_completions(
-                tasks, samples, it_dir / "verdicts.jsonl", verify=cfg.verify, description=f"iter {k}: verifying"
+                tasks, samples, it.verdicts, verify=cfg.verify, description=f"iter {k}: verifying"
             )
-        with self._timed(k, "pair", "pairs.jsonl"):
-            pairs = self._pairs(k, tasks, samples, verdicts, it_dir / "pairs.jsonl")
+        with self._timed(it, "pair", it.pairs):
+            pairs = self._pairs(k, tasks, samples, verdicts, it.pairs)
         if not pairs:
             raise UserError(f"iteration {k}: no preference pairs (every sample was correct); nothing left to learn")
         from codelutra.training.launch import launch_training
         from codelutra.training.trainer import train_policy
 
         console.print(f"iter {k}: training on {len(pairs)} pairs ({cfg.train.loss}, ref = iteration {k - 1})")
-        with self._timed(k, "train", "model/config.json"):
+        with self._timed(it, "train", it.model / "config.json"):
             if cfg.train.processes > 1:
-                config_path = self.run_dir / "config.yaml"
+                config_path = self.layout.config
                 new_policy = launch_training(
-                    policy, it_dir / "pairs.jsonl", it_dir, config_path, seed=cfg.seed + k, processes=cfg.train.processes
+                    policy, it.pairs, it.dir, config_path, seed=cfg.seed + k, processes=cfg.train.processes
                 )
             else:
-                new_policy = train_policy(policy, pairs, it_dir, cfg.train, seed=cfg.seed + k)
-        write_json(it_dir / "train.json", {"pairs": len(pairs)})  # its seconds are timings.json's "train"
+                new_policy = train_policy(policy, pairs, it.dir, cfg.train, seed=cfg.seed + k)
+        write_json(it.train_info, {"pairs": len(pairs)})  # its seconds are timings.json's "train"
         return str(new_policy)
 
     def _iteration_tasks(self, k: int) -> list[Task]:
@@ -207,14 +209,14 @@ class Refiner:
         fresh = [order[(start + i) % len(order)] for i in range(m)]
         if source.per_iteration_order == "fresh" or k == 1:
             return fresh
-        previous = self.run_dir / f"iter_{k - 1}" / "verdicts.jsonl"
+        previous = self.layout.iteration(k - 1).verdicts
         failed = {row["id"] for row in read_jsonl(previous) if "correct" not in row["verdicts"]} if previous.exists() else set()
         chosen = [t for t in order if t.id in failed][:m]
         taken = {t.id for t in chosen}
         return chosen + [t for t in fresh if t.id not in taken][: m - len(chosen)]
 
-    def _timed(self, k: int, stage: str, artifact: str):
-        return stage_timer(self.run_dir / f"iter_{k}", stage, artifact)
+    def _timed(self, it: IterationFiles, stage: str, artifact: Path):
+        return stage_timer(it.timings, stage, artifact)
 
     def _pairs(self, k: int, tasks: list[Task], samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
         if path.exists():
@@ -227,17 +229,16 @@ class Refiner:
 
 
 @contextmanager
-def stage_timer(it_dir: Path, stage: str, artifact: str, heartbeat_s: float = HEARTBEAT_S):
-    """Keep `it_dir/timings.json`'s `stage` at the seconds the stage has spent, summed over resumptions.
+def stage_timer(path: Path, stage: str, artifact: Path, heartbeat_s: float = HEARTBEAT_S):
+    """Keep the timings file `path`'s `stage` at the seconds the stage has spent, summed over resumptions.
 
     Written every `heartbeat_s` while the stage runs and at its end, so a process killed outright
     (SIGKILL, out of memory) keeps all but the last heartbeat's seconds; the resumed run adds the rest.
     A stage whose artifact already exists is skipped by its own code and adds nothing.
     """
-    if (it_dir / artifact).exists():
+    if artifact.exists():
         yield
         return
-    path = it_dir / "timings.json"
     spent_before = (read_json(path) if path.exists() else {}).get(stage, 0.0)
     start = time.monotonic()
 

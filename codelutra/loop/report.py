@@ -8,6 +8,7 @@ from rich.table import Table
 
 from codelutra.artifacts import atomic_write_text, read_json
 from codelutra.execution.verdict import VERDICT_KINDS
+from codelutra.loop.layout import RunLayout
 
 
 def accuracy_table(history: list[dict], title: str = "Held-out execution accuracy") -> Table:
@@ -51,29 +52,29 @@ def _vote_sizes(history: list[dict]) -> set[int]:
     return {r["voted"]["candidates"] for r in history if "voted" in r}
 
 
-def write_report(run_dir: Path, history: list[dict], cfg) -> None:
+def write_report(run: RunLayout, history: list[dict], cfg) -> None:
     """Write `report.md` and `accuracy.png` for a run."""
-    plot_history(history, run_dir / "accuracy.png", title=f"codelutra run '{cfg.name}'")
+    plot_history(history, run.plot, title=f"codelutra run '{cfg.name}'")
     text = (
         f"# codelutra run `{cfg.name}`\n\n"
         f"Model: `{cfg.model.name}`; training tasks: `{cfg.train_tasks.path}`; "
         f"held-out tasks: `{cfg.eval_tasks.path}`; loss: {cfg.train.loss} "
         f"(beta={cfg.train.beta}, lambda={cfg.train.sft_weight}).\n\n"
         + markdown_table(history)
-        + "\n![accuracy per iteration](accuracy.png)\n"
-        + timings_table(run_dir, len(history))
+        + f"\n![accuracy per iteration]({run.plot.name})\n"
+        + timings_table(run, len(history))
     )
-    atomic_write_text(run_dir / "report.md", text)
+    atomic_write_text(run.report, text)
 
 
 STAGES = ("sample", "verify", "pair", "train", "eval")
 
 
-def timings_table(run_dir: Path, iterations: int) -> str:
+def timings_table(run: RunLayout, iterations: int) -> str:
     """Seconds per stage and iteration, from each iteration's timings.json (where the Refiner wrote one)."""
     rows = []
     for k in range(iterations):
-        path = run_dir / f"iter_{k}" / "timings.json"
+        path = run.iteration(k).timings
         if path.exists():
             times = read_json(path)
             cells = [f"{times[stage]:.0f}" if stage in times else "" for stage in STAGES]

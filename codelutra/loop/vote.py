@@ -34,6 +34,7 @@ from codelutra.execution.sql import QueryResult, run_queries
 from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
+from codelutra.loop.layout import EvalFiles
 from codelutra.loop.stages import generate_completions, judge_completions
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import SQL, kind_of
@@ -133,7 +134,7 @@ def cast_ballots(
 def evaluate_voted(
     model_path: str,
     tasks: list[Task],
-    out_dir: Path,
+    files: EvalFiles,
     *,
     prompt: PromptConfig,
     eval_cfg: EvalConfig,
@@ -152,7 +153,7 @@ def evaluate_voted(
     samples = generate_completions(
         model_path,
         tasks,
-        out_dir / "vote_samples.jsonl",
+        files.vote_samples,
         prompt=prompt,
         params=SamplingParams(
             n=eval_cfg.vote,
@@ -165,10 +166,10 @@ def evaluate_voted(
         description=f"{label}: sampling {eval_cfg.vote} candidates to vote on",
         generation=generation,
     )
-    choices = _choices(tasks, samples, out_dir / "vote_choices.jsonl", verify)
+    choices = _choices(tasks, samples, files.vote_choices, verify)
     chosen = [{"id": c["id"], "completions": [c["completion"]]} for c in choices]
     verdicts = judge_completions(
-        tasks, chosen, out_dir / "vote_verdicts.jsonl", verify=verify, description=f"{label}: verifying voted answers"
+        tasks, chosen, files.vote_verdicts, verify=verify, description=f"{label}: verifying voted answers"
     )
     counts = Counter(verdict_kind(row["verdicts"][0]) for row in verdicts)
     return {

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from codelutra.errors import UserError
+from codelutra.loop.layout import RunLayout
 
 
 def export_model(spec: Path, model_dir: str, format: str, out: Path, *, tensor_type: str = "f16") -> Path:
@@ -51,23 +52,21 @@ def _iteration_of(spec: Path) -> Path:
     return spec.parent if spec.name == "model" else spec
 
 
-def run_dir_of(spec: Path) -> Path | None:
-    """The run folder of RUN_DIR/iter_K (or of its model folder); None for a model not from a run."""
-    iteration = _iteration_of(spec)
-    if iteration.name.startswith("iter_") and (iteration.parent / "config.yaml").is_file():
-        return iteration.parent
-    return None
+def run_of(spec: Path) -> RunLayout | None:
+    """The run of RUN_DIR/iter_K (or of its model folder); None for a model not from a run."""
+    found = RunLayout.of_iteration(_iteration_of(spec))
+    return found[0] if found and found[0].config.is_file() else None
 
 
 def model_card(spec: Path, model_dir: Path) -> str:
     """A Hugging Face model card: front matter, then the run's data, recipe and accuracy table."""
     from codelutra.config import dump_config, load_config
 
-    run_dir = run_dir_of(spec)
-    if run_dir is None:
+    run = run_of(spec)
+    if run is None:
         return _front_matter(None) + f"# {model_dir.name}\n\nExported by codelutra from `{model_dir}` (not from a codelutra run).\n"
-    cfg = load_config(run_dir / "config.yaml")
-    report = run_dir / "report.md"
+    cfg = load_config(run.config)
+    report = run.report
     train = cfg.train
     lines = [
         f"# codelutra run `{cfg.name}`, {_iteration_of(spec).name}",
