@@ -2,16 +2,17 @@
 
 A call's prompts share most of their tokens: the chat template's system turn with every other prompt, the
 database schema with every problem of that database. `plan_prefix_tree` finds those shared runs at the
-token level (a compressed prefix tree over the prompts' token ids) and `PrefixCaches` prefills each run
-once, on top of its parent's cache. A prompt's own tokens after its deepest shared run (its suffix) are
-prefilled once for all its samples, and the rows of a decode batch live in one `KVBatch`.
+token level (a compressed prefix tree over the prompts' token ids); each prompt's own tokens after its
+deepest shared run are a leaf of that tree. `PrefixCaches.prefill` computes the tree's runs once each,
+packed into batch-1 forward passes whose 4-D attention mask lets every token see only its own ancestors
+(and positions that continue from its parent's), so no token is padded and none computed twice.
 
-Rows of a batch hold contexts of different lengths, so a row's cache is laid out as
-[left padding][its context][padding][its suffix][its generated tokens], with an attention mask that hides
-the padding and position ids that count only the row's own tokens: the model sees exactly the tokens, and
-the positions, that a plain forward pass over the row's prompt would. Padded keys and values are zeros and
-masked, so they get exactly zero attention weight. Only caches made of plain full-attention layers
-(`DynamicLayer`) can be laid out this way: `supports_shared_prefix` says whether a model's are.
+A decode batch (`KVBatch`) then holds one row per sample, laid out as [left padding][its prompt][its
+generated tokens], with an attention mask that hides the padding and position ids that count only the
+row's own tokens: the model sees exactly the tokens and positions of a plain forward pass over the row.
+Padded keys and values are zeros and masked, so they get exactly zero attention weight. Only caches made
+of plain full-attention layers (`DynamicLayer`) can be laid out this way: `supports_shared_prefix` says
+whether a model's are.
 """
 
 from __future__ import annotations
@@ -22,20 +23,27 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-# A shared run becomes a node of its own (one forward pass of batch 1) only when it spares at least this many
-# token computations: a forward pass costs about as much as one decode step whatever its length.
-MIN_SAVED_TOKENS = 64
+# A shared run becomes a node of its own only when it spares at least this many token computations.
+MIN_SAVED_TOKENS = 32
+# Tokens per packed prefill pass: its attention is dense over the pass, so longer passes waste more on masked pairs.
+PACK_TOKENS = 512
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer, keys and values of shape (1, heads, tokens, head size)
 
 
 @dataclass(eq=False)
 class Node:
-    """A run of tokens that several prompts share, after the runs of its ancestors; prefilled once."""
+    """A run of prompt tokens after its parent's: shared by several prompts, or one prompt's own tail (a leaf)."""
 
     tokens: list[int]
     start: int  # the position of its first token (the length of its ancestors' runs together)
     parent: Node | None
-    users: int = 0  # prompts below it not yet admitted to a batch: its cache is freed when none are left
-    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = field(default=None, repr=False)  # per layer, batch 1
+    users: int = 0  # prompts below it whose rows are not yet built: its cache is freed when none are left
+    kv: KV | None = field(default=None, repr=False)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.tokens)
 
     def chain(self) -> list[Node]:
         """Its ancestors and itself, root first."""
@@ -46,30 +54,26 @@ class Node:
         return nodes[::-1]
 
 
-@dataclass
-class PromptPlan:
-    node: Node | None  # its deepest shared run (None: it shares nothing worth a node)
-    suffix: list[int]  # its tokens after that run: at least one, so that its last one gives the first logits
-
-
-def plan_prefix_tree(prompts: list[list[int]], min_saved_tokens: int = MIN_SAVED_TOKENS) -> tuple[list[int], list[PromptPlan]]:
-    """The order to sample the prompts in (prompts that share runs next to each other) and each prompt's plan.
+def plan_prefix_tree(prompts: list[list[int]], min_saved_tokens: int = MIN_SAVED_TOKENS) -> tuple[list[int], list[Node]]:
+    """The order to sample the prompts in (prompts that share runs next to each other) and each prompt's leaf.
 
     Walks the compressed prefix tree of the token sequences: a group's longest common prefix beyond its
     parent's becomes a node when it spares at least `min_saved_tokens` token computations; the group then
-    splits by its next token. Iterative, as a tree over 1,000-token prompts is deeper than Python's stack.
+    splits by its next token. A leaf holds at least one token, whose logits start the prompt's answer.
+    Iterative, as a tree over 1,000-token prompts is deeper than Python's stack.
     """
     order = sorted(range(len(prompts)), key=lambda i: prompts[i])
-    plans: list[PromptPlan | None] = [None] * len(prompts)
-    stack = [(order, 0, None)]  # (prompts of a group in sorted order, tokens covered by its ancestors, parent)
+    leaves: list[Node | None] = [None] * len(prompts)
+    stack = [(order, 0, None)]  # (a group's prompts in sorted order, tokens covered by its ancestors, parent)
     while stack:
         members, depth, parent = stack.pop()
         if len(members) == 1:
             [i] = members
-            plans[i] = PromptPlan(parent, prompts[i][parent.start + len(parent.tokens) if parent else 0 :])
+            start = parent.end if parent else 0
+            leaves[i] = Node(prompts[i][start:], start, parent)
             continue
         first, last = prompts[members[0]], prompts[members[-1]]  # sorted: their common prefix is everyone's
-        cap = min(len(prompts[i]) for i in members) - 1  # every prompt keeps a suffix of one token at least
+        cap = min(len(prompts[i]) for i in members) - 1
         shared = next((t for t in range(depth, cap) if first[t] != last[t]), cap)
         if (len(members) - 1) * (shared - depth) >= min_saved_tokens:
             parent = Node(first[depth:shared], depth, parent)
@@ -78,14 +82,13 @@ def plan_prefix_tree(prompts: list[list[int]], min_saved_tokens: int = MIN_SAVED
         for i in members:
             groups.setdefault(prompts[i][shared], []).append(i)
         if len(groups) == 1:  # identical up to the cap (a prompt repeated): each is a leaf under `parent`
-            stack += [([i], depth, parent) for i in members]
+            stack += [([i], depth, parent) for i in reversed(members)]
         else:
             stack += [(group, depth, parent) for group in reversed(groups.values())]
-    ordered = [plans[i] for i in order]
-    for plan in ordered:
-        for node in plan.node.chain() if plan.node else ():
+    for leaf in leaves:
+        for node in leaf.chain():
             node.users += 1
-    return order, plans
+    return order, leaves
 
 
 def supports_shared_prefix(model) -> bool:
@@ -95,34 +98,70 @@ def supports_shared_prefix(model) -> bool:
 
 
 class PrefixCaches:
-    """Prefills each shared run once, on its parent's cache, and keeps it until its last prompt is admitted."""
+    """Computes the runs of the prefix tree once each, and keeps each until its last prompt's rows are built."""
 
     def __init__(self, model):
         self.model = model
 
-    def kv(self, node: Node) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if node.kv is None:
-            context = _concat_kv([self.kv(n) for n in node.parent.chain()]) if node.parent else None
-            cache = DynamicCache(ddp_cache_data=context, config=self.model.config)
-            ids = torch.tensor([node.tokens], device=self.model.device)
-            positions = torch.arange(node.start, node.start + len(node.tokens), device=self.model.device)[None]
-            self.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-            node.kv = [(layer.keys[:, :, -len(node.tokens) :].clone(), layer.values[:, :, -len(node.tokens) :].clone()) for layer in cache.layers]
-        return node.kv
+    def prefill(self, leaves: list[Node]) -> torch.Tensor:
+        """Compute every run on the leaves' chains not computed yet; return each leaf's next-token logits (float32)."""
+        todo, seen = [], set()
+        for leaf in leaves:
+            for node in leaf.chain():
+                if node.kv is None and node not in seen:  # a chain lists parents first: todo is in tree order
+                    seen.add(node)
+                    todo.append(node)
+        logits, wanted, chunk = {}, set(leaves), []
+        for node in todo:
+            if chunk and sum(len(n.tokens) for n in chunk) + len(node.tokens) > PACK_TOKENS:
+                logits.update(self._packed_pass(chunk, wanted))
+                chunk = []
+            chunk.append(node)
+        logits.update(self._packed_pass(chunk, wanted))
+        return torch.stack([logits[leaf] for leaf in leaves])
 
-    def context(self, node: Node | None) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """The cache of every run from the root to `node`, batch 1 (None for no node)."""
-        return _concat_kv([self.kv(n) for n in node.chain()]) if node else None
+    def _packed_pass(self, chunk: list[Node], wanted: set[Node]) -> dict[Node, torch.Tensor]:
+        """One forward pass over the runs of `chunk` side by side, on the cache of their computed ancestors."""
+        device, dtype = self.model.device, self.model.dtype
+        past = list(dict.fromkeys(a for node in chunk for a in node.chain()[:-1] if a.kv is not None))
+        columns, offset = {}, 0
+        for node in past + chunk:
+            columns[node] = (offset, offset + len(node.tokens))
+            offset += len(node.tokens)
+        width = columns[past[-1]][1] if past else 0
+        allowed = torch.zeros(offset - width, offset, dtype=torch.bool, device=device)
+        for node in chunk:
+            first, last = columns[node]
+            for ancestor in node.chain()[:-1]:
+                allowed[first - width : last - width, slice(*columns[ancestor])] = True
+            allowed[first - width : last - width, first:last] = torch.ones(last - first, last - first, dtype=torch.bool, device=device).tril()
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+        ids = torch.tensor([[t for node in chunk for t in node.tokens]], device=device)
+        positions = torch.tensor([[p for node in chunk for p in range(node.start, node.end)]], device=device)
+        leaves = [node for node in chunk if node in wanted]
+        last_tokens = torch.tensor([columns[leaf][1] - 1 - width for leaf in leaves], device=device)
+        cache = DynamicCache(ddp_cache_data=concat_kv([a.kv for a in past]) if past else None, config=self.model.config)
+        out = self.model(
+            input_ids=ids, position_ids=positions, attention_mask=mask[None, None], cache=cache, use_cache=True,
+            logits_to_keep=last_tokens,
+        )  # fmt: skip
+        for node in chunk:
+            first, last = columns[node]
+            node.kv = [(layer.keys[:, :, first:last].clone(), layer.values[:, :, first:last].clone()) for layer in cache.layers]
+        return {leaf: out.logits[0, i].float() for i, leaf in enumerate(leaves)}
 
-    def admitted(self, node: Node | None) -> None:
-        """One prompt below `node` has its context copied into a batch: free the runs no prompt needs now."""
-        for n in node.chain() if node else ():
-            n.users -= 1
-            if n.users == 0:
-                n.kv = None
+    @staticmethod
+    def context(leaf: Node) -> KV:
+        """The cache of a prompt's whole chain, batch 1; the runs no other prompt still needs are freed."""
+        kv = concat_kv([node.kv for node in leaf.chain()])
+        for node in leaf.chain():
+            node.users -= 1
+            if node.users == 0:
+                node.kv = None
+        return kv
 
 
-def _concat_kv(runs: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def concat_kv(runs: list[KV]) -> KV:
     if len(runs) == 1:
         return runs[0]
     return [(torch.cat([r[i][0] for r in runs], dim=2), torch.cat([r[i][1] for r in runs], dim=2)) for i in range(len(runs[0]))]
@@ -143,30 +182,23 @@ class KVBatch:
         return self.mask.shape[0]
 
     @classmethod
-    def prefill(cls, model, caches: PrefixCaches, plans: list[PromptPlan], repeats: int) -> KVBatch:
-        """Prefill each prompt's suffix once after its shared context, then repeat each row `repeats` times."""
-        lengths = [p.node.start + len(p.node.tokens) if p.node else 0 for p in plans]
-        width, suffix_width = max(lengths), max(len(p.suffix) for p in plans)
-        device, rows = model.device, len(plans)
-        mask = torch.zeros(rows, width + suffix_width, dtype=torch.long, device=device)
-        ids = torch.zeros(rows, suffix_width, dtype=torch.long, device=device)  # padding: any token, masked
-        positions = torch.zeros(rows, suffix_width, dtype=torch.long, device=device)
-        for r, (plan, length) in enumerate(zip(plans, lengths)):
-            pad = suffix_width - len(plan.suffix)
-            mask[r, width - length : width] = 1
-            mask[r, width + pad :] = 1
-            ids[r, pad:] = torch.tensor(plan.suffix, device=device)
-            positions[r, pad:] = torch.arange(length, length + len(plan.suffix), device=device)
-        context = None
-        if width:
-            context = _left_padded([caches.context(p.node) for p in plans], width)
-        for plan in plans:
-            caches.admitted(plan.node)
-        cache = DynamicCache(ddp_cache_data=context, config=model.config)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-        batch = cls(cache, mask, positions[:, -1] + 1, out.logits[:, -1].float())
+    def prefill(cls, model, caches: PrefixCaches, leaves: list[Node], repeats: int) -> KVBatch:
+        """The rows of these prompts, each repeated `repeats` times: their runs prefilled, their caches left-padded."""
+        logits = caches.prefill(leaves)
+        width, device = max(leaf.end for leaf in leaves), model.device
+        mask = torch.zeros(len(leaves), width, dtype=torch.long, device=device)
+        for r, leaf in enumerate(leaves):
+            mask[r, width - leaf.end :] = 1
+        contexts = [caches.context(leaf) for leaf in leaves]
+        layers = [
+            (torch.cat([_pad_left(c[i][0], width, dim=2) for c in contexts]), torch.cat([_pad_left(c[i][1], width, dim=2) for c in contexts]))
+            for i in range(len(contexts[0]))
+        ]  # fmt: skip
+        del contexts
+        positions = torch.tensor([leaf.end for leaf in leaves], device=device)
+        batch = cls(DynamicCache(ddp_cache_data=layers, config=model.config), mask, positions, logits)
         if repeats > 1:
-            batch.select(torch.arange(rows, device=device).repeat_interleave(repeats))
+            batch.select(torch.arange(len(leaves), device=device).repeat_interleave(repeats))
         return batch
 
     def forward(self, model, tokens: torch.Tensor) -> None:
@@ -207,21 +239,3 @@ def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[dim] = missing
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def _left_padded(contexts: list, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer, the rows' contexts (batch 1 each, or None) right-aligned in `width` columns of zeros."""
-    layers = []
-    for layer in range(len(next(c for c in contexts if c is not None))):
-        keys, values = [], []
-        for context in contexts:
-            k, v = context[layer] if context is not None else _empty_like(contexts, layer)
-            keys.append(_pad_left(k, width, dim=2))
-            values.append(_pad_left(v, width, dim=2))
-        layers.append((torch.cat(keys), torch.cat(values)))
-    return layers
-
-
-def _empty_like(contexts: list, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    k, v = next(c for c in contexts if c is not None)[layer]
-    return k[:, :, :0], v[:, :, :0]

@@ -114,7 +114,7 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress) -
     ends at its closing fence or at max_new_tokens stays one step more to have its end-of-turn scored.
     """
     n, keep, max_new_tokens = params.n, params.keep_logprobs, params.max_new_tokens
-    order, plans = plan_prefix_tree([tokenizer(t, add_special_tokens=False).input_ids for t in texts])
+    order, leaves = plan_prefix_tree([tokenizer(t, add_special_tokens=False).input_ids for t in texts])
     caches, queue = PrefixCaches(model), deque(order)
     choose = _token_chooser(params)
     fence = StopAfterClosingFence(tokenizer, 0, answer_prefix.count("```"))
@@ -129,7 +129,7 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress) -
         free = params.batch_size - len(rows)
         if queue and (not rows or free >= admit_at):
             admitted = [queue.popleft() for _ in range(min(len(queue), max(1, free // n)))]
-            joining = KVBatch.prefill(model, caches, [plans[i] for i in admitted], n)
+            joining = KVBatch.prefill(model, caches, [leaves[i] for i in admitted], n)
             rows += [_Row(i, j) for i in admitted for j in range(n)]
             if batch is None or batch.rows == 0:
                 batch = joining
