@@ -4,7 +4,7 @@ the shared-prefix path gives the plain path's greedy answers and log-probs."""
 import pytest
 import torch
 
-from codelutra.generation.prefix_cache import KVBatch, plan_prefix_tree
+from codelutra.generation.prefix_cache import KVBatch, plan_prefix_tree, supports_shared_prefix
 from codelutra.generation.sampler import StopAfterClosingFence, generate
 from codelutra.generation.types import SamplingParams, render_prompt
 from codelutra.models import load_model, load_tokenizer
@@ -118,6 +118,7 @@ def test_prefix_tree_levels_repeats_and_short_runs():
     assert leaves[0].tokens == leaves[3].tokens == [1, 2], "a repeated prompt: two leaves"
     order, leaves = plan_prefix_tree(prompts, min_saved_tokens=10**6)
     assert all(leaf.parent is None for leaf in leaves), "runs that spare too little are not worth a pass"
+    assert plan_prefix_tree([]) == ([], [])
 
 
 def _assert_same_answers(shared, plain, *, logprobs_from_plain=True):
@@ -139,6 +140,22 @@ def test_shared_prefix_greedy_equals_plain(tiny_model_dir, prompts, batch_size):
         plain = generate(model, tokenizer, prompts, answer_prefix="```sql\n", params=params, shared_prefix=False)
         _assert_same_answers(shared, plain)
         assert all(all(c.logprob is not None for c in row) == keep for row in shared), "the extra step scores every cut answer"
+
+
+def test_no_prompts_and_the_plain_fallback(tiny_model_dir, monkeypatch):
+    from codelutra.generation import sampler
+
+    model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    assert generate(model, tokenizer, [], params=SamplingParams(max_new_tokens=4)) == []
+    assert supports_shared_prefix(model)
+    monkeypatch.setattr(model.config, "_attn_implementation", "flash_attention_2")  # takes no 4-D masks
+    assert not supports_shared_prefix(model)
+    monkeypatch.undo()
+    monkeypatch.setattr(sampler, "supports_shared_prefix", lambda model: False)
+    params = SamplingParams(max_new_tokens=3)
+    with pytest.warns(UserWarning, match="plain generate"):
+        fallback = generate(model, tokenizer, UNRELATED, params=params)
+    assert fallback == generate(model, tokenizer, UNRELATED, params=params, shared_prefix=False)
 
 
 def test_shared_prefix_sampling_one_prompt_draws_what_plain_draws(tiny_model_dir):

@@ -11,8 +11,8 @@ A decode batch (`KVBatch`) then holds one row per sample, laid out as [left padd
 generated tokens], with an attention mask that hides the padding and position ids that count only the
 row's own tokens: the model sees exactly the tokens and positions of a plain forward pass over the row.
 Padded keys and values are zeros and masked, so they get exactly zero attention weight. Only caches made
-of plain full-attention layers (`DynamicLayer`) can be laid out this way: `supports_shared_prefix` says
-whether a model's are.
+of plain full-attention layers (`DynamicLayer`) can be laid out this way, under an attention that takes
+4-D masks: `supports_shared_prefix` says whether a model's do.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def plan_prefix_tree(prompts: list[list[int]], min_saved_tokens: int = MIN_SAVED
     """
     order = sorted(range(len(prompts)), key=lambda i: prompts[i])
     leaves: list[Node | None] = [None] * len(prompts)
-    stack = [(order, 0, None)]  # (a group's prompts in sorted order, tokens covered by its ancestors, parent)
+    stack = [(order, 0, None)] if order else []  # (a group's prompts in sorted order, tokens covered by its ancestors, parent)
     while stack:
         members, depth, parent = stack.pop()
         if len(members) == 1:
@@ -92,9 +92,11 @@ def plan_prefix_tree(prompts: list[list[int]], min_saved_tokens: int = MIN_SAVED
 
 
 def supports_shared_prefix(model) -> bool:
-    """Whether the model's cache is all plain full-attention layers, which `KVBatch` can pad and join."""
+    """Whether the model's cache is all plain full-attention layers, which `KVBatch` can pad and join, and its
+    attention takes the 4-D float masks of the packed prefill (SDPA and eager do; FlashAttention does not)."""
     cache = DynamicCache(config=model.config)
-    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+    plain_layers = bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+    return plain_layers and model.config._attn_implementation in ("sdpa", "eager")
 
 
 class PrefixCaches:

@@ -79,8 +79,9 @@ def generate(
     `answer_prefix` is written into the assistant's turn before generation starts (e.g. an opening code
     fence) and is part of each returned completion, so a completion is always the whole answer.
     `params.batch_size` counts sequences decoded together; results come back in input order.
-    `shared_prefix=False` takes the plain path (module docstring); so does a model whose cache holds
-    layers other than plain full attention (sliding windows, linear attention), with a warning.
+    `shared_prefix=False` takes the plain path (module docstring); so does, with a warning, a model whose
+    cache holds layers other than plain full attention (sliding windows, linear attention) or whose
+    attention takes no 4-D masks (FlashAttention).
     Greedy answers are the same on both paths; random samples are drawn from the same distribution but
     not the same random numbers (rows are drawn in another order).
     """
@@ -88,7 +89,7 @@ def generate(
     model.eval()
     torch.manual_seed(params.seed)
     if shared_prefix and not supports_shared_prefix(model):
-        warnings.warn(f"{type(model).__name__}'s cache is not plain full attention: sampling without shared-prefix reuse", stacklevel=2)
+        warnings.warn(f"{type(model).__name__}: cache or attention unfit for shared-prefix reuse; sampling with plain generate", stacklevel=2)
         shared_prefix = False
     run = _generate_shared if shared_prefix else _generate_plain
     return run(model, tokenizer, texts, answer_prefix, params, progress)
@@ -135,22 +136,23 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress) -
                 batch = joining
             else:
                 batch.join(joining)
-        logprobs = batch.logits.log_softmax(-1) if keep else None
-        deciding = [r for r, row in enumerate(rows) if not row.scoring_end]
-        chosen = dict(zip(deciding, choose(batch.logits[deciding]).tolist())) if deciding else {}
+        deciding = torch.tensor([not row.scoring_end for row in rows], device=batch.logits.device)
+        tokens = torch.full((len(rows),), eos, device=batch.logits.device)
+        if deciding.any():
+            tokens[deciding] = choose(batch.logits[deciding])
+        if keep:  # scored now, the step's full-vocabulary tensor released
+            logprobs = batch.logits.log_softmax(-1)
+            token_logprobs, end_logprobs = logprobs.gather(1, tokens[:, None])[:, 0].tolist(), logprobs[:, eos].tolist()
+            del logprobs
         grown, finished = [], []
-        for r, row in enumerate(rows):
-            end_logprob = float(logprobs[r, eos]) if keep else 0.0
-            token = chosen.get(r)
-            if token is None or token in end_ids:  # end-of-turn scored now (or sampled)
-                row.logprob += end_logprob
+        for r, (row, token) in enumerate(zip(rows, tokens.tolist())):
+            if row.scoring_end or token in end_ids:  # its end-of-turn scored (or sampled) at this step
+                row.logprob += end_logprobs[r] if keep else 0.0
                 finished.append(r)
                 continue
             row.tokens.append(token)
-            if keep:
-                row.logprob += float(logprobs[r, token])
+            row.logprob += token_logprobs[r] if keep else 0.0
             grown.append(r)
-        del logprobs
         for r, closed in zip(grown, fence.closes([rows[r].tokens for r in grown])):
             row = rows[r]
             row.budget_spent = len(row.tokens) == max_new_tokens and not closed
