@@ -23,12 +23,19 @@ import threading
 import time
 from pathlib import Path
 
+from record import (
+    REPO,
+    RESULTS,
+    PeakTreeMemory,
+    provenance,
+    provenance_markdown,
+    write_results,
+)
 from rich.table import Table
 
 from codelutra.artifacts import read_json
 from codelutra.console import console, tables
-
-from record import REPO, RESULTS, provenance, provenance_markdown, write_results
+from codelutra.loop.layout import RunLayout
 
 
 def main() -> int:
@@ -92,8 +99,6 @@ def _commit(tree: Path) -> str:
 
 def run_default(tree: Path, output: Path, sets: list[str], threads: int | None) -> dict:
     """`codelutra run` from `tree` into a fresh `output`; its wall time, peak tree memory and results."""
-    import psutil  # a dependency of accelerate
-
     shutil.rmtree(output, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
     if threads:
@@ -105,25 +110,16 @@ def run_default(tree: Path, output: Path, sets: list[str], threads: int | None) 
     start = time.monotonic()
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
-        peak, root = 0, psutil.Process(process.pid)
-        while process.poll() is None:
-            total = 0
-            try:
-                for p in [root, *root.children(recursive=True)]:
-                    total += p.memory_info().rss
-            except psutil.Error:  # a process that ended meanwhile
-                pass
-            peak = max(peak, total)
-            time.sleep(0.2)
+        with PeakTreeMemory(process.pid, interval_s=0.2) as memory:
+            process.wait()
+        peak = memory.peak_bytes
     seconds = time.monotonic() - start
-    run_dir = output / "runs" / "default"
     iterations = []
-    for k in range(0, 10):
-        it = run_dir / f"iter_{k}"
-        if not (it / "eval.json").exists():
+    for it in RunLayout.of(output, "default").iterations():
+        if not it.eval.result.exists():
             break
-        timings = read_json(it / "timings.json") if (it / "timings.json").exists() else None
-        iterations.append({"iteration": k, "accuracy": read_json(it / "eval.json")["accuracy"], "stage_seconds": timings})
+        timings = read_json(it.timings) if it.timings.exists() else None
+        iterations.append({"iteration": it.k, "accuracy": read_json(it.eval.result)["accuracy"], "stage_seconds": timings})
     return {
         "command": command,
         "exit_code": process.returncode,

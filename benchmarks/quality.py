@@ -33,16 +33,15 @@ import sys
 import time
 from pathlib import Path
 
+from record import REPO, RESULTS, provenance, provenance_markdown, write_results
 from rich.table import Table
 
-from codelutra.artifacts import read_json, read_jsonl, write_json
+from codelutra.artifacts import read_json, read_jsonl
 from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console, tables
 from codelutra.errors import UserError
 from codelutra.execution.verdict import VERDICT_KINDS
 from codelutra.loop.refine import Refiner
-
-from record import REPO, RESULTS, provenance, provenance_markdown, write_results
 
 ARMS = ("codelutra", "sft", "dpo")
 SPIDER = Path(os.environ.get("CODELUTRA_SHARED_DATA", REPO.parent / "shared" / "data")) / "spider"
@@ -208,7 +207,7 @@ def _iteration(row: dict, run_dir: Path) -> dict:
         "counts": row["counts"],
         "pairs": len(pairs),
         "pairs_gold_chosen": sum(p["chosen_source"] == "gold" for p in pairs),
-        "train_seconds": read_json(it_dir / "train.json")["seconds"],
+        "train_seconds": times["train"],
         # sample + verify + pair + train, then evaluate; iteration 1 of sft/dpo reuses the first arm's samples
         "stage_seconds": times,
         "wall_seconds": round(sum(times.values()), 1),

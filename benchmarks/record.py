@@ -11,6 +11,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -82,3 +83,43 @@ def write_results(results_dir: Path, stem: str, data: dict, markdown: str) -> li
     write_json(json_path, data)
     atomic_write_text(md_path, markdown)
     return [json_path, md_path]
+
+
+class PeakTreeMemory:
+    """The largest resident memory of a process and all its descendants, summed, polled in a thread.
+
+    Sandbox workers and launched trainers are children, so a process's own getrusage peak misses them.
+    """
+
+    def __init__(self, pid: int | None = None, interval_s: float = 0.05):
+        import psutil  # a dependency of accelerate, so present wherever TRL is
+
+        self._root = psutil.Process(pid)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self.peak_bytes = 0
+
+    def __enter__(self) -> "PeakTreeMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self._interval_s):
+            total = 0
+            try:
+                processes = [self._root, *self._root.children(recursive=True)]
+            except psutil.Error:  # the root ended
+                return
+            for process in processes:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:  # a process that ended meanwhile
+                    pass
+            self.peak_bytes = max(self.peak_bytes, total)

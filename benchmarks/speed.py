@@ -34,24 +34,38 @@ import resource
 import shutil
 import sqlite3
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
+from record import (
+    REPO,
+    RESULTS,
+    PeakTreeMemory,
+    provenance,
+    provenance_markdown,
+    write_results,
+)
 from rich.table import Table
 
 from codelutra.artifacts import read_json, read_jsonl
-from codelutra.config import PairConfig, PromptConfig, SamplingConfig, TaskSource, TrainConfig, VerifyConfig, load_config
+from codelutra.config import (
+    PairConfig,
+    PromptConfig,
+    SamplingConfig,
+    TaskSource,
+    TrainConfig,
+    VerifyConfig,
+    load_config,
+)
 from codelutra.console import console, tables
-from codelutra.execution.sql import gold_is_ordered, results_match, verify_sql
+from codelutra.execution.sql import verify_sql
+from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.generation.types import SamplingParams
 from codelutra.models import EMBEDDED_DEFAULT, resolve_model
 from codelutra.tasks.kinds import SQL
 from codelutra.tasks.sources import load_tasks
-from codelutra.training.pairs import build_pairs
-
-from record import REPO, RESULTS, provenance, provenance_markdown, write_results
+from codelutra.training.pairs import iteration_pairs
 
 # Quick: a few minutes on 2 CPU cores with SmolLM2-135M. Batch sizes count sequences (prompts x samples).
 SIZES = {
@@ -157,37 +171,19 @@ def measure(fn, *args, preload: tuple[str, ...] = ()) -> dict:
 def _measured_call(sender, fn, args, preload) -> None:
     for module in preload:
         importlib.import_module(module)
-    stop, peak = threading.Event(), [0]
-    watcher = threading.Thread(target=_watch_tree_memory, args=(stop, peak), daemon=True)
-    watcher.start()
-    start = time.perf_counter()
-    try:
-        value = fn(*args)
-    except BaseException:
-        sender.send(("error", traceback.format_exc()))
-        return
-    seconds = time.perf_counter() - start
-    stop.set()
-    watcher.join()
+    with PeakTreeMemory() as memory:
+        start = time.perf_counter()
+        try:
+            value = fn(*args)
+        except BaseException:
+            sender.send(("error", traceback.format_exc()))
+            return
+        seconds = time.perf_counter() - start
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)  # MB
     torch = sys.modules.get("torch")
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch is not None and torch.cuda.is_available() else None
-    sender.send(("ok", {"value": value, "seconds": seconds, "peak_rss_mb": own, "peak_rss_with_workers_mb": max(own, peak[0] / 2**20), "peak_gpu_mb": gpu}))
-
-
-def _watch_tree_memory(stop: threading.Event, peak: list[int]) -> None:
-    """Keep in peak[0] the largest resident memory of this process and all its descendants, summed."""
-    import psutil  # a dependency of accelerate, so present wherever TRL is
-
-    me = psutil.Process()
-    while not stop.wait(0.05):
-        total = 0
-        for process in [me, *me.children(recursive=True)]:
-            try:
-                total += process.memory_info().rss
-            except psutil.Error:  # a worker that ended meanwhile
-                pass
-        peak[0] = max(peak[0], total)
+    peak_tree = max(own, memory.peak_bytes / 2**20)
+    sender.send(("ok", {"value": value, "seconds": seconds, "peak_rss_mb": own, "peak_rss_with_workers_mb": peak_tree, "peak_gpu_mb": gpu}))
 
 
 def _row(variant: str, work: float, unit: str, measured: dict, note: str = "") -> dict:
@@ -227,7 +223,7 @@ def sample_stage(model_path: str, problems: int, samples: int, batch_size: int) 
     prefix = SQL.answer_prefix(prompt)
     messages = [SQL.messages(task, prompt) for task in tasks]
     params = SamplingParams(
-        n=samples, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+        n=samples, temperature=s.temperature, top_p=s.top_p, max_new_tokens=SQL.max_new_tokens(s.max_new_tokens),
         batch_size=batch_size, seed=0, keep_logprobs=True,
     )  # fmt: skip
     run = functools.partial(generate, model, tokenizer, answer_prefix=prefix, params=params)
@@ -401,16 +397,9 @@ def measure_verification(tasks: dict, samples: list[dict]) -> tuple[list[dict], 
 
 
 def _pairs(tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[dict]:
-    """Preference pairs the way the loop builds them (gold as the correct side where no sample is correct)."""
-    prompt, pairs = PromptConfig(), []
-    for row, kinds in zip(samples, verdicts):
-        task = tasks[row["id"]]
-        answer = SQL.answer(task.gold)
-        pairs += build_pairs(
-            task.id, SQL.messages(task, prompt), row["completions"], kinds, answer, max_pairs=PairConfig().max_per_problem,
-            answer_prefix=SQL.answer_prefix(prompt), token_ids=row.get("token_ids"), logprobs=row.get("logprobs"),
-        )  # fmt: skip
-    return pairs
+    """Preference pairs the way the loop builds them, with the default settings."""
+    rows = [{"id": row["id"], "verdicts": kinds} for row, kinds in zip(samples, verdicts)]
+    return iteration_pairs(list(tasks.values()), samples, rows, prompt=PromptConfig(), cfg=PairConfig(), seed=0)
 
 
 def project_training_stage(model_path: str, pairs: list[dict], out_dir: str) -> None:
@@ -478,7 +467,7 @@ def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]
 
 
 def iteration_stage(model_path: str, problems: int, samples: int, eval_problems: int, output: str) -> dict:
-    """One iteration of the project's loop at this size; returns the base model's evaluation seconds and train.json."""
+    """One iteration of the project's loop at this size; returns the base model's evaluation seconds, pairs, training seconds."""
     from codelutra.loop.refine import Refiner
 
     cfg = load_config(
@@ -491,7 +480,12 @@ def iteration_stage(model_path: str, problems: int, samples: int, eval_problems:
     refiner = Refiner(cfg)
     shutil.rmtree(refiner.run_dir, ignore_errors=True)  # a fresh run, never a resumed one
     history = refiner.run()
-    return {"base_eval_seconds": history[0]["seconds"], **read_json(refiner.run_dir / "iter_1" / "train.json")}
+    it_dir = refiner.run_dir / "iter_1"
+    return {
+        "base_eval_seconds": history[0]["seconds"],
+        "pairs": read_json(it_dir / "train.json")["pairs"],
+        "train_seconds": read_json(it_dir / "timings.json")["train"],
+    }
 
 
 def measure_iterations(model: str, sizes: dict, scratch: Path) -> list[dict]:
@@ -503,7 +497,7 @@ def measure_iterations(model: str, sizes: dict, scratch: Path) -> list[dict]:
         m = measure(iteration_stage, model, problems, samples, sizes["eval_problems"], str(scratch.parent), preload=LIBRARIES)
         out = m["value"]
         seconds = m["seconds"] - out["base_eval_seconds"]
-        note = f"{out['pairs']} pairs, training {out['seconds']:.1f} s"
+        note = f"{out['pairs']} pairs, training {out['train_seconds']:.1f} s"
         rows.append(_row(f"{problems} problems x {samples} samples", problems * samples, "candidates", {**m, "seconds": seconds}, note))
     return _with_ratios(rows, rows[0], key="seconds")
 

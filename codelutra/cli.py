@@ -1,4 +1,4 @@
-"""The `codelutra` command: run a refinement, evaluate a model, judge candidates.
+"""The `codelutra` command: run a refinement, evaluate a model, judge candidates, ask and export a model.
 
 Bad configuration or data ends in one line on stderr and exit code 2, never a traceback.
 """
@@ -6,8 +6,10 @@ Bad configuration or data ends in one line on stderr and exit code 2, never a tr
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from codelutra.errors import UserError
@@ -48,12 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="folder for eval.json and samples (default: eval_results/<model>__<tasks>)")
     ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], help="how to generate (config: generation.backend)")
     ev.add_argument("--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:8000/v1 (config: generation.base_url)")
+    ev.add_argument("--vote", type=int, default=None, metavar="N",
+                    help="SQL: also answer by voting over N sampled candidates, reported beside greedy (config: eval.vote)")
     ev.set_defaults(handler=_eval)
+
+    _add_serving_commands(sub)
 
     ver = sub.add_parser("verify", help="judge a JSONL batch of candidates (SQL, Python, DS-1000) in the sandbox")
     ver.add_argument("candidates", help="input JSONL: one candidate per line")
     ver.add_argument("--out", required=True, help="output JSONL: one verdict per input line, in input order")
-    ver.add_argument("--timeout", type=float, default=10.0, help="seconds per candidate (default 10)")
+    ver.add_argument("--timeout", type=float, default=None, help="seconds per candidate (default: the config's verify.timeout_s)")
     ver.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per CPU core)")
     ver.add_argument("--python", default=None, help="interpreter for Python/DS-1000 candidates (default: this one)")
     ver.set_defaults(handler=_verify)
@@ -72,6 +78,8 @@ def _run(args) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     cfg = load_config(args.config, overrides)
+    flag = "--output" if args.output else "output_dir"
+    _require_writable_folder(Path(cfg.output_dir) / "runs" / cfg.name, flag, named=cfg.output_dir)
     refiner = Refiner(cfg)
     history = refiner.run()
     tables.print(accuracy_table(history, title=f"Held-out execution accuracy, run '{cfg.name}'"))
@@ -80,11 +88,13 @@ def _run(args) -> int:
 
 
 def _eval(args) -> int:
-    from codelutra.config import load_config
+    from codelutra.config import TaskSource, load_config
     from codelutra.console import console, tables
     from codelutra.loop.evaluate import evaluate_model
     from codelutra.loop.report import accuracy_table
+    from codelutra.loop.stages import prompts_that_fit
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
+    from codelutra.tasks.kinds import kind_of
     from codelutra.tasks.sources import load_tasks
 
     overrides = list(args.set)
@@ -92,6 +102,7 @@ def _eval(args) -> int:
         overrides.append(f"generation.backend={args.backend}")
     if args.base_url:
         overrides.append(f"generation.base_url={args.base_url}")
+    overrides += _vote_override(args)
     cfg = load_config(args.config, overrides)
     if cfg.generation.backend != "openai":
         model = resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
@@ -99,38 +110,159 @@ def _eval(args) -> int:
         model = args.model  # the endpoint's name for it, passed through as is
     else:
         raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
-    tasks, skipped = load_tasks(_task_source(path=args.tasks, format=args.format, limit=args.limit), cfg.verify)
-    for s in skipped:
-        console.print(f"[yellow]skipped[/] {s}")
     out = Path(args.output) if args.output else Path("eval_results") / f"{_slug(args.model or 'embedded')}__{_slug(args.tasks)}"
+    _require_writable_folder(out, "--output")
+    tasks, skipped = load_tasks(_validated(TaskSource, path=args.tasks, format=args.format, limit=args.limit), cfg.verify)
+    tasks, too_long = prompts_that_fit(
+        tasks,
+        model,
+        source=args.tasks,
+        prompt=cfg.prompt,
+        max_new_tokens=kind_of(tasks).max_new_tokens(cfg.eval.max_new_tokens),
+        generation=cfg.generation,
+    )
+    for s in skipped + too_long:
+        console.print(f"[yellow]skipped[/] {s}")
     result = evaluate_model(
         model, tasks, out, prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, label="eval", generation=cfg.generation
     )
     tables.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
     console.print(f"results: {out / 'eval.json'}")
+    if tasks and tasks[0].kind == "sql":
+        copies = f" and on {result['variants']} perturbed copies of it" if result.get("variants") else ""
+        console.print(f"scoring: the {result.get('match', 'execution')} rule (verify.match), on each task's database{copies}")
+    return 0
+
+
+def _add_serving_commands(sub) -> None:
+    """`ask` and `export`: using a refined model (`codelutra/serving/`)."""
+    ask = sub.add_parser("ask", help="answer a question about a database with a query and its result")
+    ask.add_argument("question", help="the question, in words")
+    ask.add_argument("--model", default=None, help="RUN_DIR/iter_K, a model directory or Hub id (default: embedded)")
+    ask.add_argument("--db", required=True, help="the database the query runs on (a SQLite file)")
+    ask.add_argument("--vote", type=int, default=None, metavar="N", help="sample N queries and answer with the voted one (config: eval.vote)")
+    ask.add_argument("--show-schema", action="store_true", help="print the schema the model is shown")
+    ask.add_argument("--max-rows", type=int, default=20, help="rows of the result to print (default 20)")
+    ask.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
+    ask.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    ask.set_defaults(handler=_ask)
+
+    export = sub.add_parser("export", help="write a model as a GGUF file (llama.cpp, Ollama) or a Hugging Face folder")
+    export.add_argument("--model", required=True, help="RUN_DIR/iter_K or a model directory")
+    export.add_argument("--format", required=True, choices=["gguf", "hf"], help="gguf: one file; hf: a folder with a model card")
+    export.add_argument("--out", required=True, help="the file (gguf) or folder (hf) to write; must not exist yet")
+    export.add_argument("--type", default="f16", choices=["f32", "f16", "q8_0"], help="gguf: tensor type (default f16)")
+    export.set_defaults(handler=_export)
+
+
+def _vote_override(args) -> list[str]:
+    if args.vote is None:
+        return []
+    if args.vote < 0:
+        raise UserError(f"--vote: expected 0 (off) or a number of candidates, got {args.vote}")
+    return [f"eval.vote={args.vote}"]
+
+
+def _ask(args) -> int:
+    from codelutra.config import load_config
+    from codelutra.console import console, tables
+    from codelutra.models import EMBEDDED_DEFAULT, resolve_model
+    from codelutra.serving.ask import ask, read_schema, result_table
+
+    if args.max_rows < 1:
+        raise UserError(f"--max-rows: expected at least 1, got {args.max_rows}")
+    cfg = load_config(args.config, list(args.set) + _vote_override(args))
+    if cfg.generation.backend == "openai" and not args.model:
+        raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
+    schema = read_schema(args.db, cfg.prompt.schema_style)
+    if args.show_schema:
+        tables.print(schema, markup=False, highlight=False)
+    model = args.model if cfg.generation.backend == "openai" else resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
+    answer = ask(model, args.db, args.question, cfg, vote=cfg.eval.vote)
+    if answer.vote is not None:
+        agreeing = answer.vote.group_sizes[0] if answer.vote.group_sizes else 0
+        console.print(f"voted: {agreeing} of {answer.candidates} candidates agree on this result "
+                      f"({len(answer.vote.group_sizes)} distinct results, {answer.vote.failed} failed)")
+    if answer.sql is None:
+        print("codelutra: the model wrote no SQL", file=sys.stderr)
+        return 1
+    from rich.syntax import Syntax
+
+    tables.print(Syntax(answer.sql, "sql", word_wrap=True))
+    if answer.result.kind != "ok":
+        error = answer.result.error if answer.result.error.startswith(answer.result.kind) else f"{answer.result.kind}: {answer.result.error}"
+        print(f"codelutra: the query failed: {error}", file=sys.stderr)
+        return 1
+    tables.print(result_table(answer.result.rows, args.max_rows))
+    return 0
+
+
+def _export(args) -> int:
+    from codelutra.console import console
+    from codelutra.serving.export import export_model
+
+    path = Path(args.model).expanduser()
+    if not path.exists():
+        raise UserError(f"--model {args.model}: no such directory")
+    written = export_model(path, _model_of(str(path)), args.format, Path(args.out).expanduser(), tensor_type=args.type)
+    console.print(f"wrote {written}")
     return 0
 
 
 def _verify(args) -> int:
+    from codelutra.config import VerifyConfig
     from codelutra.console import tables
     from codelutra.execution.batch import verify_jsonl
 
-    counts = verify_jsonl(args.candidates, args.out, timeout_s=args.timeout, workers=args.workers, python=args.python)
+    flags = {"timeout_s": args.timeout, "workers": args.workers, "python": args.python}
+    verify = _validated(VerifyConfig, **{field: value for field, value in flags.items() if value is not None})
+    _require_writable_file(args.out, "--out", not_the_same_as=args.candidates)
+    counts = verify_jsonl(args.candidates, args.out, verify)
     tables.print(" ".join(f"{kind}={n}" for kind, n in counts.items()) + f"  -> {args.out}")
     return 0
 
 
-def _task_source(**fields):
-    """A TaskSource from command-line values, validated like the config's."""
+# The command-line flag of each config field that a flag sets, where the two are spelled differently.
+_FLAGS = {"timeout_s": "--timeout"}
+
+
+def _validated(section, **fields):
+    """A config section (TaskSource, VerifyConfig) from command-line values, validated like the config's."""
     from pydantic import ValidationError
 
-    from codelutra.config import TaskSource
-
     try:
-        return TaskSource(**fields)
+        return section(**fields)
     except ValidationError as e:
         err = e.errors()[0]
-        raise UserError(f"--{err['loc'][0]}: {err['msg']}") from None
+        field = str(err["loc"][0])
+        message = err["msg"].removeprefix("Value error, ")
+        raise UserError(f"{_FLAGS.get(field, '--' + field)} {fields.get(field)}: {message}") from None
+
+
+def _require_writable_folder(path: str | Path, flag: str, *, named: str | Path | None = None) -> None:
+    """`path` is a folder we may write in, or one we may create: checked before anything is read or written.
+
+    `named`: what the user wrote, where `path` is the folder of a file they named.
+    """
+    path = Path(path).expanduser()
+    shown = named or path
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise UserError(f"{flag} {shown}: {existing} is a file, not a folder")
+    try:  # a probe file, gone when closed: permission bits do not tell (root, read-only mounts)
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise UserError(f"{flag} {shown}: cannot write in {existing} ({e.strerror or e})") from None
+
+
+def _require_writable_file(path: str | Path, flag: str, *, not_the_same_as: str | Path) -> None:
+    """`path` is a file we may (re)write in a writable folder, and not the input file under another name."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; name the output file")
+    if path.exists() and Path(not_the_same_as).exists() and os.path.samefile(path, not_the_same_as):
+        raise UserError(f"{flag} {path}: is the input file {not_the_same_as}; writing it would overwrite the input")
+    _require_writable_folder(path.parent, flag, named=path)
 
 
 def _model_of(spec: str) -> str:

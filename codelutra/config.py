@@ -8,14 +8,23 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from codelutra.errors import UserError
+from codelutra.execution.limits import DEFAULT_TIMEOUT_S
 from codelutra.models import EMBEDDED_DEFAULT
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # Every float finite: `.inf` or `1e400` (read as inf) would pass a `gt=0` check and poison training or sampling.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -35,6 +44,25 @@ class TaskSource(_Section):
     exclude_databases: list[str] | None = None
     limit: int | None = Field(default=None, gt=0)  # a fixed random sample of this many problems
     seed: int = 0
+    # Training tasks only: each iteration samples this many problems of the pool instead of all of them,
+    # "fresh" ones each iteration, or the ones the previous iteration failed first ("failed_first").
+    per_iteration: int | None = Field(default=None, gt=0)
+    per_iteration_order: Literal["fresh", "failed_first"] = "fresh"
+    # SQL only: db_id -> database address (duckdb:///file.duckdb, postgresql://user@host/db, a SQLite
+    # path), used instead of the database the task set names. Never a password: see the README.
+    db_urls: dict[str, str] | None = None
+
+    @field_validator("db_urls")
+    @classmethod
+    def _db_urls_hold_no_password(cls, db_urls: dict[str, str] | None) -> dict[str, str] | None:
+        from codelutra.execution.engines import BadAddress, check_address
+
+        for db_id, address in (db_urls or {}).items():
+            try:
+                check_address(address)
+            except BadAddress as error:
+                raise ValueError(f"{db_id}: {error}") from None
+        return db_urls
 
 
 class PromptConfig(_Section):
@@ -52,16 +80,24 @@ class SamplingConfig(_Section):
     n: int = Field(default=1, ge=1)  # candidates per training problem (the paper used more; 1 fits a CPU budget)
     temperature: float = Field(default=0.8, gt=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
-    max_new_tokens: int = Field(default=64, ge=8)
+    max_new_tokens: int | None = Field(default=None, ge=8)  # None: the task kind's budget (TaskKind.default_max_new_tokens)
     batch_size: int = Field(default=32, ge=1)  # sequences per generate() call
 
 
 class VerifyConfig(_Section):
-    timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
     workers: int | None = Field(default=None, ge=1)  # default: one per CPU core
     # The interpreter Python candidates run in (default: this one). DS-1000 needs its pinned library
     # versions: point this at the environment scripts/ds1000_env.sh builds (.../bin/python).
     python: str | None = None
+    # When a SQL candidate's result counts as the gold's (codelutra/execution/sql_match.py): execution (this
+    # project's rule), spider (the official test-suite evaluator's default), bird (BIRD's row sets).
+    match: Literal["execution", "spider", "bird"] = "execution"
+    # k > 0: a SQL candidate is correct only if it also matches the gold on k copies of its SQLite database
+    # with the rows perturbed (codelutra/execution/variants.py), which catches answers right by coincidence.
+    variants: int = Field(default=0, ge=0)
+    variant_seed: int = 0  # which perturbed copies: the same (database, seed) always gives the same copies
+    variants_dir: str | None = None  # where the copies are cached (default: ~/.cache/codelutra/variants)
 
     @field_validator("python")
     @classmethod
@@ -77,6 +113,11 @@ class VerifyConfig(_Section):
 
 class PairConfig(_Section):
     max_per_problem: int = Field(default=1, ge=1)
+    # Where no sample is correct, pair the gold code against the failures (the paper's method); false: the
+    # paper's ablation, such a problem yields no pair.
+    gold_fallback: bool = True
+    # Which failures fill the cap first (see `codelutra.training.pairs.build_pairs`).
+    rejected_order: Literal["distinct", "likely", "ran_first"] = "distinct"
 
 
 class TrainConfig(_Section):
@@ -103,11 +144,19 @@ class TrainConfig(_Section):
     # >1: train data parallel in this many processes (`accelerate launch`, GPUs or CPU/gloo); batch_size is then
     # per process. Use `accelerate config` beforehand to choose GPUs or DeepSpeed ZeRO-1/2.
     processes: int = Field(default=1, ge=1)
+    # Where the trainer also logs loss, rewards/margins and accuracy per step: transformers' `report_to`
+    # names ("tensorboard", "wandb", ...; each needs its package). Empty: nowhere but train.json.
+    report_to: list[str] = []
 
 
 class EvalConfig(_Section):
-    max_new_tokens: int = Field(default=64, ge=8)
+    max_new_tokens: int | None = Field(default=None, ge=8)  # None: the task kind's budget (TaskKind.default_max_new_tokens)
     batch_size: int = Field(default=32, ge=1)
+    # SQL only: also answer by execution-guided voting over this many sampled candidates
+    # (`codelutra.loop.vote`) and report it beside greedy; 0: greedy only.
+    vote: int = Field(default=0, ge=0)
+    vote_temperature: float = Field(default=0.8, gt=0)  # the voting candidates' sampling temperature
+    vote_top_p: float = Field(default=0.95, gt=0, le=1)
 
 
 class GenerationConfig(_Section):
@@ -170,6 +219,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise UserError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise UserError(f"{path}: is a directory, not a config file") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+        except OSError as e:
+            raise UserError(f"{path}: cannot read the config file ({e.strerror or e})") from None
         except yaml.YAMLError as e:
             raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):

@@ -59,9 +59,10 @@ HUMANEVAL = [
     },
 ]
 
+# DS-1000: code_context defines test_execution(solution) (and here test_string); the solution
+# replaces [insert] in exec_context.
 DS1000_CONTEXT = '''
 import numpy as np
-import copy
 
 exec_context = r"""
 import numpy as np
@@ -72,10 +73,28 @@ a = test_input
 
 def test_execution(solution: str):
     code = exec_context.replace("[insert]", solution)
-    for test_input in ([1, 2, 3], [4]):
+    for test_input, expected in (([1, 2, 3], 6), ([4], 4)):
         env = {"test_input": np.array(test_input)}
         exec(code, env)
-        assert env["result"] == sum(test_input)
+        assert env["result"] == expected
+
+
+def test_string(solution: str):
+    assert "sum" in solution
+'''
+# Some DS-1000 problems insert the solution as a function body.
+DS1000_FUNCTION_CONTEXT = '''
+exec_context = r"""
+def f(a):
+[insert]
+result = f(test_input)
+"""
+
+
+def test_execution(solution: str):
+    env = {"test_input": [1, 2, 3]}
+    exec(exec_context.replace("[insert]", solution), env)
+    assert env["result"] == 6
 '''
 
 

@@ -19,6 +19,14 @@ import pytest
 
 from codelutra.execution.python import PythonCheck, isolation, verify_python
 from codelutra.execution.sql import SqlCheck, verify_sql
+from tests.python_attacks import (
+    DS1000_NUMPY,
+    DS1000_PANDAS,
+    FAKE_REPORTS,
+    HUMANEVAL_TESTS,
+    JUDGE_ATTACKS,
+    MBPP_TESTS,
+)
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = ("assert add(1, 2) == 3",)
@@ -301,6 +309,104 @@ def test_a_process_in_a_new_session_does_not_outlive_the_run():
     [verdict] = verify_python([PythonCheck(escape, ADD_TESTS)], timeout_s=5)
     assert verdict.kind == "runtime_error" and "NameError" in verdict.detail, verdict
     assert processes_named(marker) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Python: gaming the judge. The tests run in a process of their own, so none of these may pass.
+
+def judge_check(shape: str, attack: str, answer: str) -> PythonCheck:
+    """The candidate of one attack in one shape; `answer` replaces WRONG (None: the right answer, no attack)."""
+    define = "def attack():\n    pass\n" if answer is None else attack
+    if shape == "mbpp":
+        body = f"import math\n{define}def add(a, b):\n    attack()\n    return {(answer or 'a + b').replace('WRONG', 'a - b')}\n"
+        return PythonCheck(body, MBPP_TESTS)
+    if shape == "humaneval":
+        body = f"{define}def add(a, b):\n    attack()\n    return {(answer or 'a + b').replace('WRONG', 'a * b')}\n"
+        return PythonCheck(body, HUMANEVAL_TESTS, entry_point="add")
+    if shape == "ds1000_numpy":
+        result = (answer or "a * 2").replace("WRONG", "a * 3")
+        return PythonCheck(f"{define}attack()\nresult = {result}\n", code_context=DS1000_NUMPY)
+    result = (answer or "df.assign(a=df.a * 2)").replace("WRONG", "df.assign(a=df.a * 3)")
+    return PythonCheck(f"{define}attack()\nresult = {result}\n", code_context=DS1000_PANDAS)
+
+
+JUDGE_SHAPES = ("mbpp", "humaneval", "ds1000_numpy", "ds1000_pandas")
+# Every attack in the first three shapes; pandas (slow to start) for what is pandas' own.
+PANDAS_ATTACKS = ("always_equal_object", "patch_pandas_testing", "report_and_exit")
+JUDGE_CASES = [(shape, name) for shape in JUDGE_SHAPES[:3] for name in JUDGE_ATTACKS]
+JUDGE_CASES += [("ds1000_pandas", name) for name in PANDAS_ATTACKS]
+
+
+@pytest.fixture(scope="module")
+def judge_verdicts():
+    pytest.importorskip("pandas")
+    cases = {(shape, None): judge_check(shape, "", None) for shape in JUDGE_SHAPES}  # honest: must pass
+    for shape, name in JUDGE_CASES:
+        attack, answer = JUDGE_ATTACKS[name]
+        cases[(shape, name)] = judge_check(shape, attack, answer)
+    verdicts = verify_python(list(cases.values()), timeout_s=10, workers=2)
+    return dict(zip(cases, verdicts))
+
+
+@pytest.mark.parametrize("shape", JUDGE_SHAPES)
+def test_honest_answers_in_the_attack_shapes_pass(judge_verdicts, shape):
+    assert judge_verdicts[(shape, None)].kind == "correct", judge_verdicts[(shape, None)]
+
+
+@pytest.mark.parametrize(("shape", "name"), JUDGE_CASES)
+def test_gaming_the_judge_is_not_correct(judge_verdicts, shape, name):
+    verdict = judge_verdicts[(shape, name)]
+    assert verdict.kind in ("wrong_result", "runtime_error"), verdict
+
+
+def test_a_forged_answer_is_not_data_and_not_correct():
+    """A candidate that writes its own answer line to the judge's pipe, then ends: a failed run, whatever the line says."""
+    forge = FAKE_REPORTS + "fake_reports()\nimport os\nos._exit(0)\n"
+    verdicts = verify_python([PythonCheck(forge, ADD_TESTS), PythonCheck(forge, HUMANEVAL_TESTS, entry_point="add")])
+    assert [v.kind for v in verdicts] == ["runtime_error", "runtime_error"], verdicts
+
+
+DS1000_PLOT = '''
+exec_context = r"""
+[insert]
+open("output.png", "w").write(drawing)
+result = None
+"""
+
+
+def test_execution(solution: str):
+    open("ans.png", "w").write("expected")  # DS-1000 draws the expected plot first
+    env = {}
+    exec(exec_context.replace("[insert]", solution), env)
+    assert open("output.png").read() == open("ans.png").read()
+'''
+
+
+def test_a_file_the_tests_wrote_cannot_be_replaced_by_the_candidates():
+    honest = "drawing = 'expected'"
+    forged = "drawing = 'wrong'\nopen('ans.png', 'w').write('wrong')"  # makes the expected plot its own
+    verdicts = verify_python([PythonCheck(code, code_context=DS1000_PLOT) for code in (honest, forged)], workers=2)
+    assert [v.kind for v in verdicts] == ["correct", "wrong_result"], verdicts
+
+
+def test_builtins_and_modules_the_tests_use_stay_the_judges():
+    """MBPP's tests use `len`, `math`, `sorted` from the candidate's globals in the usual harness."""
+    fakes = "def len(x):\n    return 3\nclass math:\n    isclose = staticmethod(lambda *a, **k: True)\n"
+    fakes += "def sorted(x):\n    return [1, 2, 3]\ndef f(x):\n    return [0]\n"
+    tests = ("assert len(f(1)) == 3", "assert math.isclose(f(1)[0], 0.5)", "assert sorted(f(1)) == [1, 2, 3]")
+    verdicts = verify_python([PythonCheck(fakes, (test,)) for test in tests], workers=2)
+    assert [v.kind for v in verdicts] == ["wrong_result", "runtime_error", "wrong_result"], verdicts
+
+
+def test_the_entry_point_cannot_be_unset_or_replaced():
+    unset = "def add(a, b):\n    return a * b\ndel add\n"
+    own_check = "def add(a, b):\n    return a * b\ndef check(candidate):\n    pass\nimport builtins\nbuiltins.check = check\n"
+    renamed = "def plus(a, b):\n    return a + b\nadd = None\n"
+    checks = [PythonCheck(code, HUMANEVAL_TESTS, entry_point="add") for code in (unset, own_check, renamed)]
+    unset_verdict, own_check_verdict, renamed_verdict = verify_python(checks, workers=2)
+    assert unset_verdict.kind == "runtime_error" and "NameError" in unset_verdict.detail, unset_verdict
+    assert own_check_verdict.kind == "wrong_result", own_check_verdict
+    assert renamed_verdict.kind == "runtime_error", renamed_verdict  # None is data: calling it fails in the judge
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,11 @@ import pytest
 
 import codelutra.tasks.builtin as builtin
 from codelutra.tasks.builtin import BUILTIN_VERSION, build_builtin_tasks
-from codelutra.tasks.builtin.domains import HELDOUT_DOMAINS, TRAIN_DOMAINS, write_database
+from codelutra.tasks.builtin.domains import (
+    HELDOUT_DOMAINS,
+    TRAIN_DOMAINS,
+    write_database,
+)
 from codelutra.tasks.builtin.questions import FAMILIES
 
 RECORD_KEYS = ["id", "question", "gold_sql", "db_path", "db_id"]

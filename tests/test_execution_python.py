@@ -5,7 +5,9 @@ Hostile candidates are in test_adversarial.py.
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 import re
 import sys
 import time
@@ -14,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from codelutra.execution import python as sandbox
+from codelutra.execution import python_data
 from codelutra.execution.python import Isolation, PythonCheck, isolation, verify_python
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 from tests.conftest import shared_dataset
+from tests.python_fixtures import DS1000_CONTEXT, DS1000_FUNCTION_CONTEXT
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = ("assert add(1, 2) == 3", "assert add(-1, 1) == 0")
@@ -30,44 +34,6 @@ def check(candidate):
     assert candidate(2, 3) == 5
     assert candidate(-2, 2) == 0
 """
-
-# DS-1000: code_context defines test_execution(solution) (and here test_string); the solution
-# replaces [insert] in exec_context.
-DS1000_CONTEXT = '''
-import numpy as np
-
-exec_context = r"""
-import numpy as np
-a = test_input
-[insert]
-"""
-
-
-def test_execution(solution: str):
-    code = exec_context.replace("[insert]", solution)
-    for test_input, expected in (([1, 2, 3], 6), ([4], 4)):
-        env = {"test_input": np.array(test_input)}
-        exec(code, env)
-        assert env["result"] == expected
-
-
-def test_string(solution: str):
-    assert "sum" in solution
-'''
-# Some DS-1000 problems insert the solution as a function body.
-DS1000_FUNCTION_CONTEXT = '''
-exec_context = r"""
-def f(a):
-[insert]
-result = f(test_input)
-"""
-
-
-def test_execution(solution: str):
-    env = {"test_input": [1, 2, 3]}
-    exec(exec_context.replace("[insert]", solution), env)
-    assert env["result"] == 6
-'''
 
 # name: (check, expected kind, text the detail must contain)
 CASES = {
@@ -107,7 +73,7 @@ CASES = {
     "null_byte": (PythonCheck("x = 1\0", ADD_TESTS), "syntax_error", ""),
     "memory": (PythonCheck("block = bytearray(10 ** 11)", ADD_TESTS), "memory", "MemoryError"),
     "memory_held_by_the_candidate": (
-        PythonCheck("blocks = []\nwhile True:\n    blocks.append(bytearray(10 ** 7))", ADD_TESTS),
+        PythonCheck("blocks = []\nwhile True:\n    blocks.append(bytearray(10 ** 8))", ADD_TESTS),
         "memory",
         "MemoryError (in the candidate)",
     ),
@@ -139,6 +105,16 @@ CASES = {
         PythonCheck("def add(a, b):\n    return a * b\n", (HUMANEVAL_TEST,), entry_point="add"),
         "wrong_result",
         "check(add) failed: assert candidate(2, 3) == 5",
+    ),
+    "humaneval_candidate_raises_what_the_test_expects": (
+        PythonCheck(
+            "def add(a, b):\n    if a < 0:\n        raise ValueError('negative')\n    return a + b\n",
+            (("def check(candidate):\n    try:\n        candidate(-1, 0)\n    except ValueError:\n        pass\n"
+             "    else:\n        assert False\n"),),
+            entry_point="add",
+        ),
+        "correct",
+        "",
     ),
     "humaneval_missing_entry_point": (
         PythonCheck("def plus(a, b):\n    return a + b\n", (HUMANEVAL_TEST,), entry_point="add"),
@@ -178,7 +154,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def verdicts() -> dict[str, Verdict]:
     checks = [check for check, _, _ in CASES.values()]
-    return dict(zip(CASES, verify_python(checks, timeout_s=10, workers=2)))
+    return dict(zip(CASES, verify_python(checks, timeout_s=20, workers=2)))  # filling 2 GiB takes a busy core 10 s
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -260,7 +236,7 @@ def test_set_order_is_the_same_from_run_to_run():
 
 
 def test_lock_down_matches_what_isolation_reports():
-    """The candidate checks from inside what `isolation()` claims; it passes only if every claim holds."""
+    """The candidate checks from inside what `isolation()` claims (its own asserts); it passes only if every claim holds."""
     claims = isolation()
     assert claims.network in ("namespace", "guard") and claims.processes in ("pid namespace", "session")
     assert claims.filesystem in ("read-only", "permissions") and claims.user in (f"uid {sandbox.SANDBOX_UID}", "caller")
@@ -278,7 +254,7 @@ def test_lock_down_matches_what_isolation_reports():
     if claims.filesystem == "read-only":
         tests.append("assert os.statvfs('/').f_flag & os.ST_RDONLY and os.statvfs(sys.prefix).f_flag & os.ST_RDONLY")
         tests.append("assert not os.statvfs('.').f_flag & os.ST_RDONLY")
-    [verdict] = verify_python([PythonCheck("import sys\n" + ADD, tuple(tests))])
+    [verdict] = verify_python([PythonCheck("import sys\n" + "\n".join(tests) + "\n" + ADD, ADD_TESTS)])
     assert verdict.kind == "correct", (claims, verdict)
 
 
@@ -341,3 +317,102 @@ def test_mbpp_reference_solutions_pass():
     verdicts = verify_python(checks, timeout_s=20, workers=2)
     failures = [(p["task_id"], v) for p, v in zip(problems, verdicts) if v.kind != "correct"]
     assert len(problems) == 474 and failures == []
+
+
+# ---------------------------------------------------------------------------------------------
+# What crosses between the sandbox and the judge
+
+
+def plain_values() -> list:
+    values = [None, True, 7, 10**300, -0.0, math.inf, "a\nb", b"\x00\xff", bytearray(b"x"), [1, (2, 3)], {1: "a", (1, 2): {3}},
+              frozenset({1}), 1 + 2j, int, str]
+    numpy = pytest.importorskip("numpy")
+    pandas = pytest.importorskip("pandas")
+    values += [numpy.arange(6).reshape(2, 3), numpy.float64(0.5), numpy.int32(4), numpy.array(["ab", "c"]),
+               numpy.array([1, "a", None], dtype=object), numpy.array(["2020-01-01"], dtype="datetime64[D]"),
+               pandas.DataFrame({"a": [1, 2], "b": ["x", "y"]}, index=["p", "q"]),
+               pandas.Series([1.5, None], name="s", dtype="Float64"),
+               pandas.Series(pandas.Categorical(["b", "a", "b"], categories=["b", "a"], ordered=True)),
+               pandas.DataFrame({"x": [1, 2]}, index=pandas.MultiIndex.from_tuples([(1, "a"), (2, "b")], names=["n", "m"])),
+               pandas.Timestamp("2020-01-01 10:00", tz="Europe/Paris"), pandas.Timedelta("1 day"), pandas.NaT]
+    return values
+
+
+def same(received, sent) -> bool:
+    import numpy
+    import pandas
+
+    if isinstance(sent, pandas.DataFrame):
+        pandas.testing.assert_frame_equal(received, sent)
+    elif isinstance(sent, pandas.Series):
+        pandas.testing.assert_series_equal(received, sent)
+    elif isinstance(sent, numpy.ndarray):
+        numpy.testing.assert_array_equal(received, sent)
+        assert received.dtype == sent.dtype
+    else:
+        assert received == sent or received is sent
+    return type(received) is type(sent)
+
+
+def test_plain_values_cross_unchanged():
+    for value in plain_values():
+        assert same(python_data.loads(python_data.dumps(value)), value), value
+    assert math.isnan(python_data.loads(python_data.dumps(math.nan)))
+
+
+def test_behaviour_does_not_cross():
+    class AlwaysEqual(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    received = python_data.loads(python_data.dumps([AlwaysEqual(0), collections.Counter("aab")]))
+    assert received == [0, {"a": 2, "b": 1}] and type(received[0]) is int and type(received[1]) is dict
+    assert received[0] != 5
+    for not_data in (object(), lambda: 1, iter([1]), sys):
+        with pytest.raises(python_data.NotData):
+            python_data.dumps([not_data])
+    numpy = pytest.importorskip("numpy")
+    with pytest.raises(python_data.NotData):
+        python_data.dumps(numpy.zeros(2, dtype=[("a", "i4")]))
+    nested = []
+    for _ in range(200):
+        nested = [nested]
+    with pytest.raises(python_data.NotData):
+        python_data.dumps(nested)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        '{"t": "ref", "v": 0}',  # a reference where the sender holds none
+        '{"t": "type", "v": "eval"}',  # only builtin data types may be named
+        '{"t": "ndarray", "v": {"dtype": "O", "shape": [1], "data": "AAAAAAAAAAA="}}',  # object pointers
+        '{"t": "ndarray", "v": {"dtype": "<i8", "shape": [3], "data": "AAAAAAAAAAA="}}',  # too few bytes
+        '{"t": "dict", "v": [[[1], 2]]}',  # an unhashable key
+        '{"t": "object", "v": "__import__(\'os\')"}',
+        '{"__class__": "x"}',
+    ],
+)
+def test_forged_encodings_are_not_data(forged):
+    with pytest.raises(python_data.NotData):
+        python_data.loads(forged)
+
+
+def test_objects_of_the_candidate_are_reached_through_the_sandbox():
+    """MBPP's trees: the setup builds the candidate's objects, the tests pass them back and read their attributes."""
+    node = "class Node:\n    def __init__(self, value):\n        self.value, self.left = value, None\n"
+    node += "def depth(n):\n    return 0 if n is None else 1 + depth(n.left)\n"
+    setup = "root = Node(1)\nroot.left = Node(2)"
+    checks = [
+        PythonCheck(node, ("assert depth(root) == 2", "assert root.left.value == 2"), setup=setup),
+        PythonCheck(node, ("assert Node(1) == Node(1)",)),  # an object is not a value: it cannot be compared
+        PythonCheck(node, ("assert {Node(1)}",)),  # nor hashed
+        # Its truth, length and items are values the sandbox works out, as if the candidate had returned them.
+        PythonCheck("def gen(n):\n    yield from range(n)\n", ("assert list(gen(3)) == [0, 1, 2] and gen(0)",)),
+    ]
+    tree, compared, hashed, generator = verify_python(checks, workers=2)
+    assert tree.kind == generator.kind == "correct", (tree, generator)
+    assert compared.kind == hashed.kind == "runtime_error", (compared, hashed)
+    assert "cannot be compared" in compared.detail

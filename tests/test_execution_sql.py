@@ -13,14 +13,8 @@ from collections import Counter
 import pytest
 
 from codelutra.execution import sql
-from codelutra.execution.sql import (
-    QueryResult,
-    SqlCheck,
-    gold_is_ordered,
-    results_match,
-    run_queries,
-    verify_sql,
-)
+from codelutra.execution.sql import QueryResult, SqlCheck, run_queries, verify_sql
+from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 
 # A query that spends many seconds inside one C call (a naive substring search), where SQLite's
@@ -169,6 +163,23 @@ def test_writes_and_state_changes_are_refused(db):
     assert file_hash(db) == hash_before
     assert sorted(os.listdir(folder)) == files_before  # nothing attached, copied or journalled
     assert run_queries([(db, "SELECT count(*) FROM singer")])[0].rows == [(4,)]
+
+
+def test_read_only_pragmas_can_be_read_as_tables(db):
+    """`pragma_table_info('t')` and its kin only read the schema: allowed, also on a fresh connection
+    (its first use once looked to the authorizer like an UPDATE of sqlite_master)."""
+    queries = [
+        (db, "SELECT name, pk FROM pragma_table_info('singer') ORDER BY cid"),
+        (db, "SELECT count(*) FROM pragma_foreign_key_list('singer')"),
+        (db, "SELECT count(*) FROM pragma_index_list('singer')"),
+        (db, "PRAGMA table_info(singer)"),
+        (db, "SELECT * FROM pragma_journal_mode"),  # a pragma that can also set: still refused
+        (db, "PRAGMA query_only = OFF"),
+    ]
+    results = run_queries(queries, workers=1)
+    assert [r.kind for r in results] == ["ok", "ok", "ok", "ok", "forbidden", "forbidden"], results
+    assert results[0].rows[0] == ("singer_id", 1)
+    assert "table-valued pragma (only table_info" in results[4].error and "sqlite_master" not in results[4].error
 
 
 def test_a_kept_connection_carries_nothing_from_one_query_to_the_next(db):

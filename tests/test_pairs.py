@@ -44,3 +44,27 @@ def test_cap_prefers_distinct_failures_and_is_deterministic():
     assert len(pairs) == 3
     assert {p["rejected"] for p in pairs} == {"x", "y", "z"}
     assert pairs == _pairs(completions, verdicts, max_pairs=3)
+
+
+def test_without_gold_fallback_a_problem_with_no_correct_sample_yields_no_pair():
+    completions, verdicts = ["x", "y"], ["wrong_result", "runtime_error"]
+    assert build_pairs("p1", PROMPT, completions, verdicts, GOLD, max_pairs=5, gold_fallback=False) == []
+    mixed = build_pairs("p1", PROMPT, ["a", "x"], ["correct", "wrong_result"], GOLD, max_pairs=5, gold_fallback=False)
+    assert [(p["chosen"], p["rejected"]) for p in mixed] == [("a", "x")]
+
+
+def test_rejected_order_likely_takes_the_failures_the_policy_believes_in_most():
+    completions = ["a", "x", "y", "z"]
+    verdicts = ["correct", "syntax_error", "wrong_result", "runtime_error"]
+    logprobs = [-1.0, -9.0, -2.0, None]  # z has no kept log-prob: last
+    pairs = build_pairs("p1", PROMPT, completions, verdicts, GOLD, max_pairs=3, token_ids=[[1]] * 4, logprobs=logprobs,
+                        rejected_order="likely")  # fmt: skip
+    assert [p["rejected"] for p in pairs] == ["y", "x", "z"]
+
+
+def test_rejected_order_ran_first_puts_wrong_results_before_errors():
+    completions = ["a", "s", "r", "w"]
+    verdicts = ["correct", "syntax_error", "runtime_error", "wrong_result"]
+    for seed in range(5):
+        pairs = build_pairs("p1", PROMPT, completions, verdicts, GOLD, max_pairs=3, seed=seed, rejected_order="ran_first")
+        assert [p["rejected"] for p in pairs] == ["w", "r", "s"]

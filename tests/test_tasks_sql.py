@@ -267,3 +267,23 @@ def test_real_spider_gold_faults_are_reported(spider):
     assert len(skipped) == 3
     assert all(s.reason.startswith("gold query failed: ") for s in skipped)
     assert tasks and all(t.db_id in ("assets_maintenance", "document_management") for t in tasks)
+
+
+# --- Database addresses: db_urls on the task source ------------------------------------------------
+
+
+def test_db_urls_replace_the_databases_a_spider_set_names(tmp_path):
+    root = spider_dir(tmp_path / "spider", [spider_record(), spider_record("films")], db_ids=("films",))
+    other = make_db(tmp_path / "elsewhere" / "music_copy.sqlite")
+    tasks, skipped = load_sql_tasks(root, db_urls={"music": str(other)})
+    assert skipped == [] and [t.db_path for t in tasks] == [str(other.resolve()), str(root / "database/films/films.sqlite")]
+
+
+def test_a_password_in_db_urls_is_refused_naming_the_field(tmp_path):
+    from codelutra.config import load_config
+
+    with pytest.raises(UserError) as excinfo:
+        load_config(None, ["train_tasks.db_urls={music: 'postgresql://me:secret@db.example/music'}"])
+    assert "train_tasks.db_urls" in one_line_error(excinfo) and "password" in str(excinfo.value)
+    with pytest.raises(UserError, match=r"db_urls.music: .*password"):
+        load_sql_tasks(spider_dir(tmp_path, [spider_record()]), db_urls={"music": "host=h password=x"})

@@ -9,6 +9,7 @@ import pytest
 
 from codelutra.artifacts import read_jsonl
 from codelutra.cli import main
+from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.batch import INVALID, verify_jsonl
 from codelutra.execution.verdict import VERDICT_KINDS
@@ -89,7 +90,7 @@ def test_mixed_batch_gives_one_verdict_per_line_in_order(tmp_path, db):
     write_lines(in_path, [line for line, _, _ in cases])
     cases = [case for case in cases if case[1] is not None]
 
-    counts = verify_jsonl(in_path, out_path, timeout_s=2, workers=2)
+    counts = verify_jsonl(in_path, out_path, VerifyConfig(timeout_s=2, workers=2))
 
     rows = read_jsonl(out_path)
     assert len(rows) == len(cases)
@@ -116,11 +117,13 @@ def test_unreadable_input_is_a_user_error(tmp_path):
     assert not (tmp_path / "verdicts.jsonl").exists()
 
 
-def test_unknown_interpreter_is_a_user_error(tmp_path):
+def test_unknown_interpreter_is_one_line_and_exit_2(tmp_path, capsys):
     write_lines(tmp_path / "candidates.jsonl", [{"id": 1, "task": "python", "candidate": ADD, "tests": []}])
     missing_python = str(tmp_path / "no-such-python")
-    with pytest.raises(UserError, match="no-such-python"):
-        verify_jsonl(tmp_path / "candidates.jsonl", tmp_path / "verdicts.jsonl", python=missing_python)
+    assert main(["verify", str(tmp_path / "candidates.jsonl"), "--out", str(tmp_path / "v.jsonl"), "--python", missing_python]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--python" in err and "no-such-python" in err
+    assert not (tmp_path / "v.jsonl").exists()
 
 
 def test_command_line(tmp_path, capsys):

@@ -6,7 +6,8 @@ Input, one JSON object a line (blank lines are skipped):
     {"id": ..., "task": "python", "candidate": CODE or null, "tests": [CODE, ...], "setup": CODE, "entry_point": NAME}
     {"id": ..., "task": "ds1000", "candidate": CODE or null, "code_context": CODE}
 
-("setup" and "entry_point" are optional; "db" is a path as given, relative to the working dir.)
+("setup" and "entry_point" are optional; "db" is a database address as given: a SQLite path,
+relative to the working dir, `duckdb:///file.duckdb` or `postgresql://user@host/db`, never with a password.)
 Output: one line per input line, in input order, {"id", "verdict", "detail", "seconds"}. A line
 that cannot be judged (not JSON, a field missing or of the wrong type, an unknown task) gets the
 verdict "invalid" and a detail naming the line and the field; the batch goes on.
@@ -15,11 +16,12 @@ verdict "invalid" and a detail naming the line and the field; the batch goes on.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from codelutra.artifacts import write_jsonl
+from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
+from codelutra.execution.engines import BadAddress, check_address
 from codelutra.execution.python import PythonCheck, verify_python
 from codelutra.execution.sql import SqlCheck, verify_sql
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict
@@ -32,22 +34,13 @@ class _BadField(ValueError):
     """A field of an input line is missing or of the wrong type; the message names it."""
 
 
-def verify_jsonl(
-    in_path: str | Path,
-    out_path: str | Path,
-    *,
-    timeout_s: float = 10.0,
-    workers: int | None = None,
-    python: str | None = None,
-) -> dict[str, int]:
+def verify_jsonl(in_path: str | Path, out_path: str | Path, verify: VerifyConfig = VerifyConfig()) -> dict[str, int]:
     """Judge every candidate in `in_path`, write the verdicts to `out_path` (atomically).
 
     Returns the number of verdicts of each kind, every kind listed (VERDICT_KINDS, then "invalid").
     SQL candidates run in one `verify_sql` batch, Python and DS-1000 ones in one `verify_python`
-    batch (started from `python`, default this interpreter), each with `timeout_s` and `workers`.
+    batch (started from `verify.python`, default this interpreter), each with `verify`'s time limit and workers.
     """
-    if python is not None and shutil.which(python) is None:
-        raise UserError(f"--python {python}: no such interpreter (not an executable file, nor on PATH)")
     parsed = [_parse(number, line) for number, line in _read_lines(in_path)]
     ids = [record_id for record_id, _ in parsed]
     checks = [check for _, check in parsed]
@@ -55,8 +48,10 @@ def verify_jsonl(
     verdicts = [Verdict(INVALID, check, 0.0) if isinstance(check, str) else None for check in checks]
     sql = [i for i, check in enumerate(checks) if isinstance(check, SqlCheck)]
     code = [i for i, check in enumerate(checks) if isinstance(check, PythonCheck)]
-    sql_verdicts = verify_sql([checks[i] for i in sql], timeout_s=timeout_s, workers=workers)
-    code_verdicts = verify_python([checks[i] for i in code], timeout_s=timeout_s, workers=workers, python=python)
+    sql_verdicts = verify_sql([checks[i] for i in sql], timeout_s=verify.timeout_s, workers=verify.workers)
+    code_verdicts = verify_python(
+        [checks[i] for i in code], timeout_s=verify.timeout_s, workers=verify.workers, python=verify.python
+    )
     for position, verdict in zip(sql + code, sql_verdicts + code_verdicts):
         verdicts[position] = verdict
 
@@ -96,7 +91,7 @@ def _parse(number: int, line: bytes) -> tuple[object, SqlCheck | PythonCheck | s
             raise _BadField("missing field 'id'")
         task = record.get("task")
         if task == "sql":
-            check = SqlCheck(_text(record, "db"), _text(record, "gold"), _code(record, "candidate"))
+            check = SqlCheck(_address(record, "db"), _text(record, "gold"), _code(record, "candidate"))
         elif task == "python":
             check = PythonCheck(
                 _code(record, "candidate"),
@@ -126,6 +121,15 @@ def _text(record: dict, name: str, *, default: object = _REQUIRED) -> str:
     if not isinstance(value, str):
         raise _BadField(f"field '{name}' must be a string")
     return value
+
+
+def _address(record: dict, name: str) -> str:
+    address = _text(record, name)
+    try:
+        check_address(address)
+    except BadAddress as error:
+        raise _BadField(f"field '{name}': {error}") from None
+    return address
 
 
 def _code(record: dict, name: str) -> str | None:

@@ -1,14 +1,27 @@
 """Run untrusted Python (MBPP, HumanEval and DS-1000 candidates) and judge it by its tests.
 
-The code comes from a model, so it is treated as hostile. Each candidate runs in a process of its
-own, started fresh from the interpreter (`python=`, the caller's by default) running a small
-driver script (`_DRIVER`, at the end of this module). The driver forks in two:
+The code comes from a model, so it is treated as hostile, and it never shares an interpreter
+with the code that judges it. Each check starts two fresh processes from the interpreter
+`python=` (the caller's by default), joined by two pipes that carry one JSON line each way:
 
-* the supervisor enters new namespaces, then waits for the runner, kills it at the time limit
-  and reports how it ended. It never runs candidate code;
-* the runner locks itself down, runs the candidate, its setup code and its tests, and reports the
-  outcome.
+* the sandbox (`python_sandbox.py`) holds the candidate and answers requests with plain data;
+* the judge (`python_judge.py`), the "trusted process": a plain interpreter of its own, as the
+  caller's user, in a private working dir, under memory and CPU limits. It runs the task's test
+  code (MBPP's setup and asserts, HumanEval's `check`, DS-1000's `code_context`) with the names
+  the tests use from the candidate bound to what the sandbox sent back, and decides the verdict.
+  It never runs candidate code, and the caller's process runs neither.
 
+Only plain values cross (`python_data`): None, bool, int, float (inf, nan), complex, str, bytes,
+list, tuple, dict, set; numpy arrays and scalars, pandas indexes, series and frames, as data
+(dtype, shape, values, index, columns), never pickled. The judge rebuilds each with its own types.
+A candidate's object that is not data stays in the sandbox: the judge holds a number for it, whose
+calls, attributes, truth, length and items are requests to the sandbox answered with data, and
+which refuses to be compared or hashed (that would be the candidate's own `__eq__`). DS-1000's `exec(code, test_env)` runs in the sandbox: `test_env` goes there as
+data; the program's variables and the files it wrote (the plot) come back as data, never
+replacing a file the tests wrote themselves (the expected plot).
+
+The sandbox forks in two: the supervisor enters new namespaces, then waits for the runner, kills
+it at the time limit and reports how it ended; the runner locks itself down and serves the judge.
 What the lock-down achieves depends on the caller's privileges; `isolation()` says what it is with
 a given interpreter (it starts the sandbox once to find out) and every run must achieve exactly
 that, or `verify_python` raises rather than run a candidate under a weaker sandbox. As root, on
@@ -41,52 +54,56 @@ scratch dir, signalling processes outside its session. Such a candidate gets the
 "forbidden" whatever else happens. The hook is detection and a last line of defence in "guard"
 mode; the kernel's namespaces, permissions and limits are what contain the candidate.
 
-When "correct" is given: the runner reports "correct" only after it has run the candidate, the
-setup code and every test without an exception; each report carries a random nonce that only the
-driver is told, so an early `sys.exit(0)` or `os._exit(0)`, a killed process or anything the
-candidate writes itself never reads as a pass. What the sandbox cannot stop, like every
-assert-based harness that runs tests in the candidate's interpreter (HumanEval's, MBPP's,
-evalplus's, DS-1000's): a candidate that games the tests from inside (an object equal to
-everything, monkeypatching a function the tests call, such as `math.isclose` or pandas'
-`assert_frame_equal`) or that digs the nonce out of the driver's frames. Rebinding names in
-`builtins`, `AssertionError`, `exec`, or this driver's globals does not help it: the driver holds
-its own references.
+When "correct" is given: only by the judge, after the setup code and every test ran in its own
+process without an exception, each comparison made there between values it built itself. So
+nothing the candidate does in the sandbox reaches the tests, the comparison or the verdict: not
+walking frames, tracebacks, `gc` or `inspect` (no test runner is in its process), not calling a
+report function or writing fake reports and exiting (its channels carry data, and an ended
+sandbox is a failed run), not an object equal to everything or a subclass of int, str or list
+(it arrives as its plain value, or as an object that refuses comparison), not patching
+`math.isclose`, `numpy.testing` or `pandas.testing` (the judge's modules are its own), not
+`sys.exit(0)` or `os._exit(0)`, not unsetting the entry point (a NameError in the judge).
+
+What it does not guarantee: a helper that the tests call and the candidate defines (HumanEval 32's
+`poly`, 38's `encode_cyclic`, 50's `encode_shift`: the prompt gives them, the answer repeats them)
+is the candidate's, so it can be rewritten to pass its own answer. An answer that hard-codes the
+expected values is correct, as anywhere. A test that mutates an argument and reads it back sees
+its own copy. DS-1000's Matplotlib tests that inspect the live figure (`plt.gca()`) after an image
+mismatch see the judge's empty figure: the image decides alone. Values that are not data (a torch
+tensor, a fitted model) reach the tests only as objects to call, so tests comparing them fail.
+And all of this holds fully where the candidate runs as uid 65534 (`isolation().user`): without
+root it runs as the caller's user, as the judge does, and could reach the judge through the
+operating system (ptrace, /proc) where the kernel allows that.
 """
 
 from __future__ import annotations
 
-import ast
 import functools
-import json
 import math
 import os
-import secrets
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path
 
 from codelutra.execution.canonical import python_key
-from codelutra.execution.verdict import NO_CODE, Verdict
+from codelutra.execution.limits import DEFAULT_TIMEOUT_S
+from codelutra.execution.python_processes import Run, run_processes
+from codelutra.execution.verdict import NO_CODE, Verdict, one_line
 
 # Limits on one candidate, read at each call (a test may lower them).
 MEMORY_LIMIT_BYTES = 2 * 1024**3  # address space of each of its processes (RLIMIT_AS)
 FILE_SIZE_LIMIT_BYTES = 16 * 1024**2  # largest file it may write, its output included (RLIMIT_FSIZE)
 SCRATCH_LIMIT_BYTES = 64 * 1024**2  # size of its scratch dir, where that is a private tmpfs
 PROCESS_LIMIT = 64  # processes and threads of SANDBOX_UID (RLIMIT_NPROC); only when it runs as that uid
-OUTPUT_LIMIT_BYTES = 64 * 1024  # how much of its output (the end) is read back, to explain a crash
+REPLY_LIMIT_BYTES = 64 * 1024**2  # the largest answer the judge reads from the sandbox
+JUDGE_MEMORY_LIMIT_BYTES = 4 * 1024**3  # address space of the judge, which holds the tests and the answers
 SANDBOX_UID = 65534  # "nobody": the uid (and gid) candidates run as when the caller is root
 
-_SUPERVISOR_GRACE_S = 10.0  # past its time limit, how long the supervisor gets before it is killed
 _PROBE_TIMEOUT_S = 60.0
-_DETAIL_CHARS = 200
 _LEVELS = ("network", "filesystem", "user", "processes")
+_JUDGED = ("correct", "wrong_result", "runtime_error", "syntax_error", "memory", "forbidden")
 
 
 @dataclass(frozen=True)
@@ -116,12 +133,12 @@ class Isolation:
 def verify_python(
     checks: Sequence[PythonCheck],
     *,
-    timeout_s: float = 10.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
     python: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Verdict]:
-    """Run each candidate with its tests in the sandbox; verdicts in input order.
+    """Judge each candidate by its tests, the candidate in the sandbox and the tests beside it; verdicts in input order.
 
     Candidates that are the same program (`canonical.python_key`) with the same tests run once and
     share the verdict. Up to `workers` (default: one per CPU core) candidates run at once, each in its own process
@@ -172,7 +189,7 @@ def isolation(python: str | None = None) -> Isolation:
 
 @functools.cache
 def _probe(python: str) -> Isolation:
-    run = _run_sandbox(python, {"probe": True, "expect": None, "check": None}, _PROBE_TIMEOUT_S)
+    run = _run(python, {"probe": True, "expect": None}, None, _PROBE_TIMEOUT_S)
     found = run.records.get("isolation")
     if found is None:
         problem = run.records.get("setup_error", {}).get("detail") or run.last_output_line() or "no report"
@@ -192,9 +209,8 @@ def __getattr__(name: str) -> str:
 
 
 def _verify_one(check: PythonCheck, timeout_s: float, python: str, expected: Isolation) -> Verdict:
-    job = {
-        "probe": False,
-        "expect": {level: getattr(expected, level) for level in _LEVELS},
+    sandbox_job = {"probe": False, "expect": {level: getattr(expected, level) for level in _LEVELS}}
+    judge_job = {
         "check": {
             "candidate": check.candidate,
             "tests": list(check.tests),
@@ -202,22 +218,39 @@ def _verify_one(check: PythonCheck, timeout_s: float, python: str, expected: Iso
             "entry_point": check.entry_point,
             "code_context": check.code_context,
         },
+        "memory_bytes": JUDGE_MEMORY_LIMIT_BYTES,
+        "cpu_s": _cpu_limit_s(timeout_s),
+        "reply_limit_bytes": REPLY_LIMIT_BYTES,
     }
-    run = _run_sandbox(python, job, timeout_s)
-    return _judge(run, timeout_s)
+    return _verdict(_run(python, sandbox_job, judge_job, timeout_s), timeout_s)
 
 
-def _judge(run: _SandboxRun, timeout_s: float) -> Verdict:
-    """The verdict from what the driver reported; see the module docstring for when it is "correct"."""
+def _run(python: str, sandbox_job: dict, judge_job: dict | None, timeout_s: float) -> Run:
+    """Run the sandbox (and the judge) under this module's limits, read at each call."""
+    limits = {
+        "cpu_s": _cpu_limit_s(timeout_s),
+        "memory_bytes": MEMORY_LIMIT_BYTES,
+        "file_size_bytes": FILE_SIZE_LIMIT_BYTES,
+        "scratch_bytes": SCRATCH_LIMIT_BYTES,
+        "processes": PROCESS_LIMIT,
+    }
+    sandbox_job = {**sandbox_job, "uid": SANDBOX_UID, "timeout_s": timeout_s, "limits": limits}
+    return run_processes(python, sandbox_job, judge_job, timeout_s)
+
+
+def _verdict(run: Run, timeout_s: float) -> Verdict:
+    """The verdict from what the judge decided and how the sandbox ended; see the module docstring."""
     records = run.records
     if "setup_error" in records:
         raise RuntimeError(f"Python sandbox setup failed: {records['setup_error']['detail']}")
     if "forbidden" in records:
-        return Verdict("forbidden", _one_line(f"forbidden: {records['forbidden'].get('detail')}"), run.seconds)
-    if "outcome" in records:
-        outcome = records["outcome"]
-        return Verdict(outcome["kind"], _one_line(str(outcome.get("detail", ""))), run.seconds)
-    finished = records.get("finished")
+        return Verdict("forbidden", one_line(f"forbidden: {records['forbidden'].get('detail')}"), run.seconds)
+    outcome = run.outcome or {}
+    if outcome.get("kind") in _JUDGED:
+        return Verdict(outcome["kind"], one_line(str(outcome.get("detail", ""))), run.seconds)
+    finished = run.finished
+    if run.judge_killed:
+        return Verdict("timeout", f"the tests exceeded the {timeout_s:g} s time limit", run.seconds)
     if run.supervisor_killed or finished is None:
         how = "was killed" if run.supervisor_killed else "died"
         return Verdict("runtime_error", f"the sandbox's supervisor {how} (the candidate did not finish)", run.seconds)
@@ -225,6 +258,10 @@ def _judge(run: _SandboxRun, timeout_s: float) -> Verdict:
         return Verdict("timeout", f"exceeded the {_cpu_limit_s(timeout_s)} s CPU time limit", run.seconds)
     if finished["timed_out"]:
         return Verdict("timeout", f"exceeded the {timeout_s:g} s time limit", run.seconds)
+    if run.outcome is None:
+        return Verdict("runtime_error", one_line(f"the judge ended without a verdict: {run.judge_output}"), run.seconds)
+    if finished["signal"] is None and finished["exit_code"] == 0 and "done" in records:
+        return Verdict("runtime_error", one_line(str(outcome.get("detail", ""))), run.seconds)
     if finished["signal"] is not None:
         how = f"was killed by {_signal_name(finished['signal'])}"
     else:
@@ -232,154 +269,7 @@ def _judge(run: _SandboxRun, timeout_s: float) -> Verdict:
     detail = f"the candidate's process {how} before its tests finished"
     if run.last_output_line():
         detail += f"; last output: {run.last_output_line()}"
-    return Verdict("runtime_error", _one_line(detail), run.seconds)
-
-
-# ---------------------------------------------------------------------------------------------
-# Starting the driver
-
-
-@dataclass(frozen=True)
-class _SandboxRun:
-    records: dict[str, dict]  # the first authentic report of each event ("outcome", "finished", ...)
-    output: bytes  # the end of what the candidate printed (stdout and stderr together)
-    seconds: float
-    supervisor_killed: bool  # the supervisor itself overran its time limit by _SUPERVISOR_GRACE_S
-
-    def last_output_line(self) -> str:
-        lines = self.output.decode("utf-8", errors="replace").strip().splitlines()
-        return lines[-1].strip() if lines else ""
-
-
-def _run_sandbox(python: str, job: dict, timeout_s: float) -> _SandboxRun:
-    """Run the driver on `job` in a fresh work dir, removed afterwards; return what it reported.
-
-    The work dir (mode 0711) holds the scratch dir (the candidate's working dir, owned by it)
-    beside the report and output files (mode 0600), which the candidate reaches only through
-    the write-only file descriptors it inherits. The job goes in on stdin, which the driver
-    replaces with /dev/null once read.
-    """
-    nonce = secrets.token_hex(16)
-    workdir = Path(tempfile.mkdtemp(prefix="codelutra-python-"))
-    try:
-        scratch = workdir / "scratch"
-        scratch.mkdir()
-        if os.geteuid() == 0:  # the candidate will run as SANDBOX_UID
-            workdir.chmod(0o711)
-            os.chown(scratch, SANDBOX_UID, SANDBOX_UID)
-        with (
-            tempfile.TemporaryFile(dir=workdir) as job_file,
-            open(workdir / "report", "ab", opener=_private) as report,
-            open(workdir / "output", "wb", opener=_private) as output,
-        ):
-            job = {
-                **job,
-                "nonce": nonce,
-                "report_fd": report.fileno(),
-                "scratch": str(scratch.resolve()),
-                "uid": SANDBOX_UID,
-                "timeout_s": timeout_s,
-                "limits": {
-                    "cpu_s": _cpu_limit_s(timeout_s),
-                    "memory_bytes": MEMORY_LIMIT_BYTES,
-                    "file_size_bytes": FILE_SIZE_LIMIT_BYTES,
-                    "scratch_bytes": SCRATCH_LIMIT_BYTES,
-                    "processes": PROCESS_LIMIT,
-                },
-            }
-            job_file.write(json.dumps(job).encode())
-            job_file.seek(0)
-            started = time.monotonic()
-            try:
-                process = subprocess.Popen(
-                    [python, "-s", "-B", "-c", _DRIVER],
-                    stdin=job_file,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(report.fileno(),),
-                    cwd=scratch,
-                    env=_environment(scratch),
-                    start_new_session=True,
-                )
-            except OSError as error:
-                raise RuntimeError(f"cannot start the Python sandbox with {python}: {error}") from error
-            supervisor_killed = _wait(process, timeout_s + _SUPERVISOR_GRACE_S)
-            seconds = time.monotonic() - started
-        records = _authentic_records((workdir / "report").read_bytes(), nonce)
-        with open(workdir / "output", "rb") as output:
-            output.seek(max(0, output.seek(0, os.SEEK_END) - OUTPUT_LIMIT_BYTES))
-            tail = output.read(OUTPUT_LIMIT_BYTES)
-        return _SandboxRun(records, tail, seconds, supervisor_killed)
-    finally:
-        _remove_tree(workdir)
-
-
-def _private(path: str, flags: int) -> int:
-    """Opener for files of the caller's in the work dir: readable and writable by their owner only."""
-    return os.open(path, flags, 0o600)
-
-
-def _environment(scratch: Path) -> dict[str, str]:
-    """All of the environment the candidate sees: nothing of the caller's but PATH.
-
-    The interpreter runs without -I (which would ignore PYTHONHASHSEED) but with -s; as the
-    environment is built here from scratch, no PYTHON* variable of the caller's gets through.
-    """
-    home = str(scratch)
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": home,
-        "TMPDIR": home,
-        "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "0",  # the same set and dict orders from run to run
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "MPLBACKEND": "Agg",
-        "OMP_NUM_THREADS": "1",  # candidates run side by side; one thread each is what they get
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "NUMEXPR_NUM_THREADS": "1",
-    }
-
-
-def _wait(process: subprocess.Popen, limit_s: float) -> bool:
-    """Wait for the supervisor (it enforces the time limit itself); kill it if it overruns. True if killed."""
-    try:
-        process.wait(limit_s)
-        return False
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # the runner, in a session of its own, dies with it
-        except ProcessLookupError:
-            pass
-        process.wait()
-        return True
-
-
-def _authentic_records(report: bytes, nonce: str) -> dict[str, dict]:
-    """The first report of each event that carries the nonce; lines the candidate wrote itself do not."""
-    records: dict[str, dict] = {}
-    for line in report.splitlines():
-        if nonce.encode() not in line:
-            continue
-        try:
-            record = ast.literal_eval(line.decode("utf-8", errors="replace"))
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            continue
-        if isinstance(record, dict) and record.pop("nonce", None) == nonce:
-            records.setdefault(record.get("event"), record)
-    return records
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove the work dir, even where the candidate (running as the caller's user) took permissions away."""
-    try:
-        shutil.rmtree(path)
-    except OSError:
-        for root, dirs, _ in os.walk(path):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o700)
-        shutil.rmtree(path)
+    return Verdict("runtime_error", one_line(detail), run.seconds)
 
 
 def _cpu_limit_s(timeout_s: float) -> int:
@@ -394,440 +284,3 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
-# The driver, run by the sandbox's interpreter as `python -s -B -c _DRIVER`. Standard library only,
-# and Python 3.8+: that interpreter may be another environment's.
-
-_DRIVER = r'''
-import ctypes, json, os, re, resource, signal, stat, sys
-
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x20000, 0x8000000, 0x10000000
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 0x1, 0x2, 0x4, 0x8, 0x20
-MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_MOVE, MS_REC = 0x400, 0x800, 0x1000, 0x2000, 0x4000
-MS_PRIVATE, MS_RELATIME = 0x40000, 0x200000
-KEPT_MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-                    "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox"})
-WRITABLE_DEVICES = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"})
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-NETWORK_EVENTS = ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
-                  "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo")
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-
-
-class SandboxViolation(PermissionError):
-    """Raised in the candidate when it attempts what the sandbox forbids."""
-
-
-def main():
-    job = json.loads(sys.stdin.buffer.read())
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # the job, nonce included, is not left for the candidate to read
-    os.close(devnull)
-    sys.path[:] = [path for path in sys.path if path not in ("", ".")]  # -c put the scratch dir first
-    report = reporter(job["report_fd"], job["nonce"])
-    profile, notes = enter_namespaces()
-    runner = os.fork()
-    if runner == 0:
-        run(job, profile, notes, report)
-    supervise(runner, job, report)
-
-
-def reporter(fd, nonce, write=os.write, repr=repr):
-    """report(event, **fields): one line on the report fd, a Python literal with the nonce.
-
-    Built from what cannot be rebound by name (repr of plain values, os.write captured now), so a
-    candidate that patches json or os cannot change what is written."""
-    def report(event, **fields):
-        fields["event"], fields["nonce"] = event, nonce
-        write(fd, ("\n" + repr(fields) + "\n").encode("utf-8", "backslashreplace"))
-    return report
-
-
-# --- The supervisor ------------------------------------------------------------------------
-
-
-def enter_namespaces():
-    """Unshare what this process may, for the runner it forks next; returns (profile, notes).
-
-    "full" (root): mount, network, PID and IPC namespaces. "user": a user namespace with network
-    and PID namespaces, for a caller without root where that is allowed. "none": nothing."""
-    notes = []
-    for profile, flags in (("full", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC),
-                           ("user", CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID)):
-        if libc.unshare(flags) == 0:
-            return profile, notes
-        notes.append("unshare (%s): %s" % (profile, os.strerror(ctypes.get_errno())))
-    return "none", notes
-
-
-def supervise(runner, job, report):
-    """Wait for the runner, kill it at the time limit, report how it ended. Runs no candidate code."""
-    timed_out = []
-
-    def kill_runner():
-        for send in (os.kill, os.killpg):  # the runner, and its process group (it leads its own session)
-            try:
-                send(runner, signal.SIGKILL)
-            except OSError:
-                pass
-
-    def on_time_limit(signum, frame):
-        timed_out.append(True)
-        kill_runner()
-
-    signal.signal(signal.SIGALRM, on_time_limit)
-    signal.setitimer(signal.ITIMER_REAL, job["timeout_s"])
-    os.waitid(os.P_PID, runner, os.WEXITED | os.WNOWAIT)  # ended, not yet reaped: its pid is still its own
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    kill_runner()  # what it left running, where no PID namespace ended with it
-    _, status, usage = os.wait4(runner, 0)
-    killed_by = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    cpu_exceeded = (killed_by in (signal.SIGKILL, signal.SIGXCPU)
-                    and usage.ru_utime + usage.ru_stime >= job["limits"]["cpu_s"] - 0.5)
-    report("finished", exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, signal=killed_by,
-           timed_out=bool(timed_out), cpu_exceeded=cpu_exceeded)
-    os._exit(0)
-
-
-# --- The runner: lock-down -------------------------------------------------------------------
-
-
-def run(job, profile, notes, report):
-    """The runner's whole life: lock down, then run the check (or, probing, say how locked down it is)."""
-    os.setsid()  # its own session and process group: what the supervisor kills
-    try:
-        levels = lock_down(job, profile, notes)
-    except Exception as error:  # e.g. a hard limit below ours, for a caller without root
-        report("setup_error", detail="lock-down failed: %s: %s" % (type(error).__name__, error))
-        os._exit(0)
-    achieved = {name: levels[name] for name in ("network", "filesystem", "user", "processes")}
-    if job["probe"]:
-        report("isolation", **levels)
-    elif achieved != job["expect"]:
-        report("setup_error", detail="sandbox is %r, expected %r (%s)" % (achieved, job["expect"], "; ".join(notes)))
-    else:
-        guard(job["scratch"], report)
-        run_check(job["check"], report)
-        for stream in (sys.stdout, sys.stderr):  # what it printed, for the caller to quote (os._exit drops it)
-            try:
-                stream.flush()
-            except Exception:
-                pass
-    os._exit(0)
-
-
-def lock_down(job, profile, notes):
-    """Confine this process as far as it may; returns the levels achieved (as in Isolation) and notes."""
-    scratch, uid, limits = job["scratch"], job["uid"], job["limits"]
-    namespaced = profile != "none"
-    levels = {"network": "namespace" if namespaced else "guard", "filesystem": "permissions",
-              "user": "caller", "processes": "pid namespace" if namespaced else "session", "notes": notes}
-    is_root = os.geteuid() == 0 and profile != "user"
-    if profile == "full":
-        try:
-            mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted from here on is seen outside
-            make_mounts_read_only()
-            mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's
-            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,mode=0700" % limits["scratch_bytes"])
-            expose_interpreter(staging=scratch)
-            os.chdir(scratch)  # the tmpfs, not the directory under it
-            levels["filesystem"] = "read-only"
-        except OSError as error:
-            notes.append("mounts: %s" % error)
-    drop_user = False
-    if is_root:
-        unreachable = [path for path in interpreter_dirs() if not reachable_by_others(path)]
-        if closed_ancestor(os.path.dirname(scratch)) is not None:
-            unreachable.append(scratch)
-        drop_user = not unreachable
-        if unreachable:
-            notes.append("uid %d cannot read %s" % (uid, unreachable[0]))
-
-    set_limit(resource.RLIMIT_CPU, limits["cpu_s"])
-    set_limit(resource.RLIMIT_AS, limits["memory_bytes"])
-    set_limit(resource.RLIMIT_FSIZE, limits["file_size_bytes"])
-    set_limit(resource.RLIMIT_CORE, 0)
-    if drop_user:
-        os.chown(scratch, uid, uid)
-        set_limit(resource.RLIMIT_NPROC, limits["processes"])
-    call(libc.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    if drop_user:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)  # from root to another uid: every capability goes
-        levels["user"] = "uid %d" % uid
-    call(libc.prctl, PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
-    return levels
-
-
-def set_limit(limit, value):
-    """Set both the soft and hard limit to `value`, or to the hard limit already there if lower."""
-    _, hard = resource.getrlimit(limit)
-    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-    resource.setrlimit(limit, (value, value))
-
-
-def call(function, *args):
-    if function(*args) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, "%s%r: %s" % (function.__name__, args, os.strerror(errno)))
-
-
-def mount(source, target, fstype, flags, data=None):
-    encode = lambda text: None if text is None else os.fsencode(text)
-    call(libc.mount, encode(source), encode(target), encode(fstype), flags, encode(data))
-
-
-def make_mounts_read_only():
-    """Remount every mount read-only, keeping its other flags (in this mount namespace only)."""
-    with open("/proc/self/mountinfo") as mountinfo:
-        lines = mountinfo.read().splitlines()
-    for line in lines:
-        fields = line.split()
-        target = re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), fields[4])
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-        for option in fields[5].split(","):
-            flags |= KEPT_MOUNT_FLAGS.get(option, 0)
-        try:
-            mount(None, target, None, flags)
-        except FileNotFoundError:
-            pass  # hidden under another mount: out of reach anyway
-
-
-def interpreter_dirs():
-    """The directories this interpreter loads code from."""
-    dirs = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, *sys.path}
-    return sorted({os.path.realpath(path) for path in dirs if path and os.path.isdir(path)})
-
-
-def closed_ancestor(path):
-    """The first directory on the way to `path` (itself included) that other users cannot pass through."""
-    parts = path.split("/")
-    for end in range(2, len(parts) + 1):
-        directory = "/".join(parts[:end])
-        if not os.stat(directory).st_mode & stat.S_IXOTH:
-            return directory
-    return None
-
-
-def reachable_by_others(path):
-    return closed_ancestor(path) is None and bool(os.stat(path).st_mode & stat.S_IROTH)
-
-
-def expose_interpreter(staging):
-    """Let other users reach the interpreter's directories where a closed directory is on the way
-    (Python under /root, mode 0700): cover that directory, in this mount namespace only, with a
-    read-only tmpfs holding just the way through, the interpreter's own subtrees bound back in."""
-    for _ in range(8):  # a directory bound back in may hold another closed one
-        ways = {}  # closed directory -> its entries on the way to interpreter directories
-        for path in interpreter_dirs():
-            closed = closed_ancestor(path)
-            if closed is not None and closed != path:
-                ways.setdefault(closed, set()).add(closed + "/" + path[len(closed) + 1:].split("/")[0])
-        if not ways:
-            return
-        for closed, entries in ways.items():
-            stages = []
-            for number, entry in enumerate(sorted(entries)):
-                stage = os.path.join(staging, ".stage-%d" % number)
-                os.mkdir(stage)
-                mount(entry, stage, None, MS_BIND | MS_REC)
-                stages.append((stage, entry))
-            mount("tmpfs", closed, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0711")
-            for stage, entry in stages:
-                os.mkdir(entry)
-                mount(stage, entry, None, MS_MOVE)
-                os.rmdir(stage)
-            mount(None, closed, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-
-
-# --- The runner: guard and check -------------------------------------------------------------
-
-
-def guard(scratch, report, SandboxViolation=SandboxViolation):
-    """Refuse, and report once, what a candidate may not do: an audit hook on the calls Python makes."""
-    reported = []
-
-    def outside(path):
-        """The resolved path if it is outside the scratch dir, else None."""
-        if path is None or isinstance(path, int):  # a file descriptor: opened already
-            return None
-        path = os.fsdecode(path)
-        if path in WRITABLE_DEVICES:
-            return None
-        real = os.path.realpath(path)
-        return None if real == scratch or real.startswith(scratch + "/") else real
-
-    def changing(*positions):
-        def check(args):
-            for position in positions:
-                where = outside(args[position])
-                if where:
-                    return "changing %s, outside the scratch dir" % where
-        return check
-
-    def opening(args):
-        where = outside(args[0]) if args[2] & WRITE_FLAGS else None
-        if where:
-            return "writing %s, outside the scratch dir" % where
-
-    def running(position):
-        def check(args):
-            program = os.path.basename(os.fsdecode(args[position]))
-            if program in SHELLS:
-                return "running a shell (%s)" % program
-        return check
-
-    def signalling(args):
-        target = args[0]
-        if target == -1:
-            return "sending a signal to every process it may"
-        if target in (0, os.getpid(), -os.getpgrp()):  # its own process group, itself
-            return None
-        try:
-            if target > 0 and os.getsid(target) == os.getsid(0):
-                return None
-        except OSError:
-            pass
-        return "sending a signal to process %d, outside the sandbox" % target
-
-    def signalling_group(args):
-        if args[0] not in (0, os.getpgrp()):
-            return "sending a signal to process group %d, outside the sandbox" % args[0]
-
-    checks = {
-        "open": opening,
-        "os.remove": changing(0), "os.rmdir": changing(0), "os.mkdir": changing(0), "os.chmod": changing(0),
-        "os.chown": changing(0), "os.truncate": changing(0), "os.utime": changing(0), "shutil.rmtree": changing(0),
-        "os.rename": changing(0, 1), "os.link": changing(1), "os.symlink": changing(1),
-        "os.system": lambda args: "running a shell command",
-        "subprocess.Popen": running(0), "os.exec": running(0), "os.posix_spawn": running(0), "os.spawn": running(1),
-        "os.kill": signalling, "os.killpg": signalling_group,
-    }
-    for event in NETWORK_EVENTS:
-        checks[event] = lambda args, event=event: "network access (%s)" % event
-
-    def hook(event, args):
-        check = checks.get(event)
-        if check is None:
-            return
-        try:
-            problem = check(args)
-        except Exception:
-            problem = None  # arguments the call itself will reject
-        if problem:
-            if not reported:
-                reported.append(problem)
-                report("forbidden", detail=problem)
-            raise SandboxViolation("forbidden by the sandbox: " + problem)
-
-    sys.addaudithook(hook)
-
-
-def run_check(check, report, exec=exec, compile=compile, isinstance=isinstance, enumerate=enumerate,
-              settrace=sys.settrace, setprofile=sys.setprofile, BaseException=BaseException,
-              AssertionError=AssertionError, MemoryError=MemoryError, SandboxViolation=SandboxViolation):
-    """Run the candidate, then its setup code and tests; report the outcome.
-
-    What it uses once the candidate has started is bound here, as defaults, before that: the
-    candidate may rebind names in builtins, in modules and in this script's globals."""
-    sources = {}  # file name -> source, to quote the line that failed
-    namespace, context = {}, {}
-
-    def compiled(source, filename):
-        sources[filename] = source
-        return compile(source, filename, "exec", dont_inherit=True, optimize=0)  # asserts kept
-
-    stage, in_tests = "compile", False
-    try:
-        if check["code_context"] is None:
-            candidate = compiled(check["candidate"], "<candidate>")
-            # Not "__main__": demo code under `if __name__ == "__main__":`, which often reads stdin, stays out.
-            namespace["__name__"] = "__candidate__"
-            stage = "the candidate"
-            exec(candidate, namespace)
-            settrace(None)  # a tracer left behind could jump over test lines
-            setprofile(None)
-            stage = "the setup code"
-            exec(compiled(check["setup"], "<setup>"), namespace)
-            in_tests = True
-            for number, test in enumerate(check["tests"], 1):
-                stage = "test %d" % number
-                exec(compiled(test, "<test %d>" % number), namespace)
-            if check["entry_point"]:
-                stage = "check(%s)" % check["entry_point"]
-                exec(compiled(stage, "<check>"), namespace)
-        else:
-            stage = "the code_context"
-            context["__name__"] = "__code_context__"
-            exec(compiled(check["code_context"], "<code_context>"), context)
-            template = context.get("exec_context")
-            if isinstance(template, str) and "[insert]" in template:  # DS-1000 inserts the solution there
-                stage = "compile"
-                compile(template.replace("[insert]", check["candidate"]), "<candidate>", "exec", dont_inherit=True)
-            in_tests = True
-            stage = "test_execution"
-            context["test_execution"](check["candidate"])
-            if "test_string" in context:
-                stage = "test_string"
-                context["test_string"](check["candidate"])
-    except BaseException as error:
-        if isinstance(error, MemoryError):
-            namespace.clear()  # free what the candidate holds, to have room to report
-            context.clear()
-            report("outcome", kind="memory", detail="MemoryError (in %s)" % stage)
-            return
-        if isinstance(error, SandboxViolation):
-            kind = "forbidden"
-        elif stage == "compile":
-            kind = "syntax_error"
-        elif in_tests and isinstance(error, AssertionError):
-            kind = "wrong_result"
-        else:
-            kind = "runtime_error"
-        report("outcome", kind=kind, detail=explain(kind, stage, error, sources))
-        return
-    report("outcome", kind="correct", detail="")
-
-
-def explain(kind, stage, error, sources):
-    """One line on what went wrong (the caller shortens it)."""
-    try:
-        message = str(error)[:500]
-    except Exception:
-        message = "(unprintable)"
-    name = type(error).__name__
-    text = "%s: %s" % (name, message) if message else name
-    line = failing_line(error, sources)
-    if kind == "syntax_error":
-        return text
-    if kind == "wrong_result":
-        return "%s failed: %s" % (stage, line or text) + (" (%s)" % message if line and message else "")
-    return "%s (in %s%s)" % (text, stage, ", at: " + line if line else "")
-
-
-def failing_line(error, sources):
-    """The deepest line of the candidate, setup or test code in the traceback."""
-    line, traceback = "", error.__traceback__
-    while traceback is not None:
-        lines = sources.get(traceback.tb_frame.f_code.co_filename, "").splitlines()
-        if 0 < traceback.tb_lineno <= len(lines):
-            line = lines[traceback.tb_lineno - 1].strip()
-        traceback = traceback.tb_next
-    return line
-
-
-main()
-'''

@@ -33,6 +33,15 @@ class Verdict:
     seconds: float  # wall time the candidate took to execute (0.0 when not run)
 
 
+DETAIL_CHARS = 200  # a verdict's detail is at most this long
+
+
+def one_line(text: str) -> str:
+    """A verdict's detail: whitespace collapsed to one line, at most DETAIL_CHARS characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
+
+
 def verdict_kind(name: str) -> str:
     """A verdict kind as read from an artifact, old names mapped to today's."""
     return _OLD_NAMES.get(name, name)

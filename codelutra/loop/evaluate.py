@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import Counter
 from pathlib import Path
 
 from codelutra.artifacts import read_json, write_json
 from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
+from codelutra.errors import UserError
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.stages import generate_completions, judge_completions
+from codelutra.loop.vote import evaluate_voted, require_votable
 from codelutra.tasks import Task
+from codelutra.tasks.kinds import kind_of
+
+INPUTS_FILE = "eval_inputs.json"  # what an eval folder's results are of: model, tasks, settings
 
 
 def evaluate_model(
@@ -27,19 +34,25 @@ def evaluate_model(
 ) -> dict:
     """Evaluate `model_path` on `tasks`; write `out_dir/eval.json` (accuracy, n, counts) and its samples.
 
+    With `eval_cfg.vote`, eval.json also holds `voted` (`codelutra.loop.vote.evaluate_voted`).
+
     `generation` says where the completions come from; for the openai backend `model_path` is the
-    endpoint's model name.
+    endpoint's model name. A folder is reused (its results, or its samples so far) only for the same
+    model, tasks and settings; otherwise this raises `UserError` before anything is written.
     """
     out_dir = Path(out_dir)
+    max_new_tokens = kind_of(tasks).max_new_tokens(eval_cfg.max_new_tokens)
+    _claim_eval_dir(out_dir, _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generation))
     if (out_dir / "eval.json").exists():
         return _with_current_kinds(read_json(out_dir / "eval.json"))
+    require_votable(tasks, eval_cfg.vote)
     start = time.monotonic()
     samples = generate_completions(
         model_path,
         tasks,
         out_dir / "eval_samples.jsonl",
         prompt=prompt,
-        params=SamplingParams(max_new_tokens=eval_cfg.max_new_tokens, batch_size=eval_cfg.batch_size),
+        params=SamplingParams(max_new_tokens=max_new_tokens, batch_size=eval_cfg.batch_size),
         description=f"{label}: generating (greedy)",
         generation=generation,
     )
@@ -53,9 +66,64 @@ def evaluate_model(
         "accuracy": counts["correct"] / len(verdicts) if verdicts else 0.0,
         "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS},
         "seconds": round(time.monotonic() - start, 1),
+        "match": verify.match,  # the scoring rule (SQL tasks; see execution/sql_match.py)
+        "variants": verify.variants,  # perturbed database copies a SQL answer also had to match on
     }
+    if eval_cfg.vote:  # `accuracy` stays the greedy one; the voted answers are reported beside it
+        settings = dict(prompt=prompt, eval_cfg=eval_cfg, verify=verify, label=label, generation=generation)
+        result["voted"] = evaluate_voted(model_path, tasks, out_dir, **settings)
     write_json(out_dir / "eval.json", result)
     return result
+
+
+def _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generation) -> dict:
+    """What the results of an evaluation depend on; parallelism (workers, batch sizes, concurrency) is left out."""
+    problems = json.dumps([(t.id, t.question, t.gold, t.db_path, t.tests, t.code_context) for t in tasks])
+    return {
+        "model": model_path,
+        "tasks": {"n": len(tasks), "sha256": hashlib.sha256(problems.encode()).hexdigest()},
+        "settings": {
+            "prompt": prompt.model_dump(mode="json"),
+            "eval": {**eval_cfg.model_dump(mode="json", exclude={"batch_size"}), "max_new_tokens": max_new_tokens},
+            "verify": verify.model_dump(mode="json", exclude={"workers"}),
+            "generation": generation.model_dump(mode="json", include={"backend", "base_url"}),
+        },
+    }
+
+
+def _claim_eval_dir(out_dir: Path, inputs: dict) -> None:
+    """Record what `out_dir` evaluates; refuse a folder that holds an evaluation of something else.
+
+    A folder from before `eval_inputs.json` existed is checked by what its eval.json says (model, n).
+    """
+    path = out_dir / INPUTS_FILE
+    if path.exists():
+        differs = _differences(read_json(path), inputs)
+    elif (out_dir / "eval.json").exists():
+        old = read_json(out_dir / "eval.json")
+        differs = _differences({"model": old.get("model"), "n": old.get("n")}, {"model": inputs["model"], "n": inputs["tasks"]["n"]})
+    else:
+        differs = []
+    if differs:
+        raise UserError(
+            f"{out_dir}: holds an evaluation with a different {', '.join(differs)}; "
+            "choose another output folder (--output) or delete this one to start fresh"
+        )
+    if not path.exists():
+        write_json(path, inputs)
+
+
+def _differences(held: dict, now: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested mappings (`tasks` compared whole)."""
+    keys = sorted(held.keys() | now.keys())
+    differs = []
+    for key in keys:
+        old, new = held.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict) and key != "tasks":
+            differs += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differs.append(prefix + key)
+    return differs
 
 
 def _with_current_kinds(result: dict) -> dict:

@@ -6,23 +6,37 @@ redone, so re-running the same command after a crash resumes at the first missin
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from codelutra.artifacts import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
+from codelutra.artifacts import (
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console
 from codelutra.errors import UserError
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.evaluate import evaluate_model
 from codelutra.loop.report import write_report
-from codelutra.loop.stages import generate_completions, judge_completions
+from codelutra.loop.stages import (
+    generate_completions,
+    judge_completions,
+    prompts_that_fit,
+)
 from codelutra.models import resolve_model
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import kind_of
 from codelutra.tasks.sources import load_tasks
-from codelutra.training.pairs import build_pairs
+from codelutra.training.pairs import iteration_pairs
+
+HEARTBEAT_S = 5.0  # how often a running stage's seconds so far are written to timings.json
 
 
 class Refiner:
@@ -40,14 +54,16 @@ class Refiner:
         self.eval_tasks: list[Task] = []
 
     def run(self) -> list[dict]:
-        self.train_tasks = self._load("train_tasks")
-        self.eval_tasks = self._load("eval_tasks")
+        # The run claims its name only once the model and both task sets have loaded, so that a corrected
+        # command is not refused as "a different configuration".
+        policy = resolve_model(self.cfg.model.name)
+        self.train_tasks = self._load("train_tasks", policy)
+        self.eval_tasks = self._load("eval_tasks", policy)
         self._claim_run_dir()
         overlap = ({t.db_id for t in self.train_tasks} & {t.db_id for t in self.eval_tasks}) - {""}
         if overlap:
             console.print(f"[yellow]note:[/] train and eval tasks share databases: {', '.join(sorted(overlap))}")
 
-        policy = resolve_model(self.cfg.model.name)
         history = [self._evaluate(policy, 0)]
         for k in range(1, self.cfg.max_iterations + 1):
             policy = self._iterate(k, policy)
@@ -63,7 +79,8 @@ class Refiner:
         """Record the config; refuse to resume a run that was started with a different one.
 
         The stored config is read back through the current schema, so a setting added since (with
-        its default) does not stop a run from resuming.
+        its default) does not stop a run from resuming; token budgets compare as resolved, so a run
+        stored with `max_new_tokens: 64` resumes where the task kind's budget is 64.
         """
         path = self.run_dir / "config.yaml"
         if not path.exists():
@@ -71,7 +88,7 @@ class Refiner:
             console.print(f"run folder: {self.run_dir}")
             return
         try:
-            same = load_config(path).model_dump() == self.cfg.model_dump()
+            same = self._comparable(load_config(path)) == self._comparable(self.cfg)
         except UserError:
             same = False
         if not same:
@@ -81,8 +98,29 @@ class Refiner:
             )
         console.print(f"resuming run in {self.run_dir}")
 
-    def _load(self, which: str) -> list[Task]:
-        tasks, skipped = load_tasks(getattr(self.cfg, which), self.cfg.verify)
+    def _comparable(self, cfg: RunConfig) -> dict:
+        """`cfg` as it runs: the token budgets resolved to the task kinds' where they are null."""
+        data = cfg.model_dump()
+        data["sampling"]["max_new_tokens"] = kind_of(self.train_tasks).max_new_tokens(cfg.sampling.max_new_tokens)
+        data["eval"]["max_new_tokens"] = kind_of(self.eval_tasks).max_new_tokens(cfg.eval.max_new_tokens)
+        return data
+
+    def _load(self, which: str, policy: str) -> list[Task]:
+        """A task set, less the problems whose prompt does not fit the model (reported like any bad problem)."""
+        source = getattr(self.cfg, which)
+        tasks, skipped = load_tasks(source, self.cfg.verify)
+        training = which == "train_tasks"
+        budget = (self.cfg.sampling if training else self.cfg.eval).max_new_tokens
+        tasks, too_long = prompts_that_fit(
+            tasks,
+            policy,
+            source=source.path,
+            prompt=self.cfg.prompt,
+            max_new_tokens=kind_of(tasks).max_new_tokens(budget),
+            generation=self.cfg.generation,
+            max_length=self.cfg.train.max_length if training else None,
+        )
+        skipped += too_long
         for s in skipped:
             console.print(f"[yellow]skipped[/] {s}")
         console.print(f"{which}: {len(tasks)} problems" + (f" ({len(skipped)} skipped)" if skipped else ""))
@@ -110,17 +148,18 @@ class Refiner:
         if (model_dir / "config.json").exists():
             return str(model_dir)
         s = cfg.sampling
+        tasks = self._iteration_tasks(k)
         with self._timed(k, "sample", "samples.jsonl"):
             samples = generate_completions(
                 policy,
-                self.train_tasks,
+                tasks,
                 it_dir / "samples.jsonl",
                 prompt=cfg.prompt,
                 params=SamplingParams(
                     n=s.n,
                     temperature=s.temperature,
                     top_p=s.top_p,
-                    max_new_tokens=s.max_new_tokens,
+                    max_new_tokens=kind_of(self.train_tasks).max_new_tokens(s.max_new_tokens),
                     batch_size=s.batch_size,
                     seed=cfg.seed * 1000 + k,
                     keep_logprobs=True,
@@ -130,17 +169,16 @@ class Refiner:
             )
         with self._timed(k, "verify", "verdicts.jsonl"):
             verdicts = judge_completions(
-                self.train_tasks, samples, it_dir / "verdicts.jsonl", verify=cfg.verify, description=f"iter {k}: verifying"
+                tasks, samples, it_dir / "verdicts.jsonl", verify=cfg.verify, description=f"iter {k}: verifying"
             )
         with self._timed(k, "pair", "pairs.jsonl"):
-            pairs = self._pairs(k, samples, verdicts, it_dir / "pairs.jsonl")
+            pairs = self._pairs(k, tasks, samples, verdicts, it_dir / "pairs.jsonl")
         if not pairs:
             raise UserError(f"iteration {k}: no preference pairs (every sample was correct); nothing left to learn")
         from codelutra.training.launch import launch_training
         from codelutra.training.trainer import train_policy
 
         console.print(f"iter {k}: training on {len(pairs)} pairs ({cfg.train.loss}, ref = iteration {k - 1})")
-        start = time.monotonic()
         with self._timed(k, "train", "model/config.json"):
             if cfg.train.processes > 1:
                 config_path = self.run_dir / "config.yaml"
@@ -149,50 +187,76 @@ class Refiner:
                 )
             else:
                 new_policy = train_policy(policy, pairs, it_dir, cfg.train, seed=cfg.seed + k)
-        write_json(it_dir / "train.json", {"pairs": len(pairs), "seconds": round(time.monotonic() - start, 1)})
+        write_json(it_dir / "train.json", {"pairs": len(pairs)})  # its seconds are timings.json's "train"
         return str(new_policy)
 
-    @contextmanager
-    def _timed(self, k: int, stage: str, artifact: str):
-        """Add the seconds a stage takes to `iter_k/timings.json`, summed over resumptions.
+    def _iteration_tasks(self, k: int) -> list[Task]:
+        """The training problems of iteration k: all of them, or `train_tasks.per_iteration` drawn from the pool.
 
-        A stage whose artifact already exists is skipped by its own code and adds nothing.
+        "fresh": iteration k takes the next slice of one seeded shuffle of the pool (wrapping round), so
+        iterations see different problems for as long as the pool lasts. "failed_first": the problems
+        that iteration k-1 sampled without a correct answer come first, then fresh ones.
         """
-        it_dir = self.run_dir / f"iter_{k}"
-        if (it_dir / artifact).exists():
-            yield
-            return
-        start = time.monotonic()
-        try:
-            yield
-        finally:  # also when interrupted: the resumed run adds the rest
-            path = it_dir / "timings.json"
-            timings = read_json(path) if path.exists() else {}
-            timings[stage] = round(timings.get(stage, 0.0) + time.monotonic() - start, 1)
-            write_json(path, timings)
+        source, pool = self.cfg.train_tasks, self.train_tasks
+        if source.per_iteration is None or source.per_iteration >= len(pool):
+            return pool
+        m = source.per_iteration
+        order = list(pool)
+        random.Random(f"{self.cfg.seed}:per_iteration").shuffle(order)
+        start = (k - 1) * m
+        fresh = [order[(start + i) % len(order)] for i in range(m)]
+        if source.per_iteration_order == "fresh" or k == 1:
+            return fresh
+        previous = self.run_dir / f"iter_{k - 1}" / "verdicts.jsonl"
+        failed = {row["id"] for row in read_jsonl(previous) if "correct" not in row["verdicts"]} if previous.exists() else set()
+        chosen = [t for t in order if t.id in failed][:m]
+        taken = {t.id for t in chosen}
+        return chosen + [t for t in fresh if t.id not in taken][: m - len(chosen)]
 
-    def _pairs(self, k: int, samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
+    def _timed(self, k: int, stage: str, artifact: str):
+        return stage_timer(self.run_dir / f"iter_{k}", stage, artifact)
+
+    def _pairs(self, k: int, tasks: list[Task], samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
         if path.exists():
             return read_jsonl(path)
-        kind = kind_of(self.train_tasks)
-        by_id = {t.id: t for t in self.train_tasks}
-        pairs = []
-        for sample, verdict in zip(samples, verdicts):
-            task = by_id[sample["id"]]
-            pairs += build_pairs(
-                task.id,
-                kind.messages(task, self.cfg.prompt),
-                sample["completions"],
-                verdict["verdicts"],
-                kind.answer(task.gold),
-                max_pairs=self.cfg.pairs.max_per_problem,
-                seed=self.cfg.seed + k,
-                answer_prefix=kind.answer_prefix(self.cfg.prompt),
-                token_ids=sample.get("token_ids"),
-                logprobs=sample.get("logprobs"),
-            )
+        pairs = iteration_pairs(tasks, samples, verdicts, prompt=self.cfg.prompt, cfg=self.cfg.pairs, seed=self.cfg.seed + k)
         write_jsonl(path, pairs)
         from_gold = sum(p["chosen_source"] == "gold" for p in pairs)
         console.print(f"iter {k}: {len(pairs)} pairs ({from_gold} with the gold code as the correct side)")
         return pairs
 
+
+@contextmanager
+def stage_timer(it_dir: Path, stage: str, artifact: str, heartbeat_s: float = HEARTBEAT_S):
+    """Keep `it_dir/timings.json`'s `stage` at the seconds the stage has spent, summed over resumptions.
+
+    Written every `heartbeat_s` while the stage runs and at its end, so a process killed outright
+    (SIGKILL, out of memory) keeps all but the last heartbeat's seconds; the resumed run adds the rest.
+    A stage whose artifact already exists is skipped by its own code and adds nothing.
+    """
+    if (it_dir / artifact).exists():
+        yield
+        return
+    path = it_dir / "timings.json"
+    spent_before = (read_json(path) if path.exists() else {}).get(stage, 0.0)
+    start = time.monotonic()
+
+    def write() -> None:
+        timings = read_json(path) if path.exists() else {}
+        timings[stage] = round(spent_before + time.monotonic() - start, 1)
+        write_json(path, timings)
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s):
+            write()
+
+    heart = threading.Thread(target=beat, name=f"timings-{stage}", daemon=True)
+    heart.start()
+    try:
+        yield
+    finally:  # also when interrupted
+        stop.set()
+        heart.join()
+        write()

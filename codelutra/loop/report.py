@@ -12,24 +12,43 @@ from codelutra.execution.verdict import VERDICT_KINDS
 
 def accuracy_table(history: list[dict], title: str = "Held-out execution accuracy") -> Table:
     table = Table(title=title)
-    table.add_column("model")
-    table.add_column("accuracy", justify="right")
-    table.add_column("n", justify="right")
-    for kind in VERDICT_KINDS:
-        table.add_column(kind, justify="right")
+    for header in _headers(history):
+        table.add_column(header, justify="left" if header == "model" else "right")
     for row in history:
-        table.add_row(_label(row), f"{row['accuracy']:.1%}", str(row["n"]), *(str(row["counts"].get(k, 0)) for k in VERDICT_KINDS))
+        table.add_row(*_cells(row, history))
     return table
 
 
 def markdown_table(history: list[dict]) -> str:
-    head = "| model | accuracy | n | " + " | ".join(VERDICT_KINDS) + " |"
-    rule = "|---|---:|---:|" + "---:|" * len(VERDICT_KINDS)
-    rows = [
-        f"| {_label(r)} | {r['accuracy']:.1%} | {r['n']} | " + " | ".join(str(r["counts"].get(k, 0)) for k in VERDICT_KINDS) + " |"
-        for r in history
-    ]
+    headers = _headers(history)
+    head = "| " + " | ".join(headers) + " |"
+    rule = "|---|" + "---:|" * (len(headers) - 1)
+    rows = ["| " + " | ".join(_cells(r, history)) + " |" for r in history]
     return "\n".join([head, rule, *rows]) + "\n"
+
+
+def _headers(history: list[dict]) -> list[str]:
+    """The columns; with voted results, greedy and voted accuracy side by side (the verdict counts are greedy's)."""
+    sizes = _vote_sizes(history)
+    if not sizes:
+        return ["model", "accuracy", "n", *VERDICT_KINDS]
+    voted = f"voted accuracy ({sizes.pop()} samples)" if len(sizes) == 1 else "voted accuracy (samples)"
+    return ["model", "greedy accuracy", voted, "n", *VERDICT_KINDS]
+
+
+def _cells(row: dict, history: list[dict]) -> list[str]:
+    counts = [str(row["counts"].get(k, 0)) for k in VERDICT_KINDS]
+    sizes = _vote_sizes(history)
+    if not sizes:
+        return [_label(row), f"{row['accuracy']:.1%}", str(row["n"]), *counts]
+    voted = row.get("voted")
+    voted_cell = "" if voted is None else f"{voted['accuracy']:.1%}" + ("" if len(sizes) == 1 else f" ({voted['candidates']})")
+    return [_label(row), f"{row['accuracy']:.1%}", voted_cell, str(row["n"]), *counts]
+
+
+def _vote_sizes(history: list[dict]) -> set[int]:
+    """How many candidates each voted row voted over."""
+    return {r["voted"]["candidates"] for r in history if "voted" in r}
 
 
 def write_report(run_dir: Path, history: list[dict], cfg) -> None:
@@ -74,7 +93,11 @@ def plot_history(history: list[dict], path: Path, title: str) -> None:
 
     iterations = [r["iteration"] for r in history]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [1, 1]})
-    top.plot(iterations, [100 * r["accuracy"] for r in history], marker="o")
+    top.plot(iterations, [100 * r["accuracy"] for r in history], marker="o", label="greedy")
+    voted = [(r["iteration"], 100 * r["voted"]["accuracy"]) for r in history if "voted" in r]
+    if voted:
+        top.plot(*zip(*voted), marker="s", label=f"voted ({', '.join(map(str, sorted(_vote_sizes(history))))} samples)")
+        top.legend(fontsize=8)
     top.set_ylabel("execution accuracy (%)")
     top.set_title(title)
     top.grid(alpha=0.3)

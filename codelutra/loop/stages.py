@@ -1,4 +1,4 @@
-"""The stages every iteration shares with evaluation: generate completions, then judge them by execution.
+"""The stages every iteration shares with evaluation: keep the prompts that fit, generate completions, judge them.
 
 Each stage writes its artifact atomically; generation also appends finished chunks to a `.partial`
 file, so a crash or Ctrl-C in the middle of a long sampling stage loses at most one chunk.
@@ -13,11 +13,59 @@ from pathlib import Path
 from codelutra.artifacts import read_jsonl, write_jsonl
 from codelutra.config import GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.console import progress_bar
-from codelutra.generation.types import Sampled, SamplingParams
-from codelutra.tasks import Task
+from codelutra.errors import UserError
+from codelutra.execution.verdict import Verdict
+from codelutra.generation.types import Sampled, SamplingParams, render_prompt
+from codelutra.tasks import Skipped, Task
 from codelutra.tasks.kinds import kind_of
 
 CHUNK_PROBLEMS = 64  # problems generated between two appends to the .partial file
+
+
+def prompts_that_fit(
+    tasks: list[Task],
+    model_path: str,
+    *,
+    source: str,
+    prompt: PromptConfig,
+    max_new_tokens: int,
+    generation: GenerationConfig,
+    max_length: int | None = None,
+) -> tuple[list[Task], list[Skipped]]:
+    """The tasks whose prompt leaves `max_new_tokens` of room in the model's context; the others as `Skipped`.
+
+    Checked before generation, where an over-long prompt fails only after allocating memory for it.
+    `max_length` (training's `train.max_length`) also skips prompts that leave no token of it for an answer.
+    Loading the tokenizer also tells a model path that does not load, before anything is written. The
+    openai backend's model is not here to ask: its endpoint judges its own prompts.
+    """
+    if generation.backend == "openai" or not tasks:
+        return tasks, []
+    from transformers import AutoConfig
+
+    from codelutra.models import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(model_path)
+        context = AutoConfig.from_pretrained(model_path).max_position_embeddings
+    except (OSError, ValueError) as e:
+        raise UserError(f"model {model_path}: cannot be loaded ({str(e).strip().splitlines()[0]})") from None
+    kind = kind_of(tasks)
+    limits = [(context - max_new_tokens, f"the model's context of {context} leaves no room for {max_new_tokens} answer tokens")]
+    if max_length is not None:
+        limits.append((max_length - 1, f"train.max_length is {max_length}"))
+    kept, skipped = [], []
+    for task in tasks:
+        text = render_prompt(tokenizer, kind.messages(task, prompt), kind.answer_prefix(prompt))
+        length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        why = next((reason for limit, reason in limits if length > limit), None)
+        if why is None:
+            kept.append(task)
+        else:
+            skipped.append(Skipped(source, task.id, f"prompt too long: {length} tokens, and {why}"))
+    if not kept:
+        raise UserError(f"{source}: no task left: every prompt is too long ({skipped[0].reason})")
+    return kept, skipped
 
 
 def generate_completions(
@@ -92,22 +140,26 @@ def judge_completions(
     """Extract the code from every completion and judge it in its kind's sandbox; write `out_path`.
 
     Each row: id, the code extracted from each completion under the kind's name ("sql", "python"),
-    verdicts and details.
+    verdicts and details. A completion cut at the token budget (samples.jsonl's `truncated`; rows written
+    before it existed count as not cut) that is not `correct` is `truncated`, whatever its cut code did:
+    the cause is the budget, not the code. One that is correct all the same stays `correct`, as the
+    verdict judges the code.
     """
     if out_path.exists():
         return read_jsonl(out_path)
     kind = kind_of(tasks)
     by_id = {t.id: t for t in tasks}
-    checks, codes, owners = [], [], []
+    checks, codes, owners, cut = [], [], [], []
     for row in samples:
         task = by_id[row["id"]]
-        for completion in row["completions"]:
+        for completion, truncated in zip(row["completions"], row.get("truncated") or [False] * len(row["completions"])):
             code = kind.extract(completion)
             checks.append(kind.check(task, code))
             codes.append(code)
             owners.append(row["id"])
+            cut.append(truncated)
     with progress_bar(description, total=len(checks)) as advance:
-        verdicts = kind.verify(checks, verify, advance)
+        verdicts = [_truncated(v) if truncated else v for v, truncated in zip(kind.verify(checks, verify, advance), cut)]
     rows: dict[str, dict] = {row["id"]: {"id": row["id"], kind.name: [], "verdicts": [], "details": []} for row in samples}
     for owner, code, verdict in zip(owners, codes, verdicts):
         rows[owner][kind.name].append(code)
@@ -116,6 +168,14 @@ def judge_completions(
     result = [rows[row["id"]] for row in samples]
     write_jsonl(out_path, result)
     return result
+
+
+def _truncated(verdict: Verdict) -> Verdict:
+    """The verdict on an answer cut at the token budget: `truncated` unless its code is correct all the same."""
+    if verdict.kind == "correct":
+        return verdict
+    as_cut = f"{verdict.kind}: {verdict.detail}" if verdict.detail else verdict.kind
+    return Verdict("truncated", f"cut at the token budget; as cut, {as_cut}", verdict.seconds)
 
 
 def _read_partial(path: Path) -> list[dict]:

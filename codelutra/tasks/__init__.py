@@ -17,7 +17,7 @@ class Task:
     id: str
     question: str  # what the prompt shows (for Python: the problem as its benchmark states it)
     gold: str  # the reference code
-    db_path: str = ""  # SQL: absolute path of the SQLite database the SQL runs against
+    db_path: str = ""  # SQL: the database's address: a SQLite file's absolute path, duckdb:///..., postgresql://...
     # The group that `databases` / `exclude_databases` select: SQL's database (Spider's db_id),
     # MBPP's split (prompt, test, validation, train), DS-1000's library; "" where there is none.
     db_id: str = ""

@@ -12,26 +12,40 @@ import sqlite3
 from pathlib import Path
 
 from codelutra.errors import UserError
+from codelutra.execution.engines import DIALECTS, engine_of
 from codelutra.tasks import Task
 
 SCHEMA_STYLES = ("compact", "create")
 
-INSTRUCTION = "Answer with one SQLite query in a ```sql code block and nothing else."
+INSTRUCTION = "Answer with one {dialect} query in a ```sql code block and nothing else."
 PYTHON_INSTRUCTION = "Answer with Python code in a ```python code block and nothing else."
 
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
+def instruction(db_path: str) -> str:
+    """The closing instruction, naming the dialect of the task's database engine."""
+    return INSTRUCTION.format(dialect=DIALECTS[engine_of(db_path)])
+
+
 @functools.lru_cache(maxsize=None)
 def render_schema(db_path: str, style: str = "compact") -> str:
-    """The schema of a SQLite database as text for a prompt.
+    """The schema of a database (a SQLite path, or a DuckDB or PostgreSQL address) as text for a prompt.
 
-    "compact": one line per table, `singer(singer_id PK, name, country)`, names lowercased
-    (SQLite names are case-insensitive), then one line listing the foreign keys.
-    "create": the database's own CREATE TABLE statements, each on one line.
+    "compact": one line per table, `singer(singer_id PK, name, country)`, then one line listing the
+    foreign keys; names lowercased where the engine ignores their case (SQLite, DuckDB).
+    "create": CREATE TABLE statements, each on one line: SQLite's own, or for the other engines
+    written from their catalog (columns with types, primary and foreign keys).
     """
     if style not in SCHEMA_STYLES:
         raise UserError(f"unknown schema style {style!r}: expected one of {', '.join(SCHEMA_STYLES)}")
+    if engine_of(db_path) != "sqlite":
+        from codelutra.tasks.catalog import read_tables
+
+        tables = read_tables(db_path)
+        fold_case = engine_of(db_path) == "duckdb"
+        render = _create_statements if style == "create" else _compact_tables
+        return render(tables, fold_case)
     path = Path(db_path)
     if not path.is_file():
         raise UserError(f"{db_path}: database not found")
@@ -65,13 +79,47 @@ def _compact_schema(db: sqlite3.Connection, tables: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _compact_tables(tables: list, fold_case: bool) -> str:
+    """The compact style for tables read from a catalog (`catalog.Table`)."""
+    def name(text: str) -> str:
+        return _name(text, fold_case)
+
+    lines, foreign_keys = [], []
+    for table in tables:
+        columns = [name(column) + (" PK" if column in table.primary_key else "") for column, _ in table.columns]
+        lines.append(f"{name(table.name)}({', '.join(columns)})")
+        for columns, parent, parent_columns in table.foreign_keys:
+            for column, parent_column in zip(columns, parent_columns):
+                foreign_keys.append(f"{name(table.name)}.{name(column)} = {name(parent)}.{name(parent_column)}")
+    if foreign_keys:
+        lines.append("Foreign keys: " + "; ".join(foreign_keys))
+    return "\n".join(lines)
+
+
+def _create_statements(tables: list, fold_case: bool) -> str:
+    """CREATE TABLE statements, one a line, for tables read from a catalog (`catalog.Table`)."""
+    def names(items: list[str]) -> str:
+        return ", ".join(_name(item, fold_case) for item in items)
+
+    statements = []
+    for table in tables:
+        parts = [f"{_name(column, fold_case)} {data_type}" for column, data_type in table.columns]
+        if table.primary_key:
+            parts.append(f"PRIMARY KEY ({names(table.primary_key)})")
+        for columns, parent, parent_columns in table.foreign_keys:
+            parts.append(f"FOREIGN KEY ({names(columns)}) REFERENCES {_name(parent, fold_case)} ({names(parent_columns)})")
+        statements.append(f"CREATE TABLE {_name(table.name, fold_case)} ({', '.join(parts)})")
+    return "\n".join(statements)
+
+
 def _pragma(db: sqlite3.Connection, pragma: str, table: str) -> list[tuple]:
     return db.execute(f"PRAGMA {pragma}({_quoted(table)})").fetchall()
 
 
-def _name(name: str) -> str:
-    """A lowercased name, quoted when it is not a plain identifier (`"%_change_2007"`)."""
-    name = name.lower()
+def _name(name: str, fold_case: bool = True) -> str:
+    """A name (lowercased when the engine ignores case), quoted when it is not a plain identifier (`"%_change_2007"`)."""
+    if fold_case:
+        name = name.lower()
     return name if _PLAIN_NAME.fullmatch(name) else _quoted(name)
 
 
@@ -84,7 +132,7 @@ def sql_messages(task: Task, schema_style: str = "compact") -> list[dict[str, st
     lines = [render_schema(task.db_path, schema_style), "", f"Question: {task.question}"]
     if task.evidence:
         lines.append(f"Hint: {task.evidence}")
-    lines.append(INSTRUCTION)
+    lines.append(instruction(task.db_path))
     return [{"role": "user", "content": "\n".join(lines)}]
 
 

@@ -13,7 +13,7 @@ BUILTIN_SPLITS = ("train", "heldout")
 def load_tasks(source: TaskSource, verify: VerifyConfig | None = None) -> tuple[list[Task], list[Skipped]]:
     """Load, filter and sample the problems of one task source; bad problems come back as `Skipped`.
 
-    `verify` is how Python problems' gold code is run to check it (its interpreter, time limit, workers).
+    `verify` is how the gold code is run to check it (time limit, workers; for Python also the interpreter).
     """
     from codelutra.tasks.python import FORMATS as PYTHON_FORMATS
     from codelutra.tasks.python import detect_format, load_python_tasks
@@ -33,4 +33,4 @@ def load_tasks(source: TaskSource, verify: VerifyConfig | None = None) -> tuple[
     selection = dict(databases=source.databases, exclude_databases=source.exclude_databases, limit=source.limit, seed=source.seed)
     if fmt in PYTHON_FORMATS:
         return load_python_tasks(path, format=fmt, verify=verify, **selection)
-    return load_sql_tasks(path, format=fmt, **selection)
+    return load_sql_tasks(path, format=fmt, db_urls=source.db_urls, verify=verify, **selection)

@@ -1,9 +1,47 @@
-"""Preference pairs from verified samples: (prompt, correct code, incorrect code)."""
+"""Preference pairs from verified samples: (prompt, correct code, incorrect code).
+
+`iteration_pairs` is the one way a run (and every benchmark) turns an iteration's samples and verdicts
+into pairs; `build_pairs` does one problem.
+"""
 
 from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Sequence
+
+from codelutra.config import PairConfig, PromptConfig
+from codelutra.tasks import Task
+from codelutra.tasks.kinds import kind_of
+
+# pairs.rejected_order "ran_first": failures that ran (a wrong result is closest to right) before those that did not.
+_RAN_FIRST = {"wrong_result": 0, "timeout": 1, "memory": 1, "runtime_error": 2, "truncated": 3, "syntax_error": 4}
+
+
+def iteration_pairs(
+    tasks: Sequence[Task], samples: list[dict], verdicts: list[dict], *, prompt: PromptConfig, cfg: PairConfig, seed: int
+) -> list[dict]:
+    """The pairs of one iteration: samples.jsonl and verdicts.jsonl rows (same order) of `tasks`' problems."""
+    kind = kind_of(tasks)
+    by_id = {t.id: t for t in tasks}
+    pairs = []
+    for sample, verdict in zip(samples, verdicts):
+        task = by_id[sample["id"]]
+        pairs += build_pairs(
+            task.id,
+            kind.messages(task, prompt),
+            sample["completions"],
+            verdict["verdicts"],
+            kind.answer(task.gold),
+            max_pairs=cfg.max_per_problem,
+            seed=seed,
+            answer_prefix=kind.answer_prefix(prompt),
+            token_ids=sample.get("token_ids"),
+            logprobs=sample.get("logprobs"),
+            gold_fallback=cfg.gold_fallback,
+            rejected_order=cfg.rejected_order,
+        )
+    return pairs
 
 
 def build_pairs(
@@ -18,13 +56,19 @@ def build_pairs(
     answer_prefix: str = "",
     token_ids: list[list[int] | None] | None = None,
     logprobs: list[float | None] | None = None,
+    gold_fallback: bool = True,
+    rejected_order: str = "distinct",
 ) -> list[dict]:
     """Pair every correct completion with every incorrect one, up to `max_pairs` per problem.
 
-    Where no sample is correct, the gold answer is the correct side; where none is wrong there
-    is nothing to learn from the contrast and the problem yields no pair. Identical texts count once.
-    Under the cap, pairs that bring in a not-yet-used incorrect sample come first, so the cap
-    covers as many distinct failures as it can.
+    Where no sample is correct, the gold answer is the correct side (unless `gold_fallback` is off: then
+    such a problem yields no pair); where none is wrong there is nothing to learn from the contrast and
+    the problem yields no pair. Identical texts count once. Under the cap, pairs that bring in a
+    not-yet-used incorrect sample come first, so the cap covers as many distinct failures as it can;
+    among those, `rejected_order` says which failures come first: "distinct" (in a seeded random
+    order), "likely" (the ones the sampling policy gave the highest log-probability: the mistakes it
+    believes in most; failures without a kept log-prob come last), or "ran_first" (a wrong result
+    before a runtime error before a syntax error: the failures closest to right).
 
     `answer_prefix` (what the prompt's assistant turn starts with) and the sampler's `token_ids` and
     `logprobs` per completion travel with each pair (`<side>_sample`: None for gold code), so that
@@ -39,6 +83,8 @@ def build_pairs(
             sampled.setdefault(c, {"token_ids": ids, "logprob": lp})
     chosen_source = "sample"
     if not correct:
+        if not gold_fallback:
+            return []
         correct, chosen_source = [gold_answer], "gold"
     incorrect = [c for c in incorrect if c.strip() != gold_answer.strip()]
     if not incorrect:
@@ -46,6 +92,13 @@ def build_pairs(
 
     combos = list(itertools.product(range(len(correct)), range(len(incorrect))))
     random.Random(f"{seed}:{problem_id}").shuffle(combos)
+    if rejected_order == "likely":
+        neg_inf = float("-inf")
+        combos.sort(key=lambda cr: -((sampled.get(incorrect[cr[1]]) or {}).get("logprob") or neg_inf))
+    elif rejected_order == "ran_first":
+        combos.sort(key=lambda cr: _RAN_FIRST.get(kind_of[incorrect[cr[1]]], 5))
+    elif rejected_order != "distinct":
+        raise ValueError(f"unknown rejected_order {rejected_order!r}")
     new_rejected, repeated_rejected, used = [], [], set()
     for c, r in combos:
         (repeated_rejected if r in used else new_rejected).append((c, r))

@@ -1,0 +1,115 @@
+"""Where each artifact of a run lives: one object that every writer and reader of a run folder uses.
+
+    runs/<name>/config.yaml, report.md, accuracy.png
+    runs/<name>/iter_0/eval.json, eval_samples.jsonl, eval_verdicts.jsonl        the base model
+    runs/<name>/iter_<k>/samples.jsonl, verdicts.jsonl, pairs.jsonl, timings.json,
+                         checkpoints/, adapter/, model/, eval*.json(l)           iteration k
+
+An evaluation folder outside a run (`codelutra eval --output`) holds the same three eval files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EvalFiles:
+    """The files of one evaluation: its result, the completions and their verdicts."""
+
+    dir: Path
+
+    @property
+    def result(self) -> Path:
+        return self.dir / "eval.json"
+
+    @property
+    def samples(self) -> Path:
+        return self.dir / "eval_samples.jsonl"
+
+    @property
+    def verdicts(self) -> Path:
+        return self.dir / "eval_verdicts.jsonl"
+
+
+@dataclass(frozen=True)
+class IterationFiles:
+    """The folder of iteration k (k = 0: the base model, evaluated only)."""
+
+    dir: Path
+    k: int
+
+    @property
+    def eval(self) -> EvalFiles:
+        return EvalFiles(self.dir)
+
+    @property
+    def samples(self) -> Path:
+        return self.dir / "samples.jsonl"
+
+    @property
+    def verdicts(self) -> Path:
+        return self.dir / "verdicts.jsonl"
+
+    @property
+    def pairs(self) -> Path:
+        return self.dir / "pairs.jsonl"
+
+    @property
+    def timings(self) -> Path:
+        return self.dir / "timings.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def adapter(self) -> Path:
+        return self.dir / "adapter"
+
+    @property
+    def model(self) -> Path:
+        return self.dir / "model"
+
+    @property
+    def trained(self) -> bool:
+        """The next policy is saved (written last by training, atomically)."""
+        return (self.model / "config.json").exists()
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @classmethod
+    def of(cls, output_dir: str | Path, name: str) -> RunLayout:
+        return cls(Path(output_dir).expanduser().resolve() / "runs" / name)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "accuracy.png"
+
+    def iteration(self, k: int) -> IterationFiles:
+        return IterationFiles(self.root / f"iter_{k}", k)
+
+    def iterations(self) -> list[IterationFiles]:
+        """The iterations present on disk, in order (iter_0 first)."""
+        found = [int(p.name[5:]) for p in self.root.glob("iter_*") if p.is_dir() and p.name[5:].isdigit()]
+        return [self.iteration(k) for k in sorted(found)]
+
+    @staticmethod
+    def of_iteration(path: str | Path) -> tuple[RunLayout, int] | None:
+        """The run and iteration number of a path that names an iteration folder (RUN_DIR/iter_K), else None."""
+        path = Path(path)
+        if path.name.startswith("iter_") and path.name[5:].isdigit():
+            return RunLayout(path.parent), int(path.name[5:])
+        return None

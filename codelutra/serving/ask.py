@@ -1,0 +1,74 @@
+"""`codelutra ask`: one question about a database, answered with a query and its result.
+
+The model's query is untrusted like every candidate: it runs in the SQL sandbox (read-only database,
+reads only, time and memory limits), never in this process. With `vote` > 0 the model samples that
+many queries and the answer is the voted one (`codelutra.loop.vote`), as in `codelutra eval --vote`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from codelutra.config import RunConfig
+from codelutra.errors import UserError
+from codelutra.execution.sql import QueryResult
+from codelutra.generation.types import SamplingParams
+from codelutra.loop.vote import Ballot, Vote, cast_ballots, choose
+from codelutra.tasks import Task
+from codelutra.tasks.kinds import SQL
+from codelutra.tasks.prompts import render_schema
+
+
+@dataclass(frozen=True)
+class Answer:
+    sql: str | None  # None: the model wrote no SQL
+    result: QueryResult | None  # None when there was no SQL to run
+    vote: Vote | None  # None when answered greedily
+    candidates: int
+
+
+def read_schema(db: str, style: str) -> str:
+    """The database's schema as the prompt shows it; a database that cannot be read is the user's error."""
+    try:
+        return render_schema(db, style)
+    except sqlite3.Error as e:
+        raise UserError(f"--db {db}: cannot read it as a database: {e}") from None
+
+
+def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 0) -> Answer:
+    """Generate a query for `question` (greedily, or `vote` samples and vote) and run it on `db`."""
+    from codelutra.generation.backends import open_backend
+
+    read_schema(db, cfg.prompt.schema_style)  # a bad --db fails here, before the model loads
+    task = Task(id="ask", question=question, gold="", db_path=db)
+    sampling = dict(n=vote, temperature=cfg.eval.vote_temperature, top_p=cfg.eval.vote_top_p) if vote else {}
+    params = SamplingParams(max_new_tokens=SQL.max_new_tokens(cfg.eval.max_new_tokens), batch_size=cfg.eval.batch_size, keep_logprobs=True, **sampling)
+    with open_backend(cfg.generation, model_path) as generate:
+        [completions] = generate([SQL.messages(task, cfg.prompt)], answer_prefix=SQL.answer_prefix(cfg.prompt), params=params)
+    sqls = [SQL.extract(c.text) for c in completions]
+    [ballots] = cast_ballots(
+        [(db, sqls, [c.logprob for c in completions])], timeout_s=cfg.verify.timeout_s, workers=cfg.verify.workers
+    )
+    if not vote:
+        return Answer(sqls[0], ballots[0].result, None, 1)
+    chosen = choose(ballots)
+    ballot: Ballot = ballots[chosen.chosen]
+    return Answer(ballot.sql, ballot.result, chosen, vote)
+
+
+def result_table(rows: list[tuple], max_rows: int):
+    """The first `max_rows` rows as a rich table, then how many there are; the sandbox returns rows only,
+    so columns are numbered."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    shown = rows[:max_rows]
+    table = Table()
+    for column in range(len(rows[0]) if rows else 1):
+        table.add_column(f"#{column + 1}")
+    for row in shown:
+        table.add_row(*("NULL" if value is None else str(value) for value in row))
+    count = f"{len(rows)} rows" + (f", first {len(shown)} shown" if len(shown) < len(rows) else "")
+    return Group(table, Text(count))
