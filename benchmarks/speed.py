@@ -4,6 +4,8 @@ Measured side by side in one run, each stage in a fresh child process so that it
 memory are its own:
 
 * sampling: generated tokens per second at several batch sizes (`generate`, the project's sampler);
+* shared-prefix sampling: the sampler's tokens/s against plain `model.generate` on the same prompts,
+  n = 1 and n = 8, each row with its achieved GFLOP/s beside a plain matmul's;
 * verification: candidates judged per second by the project's sandbox (`verify_sql`: a pool of
   worker processes, read-only databases kept open, time limits, each distinct query run once)
   against a serial loop with the same safety (one sandbox per candidate, one after the other), and
@@ -75,6 +77,7 @@ RATIOS = {
     "verification": "candidates/s relative to the serial loop with a sandbox per candidate",
     "training": "pairs/s relative to TRL's DPOTrainer with its defaults",
     "iteration": "seconds relative to the smallest size (how cost grows)",
+    "shared_sampling": "tokens/s relative to plain generate on the same prompts and samples",
 }
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets")  # imported before a stage's clock starts
 _SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter per stage: nothing inherited, memory its own
@@ -91,6 +94,8 @@ def main() -> int:
     sections = {}
     if "sampling" in stages or ({"verification", "training"} & set(stages) and not args.samples):
         sections["sampling"], samples = measure_sampling(model, sizes)
+    if "shared_sampling" in stages:
+        sections["shared_sampling"] = measure_shared_sampling(model, {**SHARED_SAMPLING_SIZES["quick" if args.quick else "full"], **({"problems": args.problems} if args.problems else {})})
     if args.samples:
         samples = read_jsonl(args.samples)[: sizes["problems"]]
     if {"verification", "training"} & set(stages):
@@ -109,6 +114,8 @@ def main() -> int:
     for path in write_results(Path(args.results), stem, result, markdown(result)):
         console.print(f"wrote {path}")
     tables.print(summary_table(result))
+    if "shared_sampling" in sections:
+        print(shared_sampling_ratio_line(sections["shared_sampling"]))
     return 0
 
 
@@ -240,6 +247,83 @@ def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
         rows.append(_row(f"batch {batch_size} sequences", out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, f"{m['seconds']:.1f} s with loading the model"))
         samples = out["samples"]
     return _with_ratios(rows, rows[0]), samples
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared-prefix sampling against plain generate
+
+# Problems are builtin:train's first (its 6 databases mixed, as the loop samples them); n = 8 takes a quarter
+# of them, so that both fill a 32-sequence batch. max_new_tokens: the project's default, shorter when quick.
+SHARED_SAMPLING_SIZES = {
+    "full": {"problems": 32, "max_new_tokens": 64},
+    "quick": {"problems": 8, "max_new_tokens": 32},
+}
+
+
+def shared_sampling_stage(model_path: str, problems: int, n: int, max_new_tokens: int, shared_prefix: bool) -> dict:
+    """Sample with the project's temperature and top_p; time the generation and count the tokens computed."""
+    from codelutra.generation.sampler import generate
+    from codelutra.models import load_model, load_tokenizer
+
+    tasks, prompt, s = _train_tasks(problems), PromptConfig(), SamplingConfig()
+    model, tokenizer = load_model(model_path), load_tokenizer(model_path)
+    messages = [SQL.messages(task, prompt) for task in tasks]
+    params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=max_new_tokens, batch_size=32, seed=0, keep_logprobs=True)
+    run = functools.partial(generate, model, tokenizer, answer_prefix=SQL.answer_prefix(prompt), params=params, shared_prefix=shared_prefix)
+    run(messages[:1])  # warm-up: first-call costs are not throughput
+    computed, forward = [0], model.forward
+
+    def counting_forward(*args, **kwargs):  # every token a forward pass is given, padding included
+        computed[0] += kwargs["input_ids"].numel()
+        return forward(*args, **kwargs)
+
+    model.forward = counting_forward
+    start = time.perf_counter()
+    completions = run(messages)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(c.token_ids) for row in completions for c in row)
+    return {"tokens": tokens, "seconds": seconds, "computed": computed[0], "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def matmul_stage(size: int = 1024, repeats: int = 20) -> float:
+    """GFLOP/s of a plain float32 matmul on this machine: the floor the sampling rows are set against."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def measure_shared_sampling(model: str, sizes: dict) -> list[dict]:
+    """Tokens/s of plain generate and of the shared-prefix sampler on the same prompts, n = 1 and n = 8.
+
+    Each row's note gives its achieved GFLOP/s (forward FLOPs taken as 2 x parameters x tokens computed,
+    padding included) beside the plain matmul's.
+    """
+    matmul = measure(matmul_stage, preload=("torch",))["value"]
+    rows = []
+    for n, problems in ((1, sizes["problems"]), (8, max(1, sizes["problems"] // 4))):
+        plain_rate = None
+        for shared in (False, True):
+            label = f"{'shared-prefix sampler' if shared else 'plain generate'}, {problems} problems x {n}"
+            console.print(f"speed: sampling, {label}")
+            m = measure(shared_sampling_stage, model, problems, n, sizes["max_new_tokens"], shared, preload=LIBRARIES)
+            out = m["value"]
+            gflops = 2 * out["parameters"] * out["computed"] / out["seconds"] / 1e9
+            note = f"{out['computed']} tokens computed; {gflops:.3g} GFLOP/s, fp32 matmul {matmul:.3g} GFLOP/s"
+            row = _row(label, out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, note)
+            plain_rate = plain_rate or row["rate"]
+            rows.append({**row, "ratio": _significant(row["rate"] / plain_rate), "n": n})
+    return rows
+
+
+def shared_sampling_ratio_line(rows: list[dict]) -> str:
+    """The line `--quick` ends with: the lower of the n = 1 and n = 8 ratios."""
+    ratio = min(row["ratio"] for row in rows if row["variant"].startswith("shared"))
+    return f"ratio sampling_shared_vs_plain {ratio:.3g}x"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,12 +36,14 @@ def stopping_model_dir(tiny_model_dir, tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def sampled(stopping_model_dir):
+@pytest.fixture(scope="module", params=[True, False], ids=["shared-prefix", "plain"])
+def sampled(stopping_model_dir, request):
+    """Samples from both sampler paths (`generate`'s shared_prefix), so that both are checked against TRL."""
     model, tokenizer = load_model(stopping_model_dir), load_tokenizer(stopping_model_dir)
     return generate(
         model, tokenizer, PROMPTS, answer_prefix=PREFIX,
         params=SamplingParams(n=3, temperature=1.0, max_new_tokens=3, batch_size=6, seed=0, keep_logprobs=True),
+        shared_prefix=request.param,
     )  # fmt: skip
 
 

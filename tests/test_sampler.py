@@ -1,11 +1,20 @@
-"""Generation: answers start with the answer prefix, stop after the closing fence, come back in order."""
+"""Generation: answers start with the answer prefix, stop after the closing fence, come back in order;
+the shared-prefix path gives the plain path's greedy answers and log-probs."""
 
 import pytest
 import torch
 
+from codelutra.generation.prefix_cache import KVBatch, plan_prefix_tree, supports_shared_prefix
 from codelutra.generation.sampler import StopAfterClosingFence, generate
-from codelutra.generation.types import SamplingParams
+from codelutra.generation.types import SamplingParams, render_prompt
 from codelutra.models import load_model, load_tokenizer
+from tests.test_reference_logprobs import stopping_model_dir  # noqa: F401 (a fixture)
+
+SCHEMA = "CREATE TABLE singer (id INTEGER, name TEXT, country TEXT, age INTEGER);\nCREATE TABLE concert (id INTEGER, singer_id INTEGER, year INTEGER);"
+QUESTIONS = ["How many singers?", "How many singers are from France?", "List the names.", "Who is the oldest singer?", "Years?"]
+SAME_SCHEMA = [[{"role": "user", "content": f"{SCHEMA}\nQuestion: {q}"}] for q in QUESTIONS]
+# Prompts that share nothing with each other (not even the template's system turn: each has its own)
+UNRELATED = [[{"role": "system", "content": s}, {"role": "user", "content": "q" * k}] for s, k in (("A", 3), ("Be brief", 17), ("Zz", 1))]
 
 
 def test_stop_after_closing_fence(tiny_model_dir):
@@ -20,6 +29,8 @@ def test_stop_after_closing_fence(tiny_model_dir):
     assert not stop(ids("SELECT count(*) FROM t"), None).item()
     assert stop(ids("SELECT count(*) FROM t\n```"), None).item()
     assert stop(ids("SELECT 1\n```\n"), None).item()
+    answers = [tokenizer(a, add_special_tokens=False).input_ids for a in ("SELECT 1\n```", "SELECT 1", "x\n```\n\n")]
+    assert stop.closes(answers) == [True, False, True]
     free = StopAfterClosingFence(tokenizer, len(prompt), fences_in_prefix=0)
     assert not free(ids("SELECT 1\n```"), None).item()
 
@@ -57,3 +68,129 @@ def test_system_prompt_setting():
     assert with_system_prompt(user, "Answer in SQL.") == [{"role": "system", "content": "Answer in SQL."}, *user]
     own = [{"role": "system", "content": "mine"}, *user]
     assert with_system_prompt(own, "none") == own  # a task's own system turn is kept
+
+
+def _prompt_ids(tokenizer, prompts, prefix="```sql\n"):
+    return [tokenizer(render_prompt(tokenizer, p, prefix), add_special_tokens=False).input_ids for p in prompts]
+
+
+def _check_tree(prompts: list[list[int]], order, leaves) -> None:
+    """Every prompt is its chain's runs end to end, and positions continue from the parent."""
+    assert sorted(order) == list(range(len(prompts)))
+    for ids, leaf in zip(prompts, leaves):
+        chain = leaf.chain()
+        assert [t for node in chain for t in node.tokens] == ids and leaf.tokens
+        assert all(node.start == (node.parent.end if node.parent else 0) for node in chain)
+
+
+def test_prefix_tree_shares_the_schema_and_splits_by_question(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    prompts = _prompt_ids(tokenizer, SAME_SCHEMA)
+    order, leaves = plan_prefix_tree(prompts)
+    _check_tree(prompts, order, leaves)
+    shared = {leaf.parent for leaf in leaves}
+    assert len(shared) == 1 and None not in shared, "one run shared by every problem of the database"
+    [node] = shared
+    assert node.users == len(prompts) and tokenizer.decode(node.tokens).endswith("Question:")
+    assert all(len(leaf.tokens) < 20 for leaf in leaves), "each prompt's own tokens: its question and the prefix"
+
+
+def test_prefix_tree_of_prompts_that_share_nothing(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    prompts = [[7, 1, 2, 3], [9, 1, 2, 3], [8]]
+    order, leaves = plan_prefix_tree(prompts, min_saved_tokens=1)
+    _check_tree(prompts, order, leaves)
+    assert order == [0, 2, 1] and all(leaf.parent is None for leaf in leaves)
+    templated = _prompt_ids(tokenizer, UNRELATED)
+    order, leaves = plan_prefix_tree(templated)
+    _check_tree(templated, order, leaves)
+
+
+def test_prefix_tree_levels_repeats_and_short_runs():
+    template, schema_a, schema_b = list(range(100, 140)), list(range(200, 260)), list(range(300, 360))
+    prompts = [template + schema_a + [1, 2], template + schema_b + [3], template + schema_a + [4], template + schema_a + [1, 2], template + [5]]
+    order, leaves = plan_prefix_tree(prompts)
+    _check_tree(prompts, order, leaves)
+    root = leaves[0].chain()[0]
+    assert root.tokens == template and root.users == 5
+    assert leaves[0].parent.tokens == schema_a and leaves[0].parent is leaves[2].parent is leaves[3].parent
+    assert leaves[1].parent is root and leaves[1].tokens == schema_b + [3], "a schema used once is no node of its own"
+    assert leaves[0].tokens == leaves[3].tokens == [1, 2], "a repeated prompt: two leaves"
+    order, leaves = plan_prefix_tree(prompts, min_saved_tokens=10**6)
+    assert all(leaf.parent is None for leaf in leaves), "runs that spare too little are not worth a pass"
+    assert plan_prefix_tree([]) == ([], [])
+
+
+def _assert_same_answers(shared, plain, *, logprobs_from_plain=True):
+    for mine, theirs in zip(shared, plain, strict=True):
+        assert [(c.text, c.token_ids, c.truncated) for c in mine] == [(c.text, c.token_ids, c.truncated) for c in theirs]
+        for a, b in zip(mine, theirs):
+            if b.logprob is not None or not logprobs_from_plain:
+                assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+@pytest.mark.parametrize("prompts", [SAME_SCHEMA, UNRELATED, SAME_SCHEMA[:2] + UNRELATED + SAME_SCHEMA[2:]], ids=["share-all-but-question", "share-nothing", "mixed"])
+@pytest.mark.parametrize("batch_size", [2, 32])
+def test_shared_prefix_greedy_equals_plain(tiny_model_dir, prompts, batch_size):
+    """float32: the same tokens, texts, truncation and (to 1e-4) log-probs as plain `generate`."""
+    model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    for keep in (True, False):
+        params = SamplingParams(max_new_tokens=6, batch_size=batch_size, keep_logprobs=keep)
+        shared = generate(model, tokenizer, prompts, answer_prefix="```sql\n", params=params)
+        plain = generate(model, tokenizer, prompts, answer_prefix="```sql\n", params=params, shared_prefix=False)
+        _assert_same_answers(shared, plain)
+        assert all(all(c.logprob is not None for c in row) == keep for row in shared), "the extra step scores every cut answer"
+
+
+def test_no_prompts_and_the_plain_fallback(tiny_model_dir, monkeypatch):
+    from codelutra.generation import sampler
+
+    model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    assert generate(model, tokenizer, [], params=SamplingParams(max_new_tokens=4)) == []
+    assert supports_shared_prefix(model)
+    monkeypatch.setattr(model.config, "_attn_implementation", "flash_attention_2")  # takes no 4-D masks
+    assert not supports_shared_prefix(model)
+    monkeypatch.undo()
+    monkeypatch.setattr(sampler, "supports_shared_prefix", lambda model: False)
+    params = SamplingParams(max_new_tokens=3)
+    with pytest.warns(UserWarning, match="plain generate"):
+        fallback = generate(model, tokenizer, UNRELATED, params=params)
+    assert fallback == generate(model, tokenizer, UNRELATED, params=params, shared_prefix=False)
+
+
+def test_shared_prefix_sampling_one_prompt_draws_what_plain_draws(tiny_model_dir):
+    """One prompt, one sample: the same random numbers meet the same distribution (temperature, top-k, top-p)."""
+    model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    params = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=8, seed=5, keep_logprobs=True)
+    shared = generate(model, tokenizer, SAME_SCHEMA[:1], answer_prefix="```sql\n", params=params)
+    plain = generate(model, tokenizer, SAME_SCHEMA[:1], answer_prefix="```sql\n", params=params, shared_prefix=False)
+    _assert_same_answers(shared, plain)
+
+
+def test_shared_prefix_samples_are_valid_and_scored_as_a_fresh_pass(stopping_model_dir, monkeypatch):  # noqa: F811
+    """Temperature > 0 with rows ending at different steps, so that rows leave and new prompts join the batch.
+
+    Samples are random (not compared with the plain path's); each kept log-prob must equal a fresh forward
+    pass over its prompt, answer and end-of-turn, which checks the cache, mask and positions of every row.
+    """
+    model, tokenizer = load_model(stopping_model_dir), load_tokenizer(stopping_model_dir)
+    prompts = SAME_SCHEMA + UNRELATED
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=4, batch_size=4, seed=1, keep_logprobs=True)
+    joins = []
+    real_join = KVBatch.join
+    monkeypatch.setattr(KVBatch, "join", lambda self, other: joins.append(other.rows) or real_join(self, other))
+    out = generate(model, tokenizer, prompts, answer_prefix="```sql\n", params=params)
+    assert [len(row) for row in out] == [3] * len(prompts)
+    lengths = {len(c.token_ids) for row in out for c in row}
+    assert len(lengths) > 1 and max(lengths) <= 4, "answers of different lengths, none over the budget"
+    assert joins, "prompts joined a batch whose rows were still decoding"
+    eos = tokenizer.eos_token_id
+    for ids, row in zip(_prompt_ids(tokenizer, prompts), out):
+        for c in row:
+            assert c.text == "```sql\n" + tokenizer.decode(c.token_ids, skip_special_tokens=True) and eos not in c.token_ids
+            assert c.truncated == (len(c.token_ids) == 4)
+            sequence = torch.tensor([ids + c.token_ids + [eos]])
+            with torch.no_grad():
+                logps = model(sequence).logits[0, :-1].float().log_softmax(-1)
+            fresh = logps[len(ids) - 1 :].gather(1, sequence[0, len(ids) :, None]).sum()
+            assert c.logprob == pytest.approx(float(fresh), abs=1e-4)

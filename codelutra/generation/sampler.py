@@ -1,13 +1,37 @@
-"""Batched generation with Hugging Face transformers: N samples per prompt, or one greedy answer."""
+"""Batched generation with Hugging Face transformers: N samples per prompt, or one greedy answer.
+
+Two paths give the same answers. The shared-prefix path (the default) runs every prompt token through the
+model once: the runs that prompts share (the chat template's system turn, a database's schema) once per
+call, each prompt's own tokens once for its n samples (`codelutra.generation.prefix_cache`), then decodes
+in its own loop, which drops a row as soon as its answer ends and admits the next prompts in its place. The
+plain path is `model.generate` over left-padded batches: every prompt prefilled n times from scratch, every
+row decoded until the batch's longest answer ends; it is kept for models whose cache the shared path cannot
+lay out, and as the reference that the tests and `benchmarks/speed.py` compare against.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
+from codelutra.generation.prefix_cache import KVBatch, PrefixCaches, plan_prefix_tree, supports_shared_prefix
 from codelutra.generation.types import Messages, Sampled, SamplingParams, render_prompt
+
+# transformers' default top-k, which `generate` applies when sampling unless told otherwise; both paths pass
+# it explicitly, so that they sample from the same distribution whatever a model's generation config says.
+TOP_K = 50
 
 
 class StopAfterClosingFence(StoppingCriteria):
@@ -30,8 +54,13 @@ class StopAfterClosingFence(StoppingCriteria):
         generated = input_ids.shape[1] - self.prompt_length
         if self.fences_needed > 1 or generated < 1:
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        window = input_ids[:, -min(self.WINDOW, generated) :]
-        return torch.tensor(["```" in t for t in self.tokenizer.batch_decode(window)], device=input_ids.device)
+        return torch.tensor(self.closes(input_ids[:, -min(self.WINDOW, generated) :].tolist()), device=input_ids.device)
+
+    def closes(self, windows: list[list[int]]) -> list[bool]:
+        """For each answer's last generated tokens (at most WINDOW, at least one), whether they close the block."""
+        if self.fences_needed > 1:
+            return [False] * len(windows)
+        return ["```" in t for t in self.tokenizer.batch_decode([w[-self.WINDOW :] for w in windows])]
 
 
 @torch.inference_mode()
@@ -43,31 +72,129 @@ def generate(
     answer_prefix: str = "",
     params: SamplingParams = SamplingParams(),
     progress: Callable[[int], None] | None = None,
+    shared_prefix: bool = True,
 ) -> list[list[Sampled]]:
     """Return, for each chat prompt, `params.n` completions (see `Generate` in backends.py).
 
     `answer_prefix` is written into the assistant's turn before generation starts (e.g. an opening code
     fence) and is part of each returned completion, so a completion is always the whole answer.
+    `params.batch_size` counts sequences decoded together; results come back in input order.
+    `shared_prefix=False` takes the plain path (module docstring); so does, with a warning, a model whose
+    cache holds layers other than plain full attention (sliding windows, linear attention) or whose
+    attention takes no 4-D masks (FlashAttention).
+    Greedy answers are the same on both paths; random samples are drawn from the same distribution but
+    not the same random numbers (rows are drawn in another order).
+    """
+    texts = [render_prompt(tokenizer, p, answer_prefix) for p in prompts]
+    model.eval()
+    torch.manual_seed(params.seed)
+    if shared_prefix and not supports_shared_prefix(model):
+        warnings.warn(f"{type(model).__name__}: cache or attention unfit for shared-prefix reuse; sampling with plain generate", stacklevel=2)
+        shared_prefix = False
+    run = _generate_shared if shared_prefix else _generate_plain
+    return run(model, tokenizer, texts, answer_prefix, params, progress)
 
-    `params.batch_size` counts sequences, so a batch holds batch_size // n prompts. Prompts are processed
-    shortest first to waste little compute on padding; results come back in input order.
-    With `params.keep_logprobs`, each completion carries its tokens and reference log-prob; generate then
-    holds every step's raw logits until the batch ends: steps x batch x vocabulary floats (0.4 GB for
-    SmolLM2 at the default 64 tokens and 32 sequences).
+
+@dataclass
+class _Row:
+    """One sample being decoded: row r of the batch is rows[r]."""
+
+    prompt: int
+    sample: int
+    tokens: list[int] = field(default_factory=list)
+    logprob: float = 0.0  # of its tokens so far (raw logits), and of end-of-turn once scored
+    scoring_end: bool = False  # its answer ended without end-of-turn: one more step scores end-of-turn
+    budget_spent: bool = False  # it ran to max_new_tokens
+
+
+def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress) -> list[list[Sampled]]:
+    """The shared-prefix path: prefill shared runs once (prefix_cache), decode with rows joining and leaving.
+
+    With `keep_logprobs`, each step's logits are scored as they come (log-softmax, the sampled token and
+    end-of-turn gathered) and released: no step's full-vocabulary tensor outlives the step. An answer that
+    ends at its closing fence or at max_new_tokens stays one step more to have its end-of-turn scored.
+    """
+    n, keep, max_new_tokens = params.n, params.keep_logprobs, params.max_new_tokens
+    order, leaves = plan_prefix_tree([tokenizer(t, add_special_tokens=False).input_ids for t in texts])
+    caches, queue = PrefixCaches(model), deque(order)
+    choose = _token_chooser(params)
+    fence = StopAfterClosingFence(tokenizer, 0, answer_prefix.count("```"))
+    eos, end_ids = tokenizer.eos_token_id, {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    results: list[list[Sampled | None]] = [[None] * n for _ in texts]
+    unfinished = [n] * len(texts)
+    rows: list[_Row] = []
+    batch: KVBatch | None = None
+    # Admit prompts when a quarter of the batch is free: each admission is a forward pass and a cache copy.
+    admit_at = max(n, params.batch_size // 4)
+    while queue or rows:
+        free = params.batch_size - len(rows)
+        if queue and (not rows or free >= admit_at):
+            admitted = [queue.popleft() for _ in range(min(len(queue), max(1, free // n)))]
+            joining = KVBatch.prefill(model, caches, [leaves[i] for i in admitted], n)
+            rows += [_Row(i, j) for i in admitted for j in range(n)]
+            if batch is None or batch.rows == 0:
+                batch = joining
+            else:
+                batch.join(joining)
+        deciding = torch.tensor([not row.scoring_end for row in rows], device=batch.logits.device)
+        tokens = torch.full((len(rows),), eos, device=batch.logits.device)
+        if deciding.any():
+            tokens[deciding] = choose(batch.logits[deciding])
+        if keep:  # scored now, the step's full-vocabulary tensor released
+            logprobs = batch.logits.log_softmax(-1)
+            token_logprobs, end_logprobs = logprobs.gather(1, tokens[:, None])[:, 0].tolist(), logprobs[:, eos].tolist()
+            del logprobs
+        grown, finished = [], []
+        for r, (row, token) in enumerate(zip(rows, tokens.tolist())):
+            if row.scoring_end or token in end_ids:  # its end-of-turn scored (or sampled) at this step
+                row.logprob += end_logprobs[r] if keep else 0.0
+                finished.append(r)
+                continue
+            row.tokens.append(token)
+            row.logprob += token_logprobs[r] if keep else 0.0
+            grown.append(r)
+        for r, closed in zip(grown, fence.closes([rows[r].tokens for r in grown])):
+            row = rows[r]
+            row.budget_spent = len(row.tokens) == max_new_tokens and not closed
+            if closed or len(row.tokens) == max_new_tokens:
+                if keep:
+                    row.scoring_end = True
+                else:
+                    finished.append(r)
+        done = 0  # prompts whose last sample ended now
+        for r in finished:
+            row = rows[r]
+            results[row.prompt][row.sample] = _sampled(tokenizer, row, answer_prefix, keep)
+            unfinished[row.prompt] -= 1
+            done += unfinished[row.prompt] == 0
+        if finished:
+            kept = [r for r in range(len(rows)) if r not in set(finished)]
+            batch.select(torch.tensor(kept, dtype=torch.long, device=batch.mask.device))
+            rows = [rows[r] for r in kept]
+        if rows:
+            batch.forward(model, torch.tensor([row.tokens[-1] for row in rows], device=batch.mask.device))
+        if progress and done:
+            progress(done)
+    return results
+
+
+def _generate_plain(model, tokenizer, texts, answer_prefix, params, progress) -> list[list[Sampled]]:
+    """The plain path: `model.generate` over batches of prompts, shortest first, with left padding.
+
+    A batch holds batch_size // n prompts. With `params.keep_logprobs`, generate holds every step's raw
+    logits until the batch ends: steps x batch x vocabulary floats (0.4 GB for SmolLM2 at the default
+    64 tokens and 32 sequences).
     """
     n, keep_logprobs, max_new_tokens = params.n, params.keep_logprobs, params.max_new_tokens
-    texts = [render_prompt(tokenizer, p, answer_prefix) for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     prompts_per_batch = max(1, params.batch_size // n)
     results: list[list[Sampled]] = [[] for _ in texts]
     tokenizer.padding_side = "left"
-    torch.manual_seed(params.seed)
-    model.eval()
     if params.greedy:
         sampling = dict(do_sample=False)
     else:
-        sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=TOP_K)
     end_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     for start in range(0, len(order), prompts_per_batch):
         batch = order[start : start + prompts_per_batch]
@@ -105,6 +232,34 @@ def generate(
         if progress:
             progress(len(batch))
     return results
+
+
+def _token_chooser(params: SamplingParams) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Next tokens from raw logits as `generate` picks them: argmax, or temperature, top-k, top-p, then a draw."""
+    if params.greedy:
+        return lambda logits: logits.argmax(-1)
+    warpers = LogitsProcessorList()
+    if params.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(params.temperature))
+    warpers.append(TopKLogitsWarper(top_k=TOP_K))
+    if params.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=params.top_p))
+
+    def sample(logits: torch.Tensor) -> torch.Tensor:
+        scores = warpers(None, logits)  # these warpers read no input ids
+        return torch.multinomial(scores.softmax(-1), num_samples=1).squeeze(1)
+
+    return sample
+
+
+def _sampled(tokenizer, row: _Row, answer_prefix: str, keep_logprobs: bool) -> Sampled:
+    text = answer_prefix + tokenizer.decode(row.tokens, skip_special_tokens=True)
+    return Sampled(
+        text,
+        row.tokens if keep_logprobs else None,
+        row.logprob if keep_logprobs else None,
+        truncated=row.budget_spent and not _block_closed(text, answer_prefix),
+    )
 
 
 def _block_closed(completion: str, answer_prefix: str) -> bool:
