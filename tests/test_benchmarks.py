@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each runs a benchmark end to end on the tiny model
+
 REPO = Path(__file__).resolve().parents[1]
 PROVENANCE = {"command", "commit", "machine", "versions"}
 

@@ -171,6 +171,7 @@ def test_export_writes_duckdb_copies_and_reports_golds_that_differ(exported):
     assert len(tasks) == 20 and not failed  # every gold kept runs on DuckDB in the sandbox
 
 
+@pytest.mark.slow  # a whole refinement loop on the tiny model
 def test_refinement_loop_on_duckdb(exported, tmp_path, tiny_model_dir):
     run_refinement_on(exported[0], tmp_path, tiny_model_dir, dialect="DuckDB")
 

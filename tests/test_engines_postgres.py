@@ -209,5 +209,6 @@ def test_export_writes_a_database_per_db_id_read_by_a_select_only_role(postgres_
     assert verdict.kind == "forbidden" and "permission denied for function pg_terminate_backend" in verdict.detail
 
 
+@pytest.mark.slow  # a whole refinement loop on the tiny model
 def test_refinement_loop_on_postgres(exported, tmp_path, tiny_model_dir):
     run_refinement_on(exported, tmp_path, tiny_model_dir, dialect="PostgreSQL")

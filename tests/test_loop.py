@@ -13,6 +13,8 @@ from codelutra.execution.verdict import VERDICT_KINDS
 from codelutra.loop.refine import Refiner
 from codelutra.tasks.prompts import format_answer
 
+pytestmark = pytest.mark.slow  # whole refinement loops on the tiny model
+
 
 def _config(tmp_path, model_dir, *extra):
     return load_config(

@@ -18,6 +18,8 @@ from codelutra.tasks.prompts import format_answer, format_python_answer, sql_mes
 from codelutra.tasks.sources import load_tasks
 from tests.python_fixtures import HUMANEVAL, MBPP_TRAIN, MBPP_VALIDATION, write_jsonl
 
+pytestmark = pytest.mark.slow  # whole refinement loops on the tiny model
+
 
 def test_answer_prefix_is_the_kinds_unless_configured():
     assert PromptConfig().answer_prefix is None
