@@ -125,6 +125,18 @@ def postgres_server():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def write_sqlite_concert(path: Path) -> str:
+    """The concert database as a SQLite file: what the other engines' values must read like."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        for statement in SCHEMA:
+            db.execute(statement)
+        db.executemany("INSERT INTO singer VALUES (?, ?, ?, ?, ?)", SINGERS)
+        db.executemany("INSERT INTO concert VALUES (?, ?, ?, ?)", [(c, s, float(f), t) for c, s, f, t in CONCERTS])
+    return str(path)
+
+
 def write_duckdb_concert(path: Path) -> str:
     """The concert database as a DuckDB file; returns its address."""
     duckdb = pytest.importorskip("duckdb", reason="duckdb is not installed (pip install 'codelutra[duckdb]')")

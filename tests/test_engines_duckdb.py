@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import uuid
 
 import pytest
@@ -14,11 +13,9 @@ from codelutra.execution.sql import SqlCheck, run_queries, verify_sql
 from codelutra.tasks.prompts import render_schema, sql_messages
 from codelutra.tasks.sql import load_sql_tasks
 from tests.engine_fixtures import (
-    CONCERTS,
-    SCHEMA,
-    SINGERS,
     run_refinement_on,
     write_duckdb_concert,
+    write_sqlite_concert,
 )
 
 pytest.importorskip("duckdb", reason="duckdb is not installed (pip install 'codelutra[duckdb]')")
@@ -81,14 +78,9 @@ def test_correct_wrong_and_syntax_verdicts(concert):
 
 def test_values_come_as_sqlite_gives_them(concert, tmp_path):
     """Decimal -> float, timestamps and dates -> ISO text, booleans -> 0/1: the same rows as SQLite's."""
-    sqlite_path = tmp_path / "concert.sqlite"
-    with sqlite3.connect(sqlite_path) as db:
-        for statement in SCHEMA:
-            db.execute(statement)
-        db.executemany("INSERT INTO singer VALUES (?, ?, ?, ?, ?)", SINGERS)
-        db.executemany("INSERT INTO concert VALUES (?, ?, ?, ?)", [(c, s, float(f), t) for c, s, f, t in CONCERTS])
+    sqlite_path = write_sqlite_concert(tmp_path / "concert.sqlite")
     sql = "SELECT concert_id, fee, starts, born, active FROM concert JOIN singer USING (singer_id) ORDER BY concert_id"
-    duck, lite = run_queries([(concert, sql), (str(sqlite_path), sql)], timeout_s=5, workers=1)
+    duck, lite = run_queries([(concert, sql), (sqlite_path, sql)], timeout_s=5, workers=1)
     assert duck.kind == lite.kind == "ok"
     assert duck.rows == [(10, 1500.5, "2024-06-01 20:00:00", "1980-05-01", 1), (11, 99.99, "2024-07-01 19:30:00", "1980-05-01", 1),
                          (12, 700.0, None, "1991-12-24", 0)]  # fmt: skip

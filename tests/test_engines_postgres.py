@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import uuid
 import warnings
 
@@ -14,15 +13,14 @@ from codelutra.errors import UserError
 from codelutra.execution.sql import SqlCheck, run_queries, verify_sql
 from codelutra.tasks.prompts import render_schema, sql_messages
 from codelutra.tasks.sql import load_sql_tasks
-from tests.engine_fixtures import (  # noqa: F401 (postgres_server: a fixture)
+from tests.engine_fixtures import (
     CONCERTS,
     READER,
-    SCHEMA,
-    SINGERS,
     WRITER,
-    postgres_server,
     run_refinement_on,
+    write_sqlite_concert,
 )
+from tests.engine_fixtures import postgres_server  # noqa: F401  (a fixture)
 
 pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'codelutra[postgres]')")
 
@@ -95,14 +93,9 @@ def test_correct_wrong_and_syntax_verdicts(concert):
 
 def test_values_come_as_sqlite_gives_them(concert, tmp_path):
     """numeric -> float, timestamp and date -> ISO text, boolean -> 0/1: the same rows as SQLite's."""
-    sqlite_path = tmp_path / "concert.sqlite"
-    with sqlite3.connect(sqlite_path) as db:
-        for statement in SCHEMA:
-            db.execute(statement)
-        db.executemany("INSERT INTO singer VALUES (?, ?, ?, ?, ?)", SINGERS)
-        db.executemany("INSERT INTO concert VALUES (?, ?, ?, ?)", [(c, s, float(f), t) for c, s, f, t in CONCERTS])
+    sqlite_path = write_sqlite_concert(tmp_path / "concert.sqlite")
     sql = "SELECT concert_id, fee, starts, born, active FROM concert JOIN singer USING (singer_id) ORDER BY concert_id"
-    pg, lite = run_queries([(concert, sql), (str(sqlite_path), sql)], timeout_s=5, workers=1)
+    pg, lite = run_queries([(concert, sql), (sqlite_path, sql)], timeout_s=5, workers=1)
     assert pg.kind == lite.kind == "ok"
     assert pg.rows == [(10, 1500.5, "2024-06-01 20:00:00", "1980-05-01", 1), (11, 99.99, "2024-07-01 19:30:00", "1980-05-01", 1),
                        (12, 700.0, None, "1991-12-24", 0)]  # fmt: skip
