@@ -103,6 +103,9 @@ class TrainConfig(_Section):
     # >1: train data parallel in this many processes (`accelerate launch`, GPUs or CPU/gloo); batch_size is then
     # per process. Use `accelerate config` beforehand to choose GPUs or DeepSpeed ZeRO-1/2.
     processes: int = Field(default=1, ge=1)
+    # Pack each batch as a prefix tree (shared prompt prefix once, each token computed once); false: TRL's own
+    # batches (two padded sequences per pair), for comparison. Same loss either way (tests/test_packing.py).
+    packing: bool = True
 
 
 class EvalConfig(_Section):

@@ -16,6 +16,10 @@ log-probability of a sampled answer was kept by the sampler (`Sampled`), so the 
 runs once, before training, over only the sequences the sampler did not score (gold code, mostly),
 instead of over every sequence at every step.
 
+With `train.packing` (the default) the batches are prefix trees, each token computed once
+(codelutra/training/packed_trainer.py); `train.packing: false` keeps TRL's own two sequences per pair.
+Every TRL internal relied on is named in codelutra/training/trl_internals.py.
+
 Training runs unchanged under `accelerate launch` or torchrun with several processes (data parallel:
 `train.batch_size` is then per process); `codelutra/training/launch.py` is the program to launch.
 """
@@ -29,6 +33,7 @@ from pathlib import Path
 from codelutra.config import TrainConfig
 from codelutra.errors import UserError
 from codelutra.generation.types import render_prompt
+from codelutra.training import trl_internals
 
 LOSS_TYPES = {
     "codelutra": ["sigmoid", "sft"],  # DPO + lambda * SFT: the paper's dual loss
@@ -81,7 +86,8 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
 
     from codelutra.models import load_model, load_tokenizer
 
-    _score_completion_tokens_only()
+    trl_internals.check()
+    trl_internals.score_completion_tokens_only()
     # The configuration sets up the processes first, so that each one loads the model onto its own GPU.
     args = dpo_config(cfg, Path(out_dir) / "checkpoints", seed)
     tokenizer = load_tokenizer(policy_path)
@@ -98,7 +104,11 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
             task_type="CAUSAL_LM",
         )
     dataset = Dataset.from_list([preference_row(p, tokenizer) for p in pairs])
-    trainer = DPOTrainer(
+    if cfg.packing:
+        from codelutra.training.packed_trainer import PackedDPOTrainer as trainer_class
+    else:
+        trainer_class = DPOTrainer
+    trainer = trainer_class(
         model=model,
         ref_model=None,  # LoRA: the adapter-disabled policy; full: TRL loads a frozen copy of policy_path
         args=args,
@@ -107,9 +117,7 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
         peft_config=peft_config,
     )
     trainer.train_dataset = _with_reference_logprobs(trainer, trainer.train_dataset)
-    # TRL's switch for "the batch carries the reference log-probs"; set after __init__, where setting it
-    # would make TRL recompute them all (`precompute_ref_log_probs`).
-    trainer.precompute_ref_logps = True
+    trl_internals.keep_reference_logprobs(trainer)
     trainer.ref_model = None  # full fine-tuning: the frozen copy is no longer needed
     return trainer
 
@@ -249,20 +257,6 @@ def _reference_batch(rows: list[tuple], trainer) -> dict:
         "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device),
         "completion_mask": torch.tensor([m + [0] * (width - len(m)) for m in masks], device=device),
     }
-
-
-def _score_completion_tokens_only() -> None:
-    """Make TRL's fused LM head score only completion tokens on every device, not just on Triton ones.
-
-    Where Triton is absent (CPU), TRL scores every position, prompt included, and masks afterwards, so that
-    tile shapes stay fixed for compilers such as Neuron's. On CPU that is waste: prompts are most of each
-    sequence and the vocabulary projection is a large share of a step. This flips only that choice
-    (`trl.trainer.utils._use_triton`); the kernels keep their own device check, and results are identical.
-    """
-    import trl.trainer.utils as trl_utils
-
-    if hasattr(trl_utils, "_use_triton"):
-        trl_utils._use_triton = lambda device: True
 
 
 def _target_modules(model, cfg: TrainConfig) -> list[str] | str:
