@@ -9,7 +9,8 @@ memory are its own:
   against a serial loop with the same safety (one sandbox per candidate, one after the other), and
   beside the floor that no sandbox at all gives (sqlite3 in the benchmark's own process);
 * training: preference pairs per second of the project's training stage (`train_policy` with the
-  default TrainConfig) against TRL's DPOTrainer with TRL's and PEFT's defaults, on the same pairs;
+  default TrainConfig: prefix-tree packing; and with packing off) against TRL's DPOTrainer with TRL's
+  and PEFT's defaults, on the same pairs, each with its achieved GFLOP/s beside a plain matmul's;
 * the whole iteration (the project's `Refiner`, one iteration) at three sizes, problems x samples.
 
 The candidates are the base model's samples on builtin:train problems, or a run's samples.jsonl
@@ -18,6 +19,8 @@ peak of the process together with its workers (sandbox processes), sampled every
 Scratch runs go to OUTPUT/runs/speed-* and are redone from scratch each time. Results go to
 benchmarks/results/speed[-quick][-TAG].{json,md}; --stages measures only some stages (verification and training
 need samples: --samples, or the sampling stage runs too).
+
+--quick ends by printing `ratio training_vs_trl <r>x` (the packed trainer's pairs/s over TRL's defaults).
 
 Usage: python benchmarks/speed.py [--quick] [--model M] [--output DIR] [--samples FILE] [--stages S,...] [--tag T]
 """
@@ -95,6 +98,8 @@ def main() -> int:
     for path in write_results(Path(args.results), stem, result, markdown(result)):
         console.print(f"wrote {path}")
     tables.print(summary_table(result))
+    if "training" in sections:
+        print(training_ratio_line(sections["training"]))
     return 0
 
 
@@ -329,18 +334,19 @@ def _pairs(tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[
     return pairs
 
 
-def project_training_stage(model_path: str, pairs: list[dict], out_dir: str) -> None:
-    from codelutra.training.trainer import train_policy
+def project_training_stage(model_path: str, pairs: list[dict], out_dir: str, packing: bool) -> dict:
+    """`train_policy` with the default TrainConfig (packing on or off); returns what the FLOP count needs."""
+    from codelutra.training import trl_internals
+    from codelutra.training.trainer import build_trainer, train_and_save
 
-    train_policy(model_path, pairs, out_dir, TrainConfig())
+    cfg = TrainConfig(packing=packing)
+    trainer = build_trainer(model_path, pairs, out_dir, cfg)
+    parameters = _parameters(trainer.model)
+    train_and_save(trainer, out_dir, cfg)
+    return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 1}
 
 
-def without_kept_logprobs(pairs: list[dict]) -> list[dict]:
-    """The pairs as a sampler that keeps no log-probs leaves them: training computes every reference log-prob."""
-    return [{**p, "chosen_sample": None, "rejected_sample": None} for p in pairs]
-
-
-def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None:
+def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> dict:
     """TRL's DPOTrainer as a newcomer starts it: DPOConfig and PEFT's LoraConfig at their defaults.
 
     Changed only where needed: one epoch (the project's default, so both see each pair once; TRL's
@@ -352,6 +358,7 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None
     from trl import DPOConfig, DPOTrainer
 
     from codelutra.models import load_model, load_tokenizer
+    from codelutra.training import trl_internals
     from codelutra.training.trainer import preference_row
 
     tokenizer = load_tokenizer(model_path)
@@ -368,25 +375,65 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None
         processing_class=tokenizer,
         peft_config=LoraConfig(task_type="CAUSAL_LM"),  # task_type is required for a causal LM
     )
+    parameters = _parameters(trainer.model)
     trainer.train()
     trainer.save_model(out_dir)
+    # TRL's default runs the reference (adapter disabled) forward on every step too: a second, forward-only pass
+    return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 2}
+
+
+def _parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def matmul_stage(n: int = 1024, repeats: int = 8) -> float:
+    """GFLOP/s of a plain float32 matmul on this machine: the floor a FLOP-bound stage is measured against."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def training_gflops(out: dict, seconds: float) -> float:
+    """Achieved GFLOP/s: 6 x parameters x tokens for the training passes (forward and backward), plus 2 x for
+    each extra forward-only pass (TRL's per-step reference); the one-off reference pass is not counted."""
+    flops = (6 + 2 * (out["forward_passes_per_step"] - 1)) * out["parameters"] * out["tokens"]
+    return flops / seconds / 1e9
+
+
+TRAINING_HEADLINE = "train_policy, packed, reference log-probs kept from sampling"  # ratio training_vs_trl
 
 
 def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]:
     """Pairs/s of each whole training stage: loading the model, training one epoch, saving the result."""
     kept = sum(p[f"{side}_sample"] is not None and p[f"{side}_sample"]["logprob"] is not None for p in pairs for side in ("chosen", "rejected"))
+    kept_note = f"{kept} of {2 * len(pairs)} sequences kept"
     variants = (
-        (trl_defaults_stage, pairs, "TRL DPOTrainer, defaults", ""),
-        (project_training_stage, without_kept_logprobs(pairs), "train_policy, reference log-probs all computed", ""),
-        (project_training_stage, pairs, "train_policy, reference log-probs kept from sampling", f"{kept} of {2 * len(pairs)} sequences kept"),
+        (trl_defaults_stage, (pairs,), "TRL DPOTrainer, defaults", ""),
+        (project_training_stage, (pairs, False), "train_policy, TRL batches (packing off), reference log-probs kept", kept_note),
+        (project_training_stage, (pairs, True), TRAINING_HEADLINE, kept_note),
     )
+    matmul = measure(matmul_stage, preload=("torch",))["value"]
     rows = []
-    for i, (stage, stage_pairs, label, note) in enumerate(variants):
+    for i, (stage, stage_args, label, note) in enumerate(variants):
         out_dir = scratch / f"speed-training-{i}"
         shutil.rmtree(out_dir, ignore_errors=True)
         console.print(f"speed: training on {len(pairs)} pairs: {label}")
-        rows.append(_row(label, len(pairs), "pairs", measure(stage, model, stage_pairs, str(out_dir), preload=LIBRARIES), note))
+        m = measure(stage, model, stage_args[0], str(out_dir), *stage_args[1:], preload=LIBRARIES)
+        gflops = training_gflops(m["value"], m["seconds"])
+        flop_note = f"{gflops:.3g} GFLOP/s over {m['value']['tokens']} tokens (matmul: {matmul:.3g} GFLOP/s)"
+        row = _row(label, len(pairs), "pairs", m, "; ".join(filter(None, [note, flop_note])))
+        rows.append({**row, "tokens": m["value"]["tokens"], "gflop_per_s": _significant(gflops), "matmul_gflop_per_s": _significant(matmul)})
     return _with_ratios(rows, rows[0])
+
+
+def training_ratio_line(rows: list[dict]) -> str:
+    """The --quick headline: pairs/s of the packed trainer over TRL's DPOTrainer at its defaults."""
+    return f"ratio training_vs_trl {next(r for r in rows if r['variant'] == TRAINING_HEADLINE)['ratio']:.3g}x"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,14 +100,14 @@ def test_packed_logps_loss_and_gradients_equal_trl(tiny_model_dir, tmp_path, pai
         expected = _trl_answer_logps(plain, rows)
         got = answer_logps(packed.model, batch)
     for side, a, b in zip(("chosen", "rejected"), got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"{side} log-probs: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, side=side: f"{side} log-probs: {m}")
 
     loss, grads = _loss_and_grads(packed, rows)
     trl_loss, trl_grads = _loss_and_grads(plain, rows)
     torch.testing.assert_close(loss, trl_loss, rtol=1e-4, atol=1e-5)
     assert grads.keys() == trl_grads.keys() and grads
     for name in grads:
-        torch.testing.assert_close(grads[name], trl_grads[name], rtol=1e-4, atol=1e-5, msg=lambda m: f"gradient of {name}: {m}")
+        torch.testing.assert_close(grads[name], trl_grads[name], rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"gradient of {name}: {m}")
     assert max(float(g.abs().max()) for g in grads.values()) > 1e-4, "no gradient: the comparison would be empty"
 
 
@@ -164,7 +164,7 @@ def test_steps_group_shared_prefixes_and_do_not_depend_on_processes():
     assert order[-1] == 4, "the last, smaller step stays last"
     assert order == list(PrefixGroupedSampler(prompts, [3, 1, 2, 2, 2, 2, 1], step_size=2, seed=0)), "seeded: resume sees it again"
     sampler.set_epoch(1)
-    assert sorted(list(sampler)) == sorted(order)
+    assert sorted(sampler) == sorted(order)
 
 
 def test_an_interrupted_training_resumes_to_the_same_adapter(tiny_model_dir, tmp_path):

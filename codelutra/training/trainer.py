@@ -136,9 +136,13 @@ def train_policy(
     Trainer checkpoints go to `out_dir/checkpoints`, so an interrupted training stage resumes.
     Under several processes only the main one writes, and every process returns once `out_dir/model` exists.
     """
+    return train_and_save(build_trainer(policy_path, pairs, out_dir, cfg, seed=seed), out_dir, cfg)
+
+
+def train_and_save(trainer, out_dir: str | Path, cfg: TrainConfig) -> Path:
+    """Train (resuming from `out_dir/checkpoints` where a checkpoint is), save, and return the new policy's directory."""
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
-    trainer = build_trainer(policy_path, pairs, out_dir, cfg, seed=seed)
     _refuse_sharded_weights(trainer)
     resume = checkpoints.is_dir() and any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir())
     trainer.train(resume_from_checkpoint=True if resume else None)

@@ -82,6 +82,11 @@ def count_tokens(trainer, tokens: int) -> None:
     trainer._metrics["train" if trainer.model.training else "eval"]["num_tokens"] = [trainer._total_train_tokens]
 
 
+def tokens_computed(trainer) -> int:
+    """Tokens the trainer ran its training steps on (TRL: its sequences' non-padding tokens; packed: the trees')."""
+    return trainer._total_train_tokens
+
+
 def check() -> None:
     """Raise TRLInternalChanged naming the first internal that is missing or changed."""
     import torch
