@@ -20,8 +20,6 @@ Scratch runs go to OUTPUT/runs/speed-* and are redone from scratch each time. Re
 benchmarks/results/speed[-quick][-TAG].{json,md}; --stages measures only some stages (verification and training
 need samples: --samples, or the sampling stage runs too).
 
---quick ends by printing `ratio training_vs_trl <r>x` (the packed trainer's pairs/s over TRL's defaults).
-
 Usage: python benchmarks/speed.py [--quick] [--model M] [--output DIR] [--samples FILE] [--stages S,...] [--tag T]
 """
 
@@ -52,6 +50,7 @@ from codelutra.tasks.kinds import SQL
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import build_pairs
 
+from flops import matmul_stage, parameters_of, training_gflops
 from record import REPO, RESULTS, provenance, provenance_markdown, write_results
 
 # Quick: a few minutes on 2 CPU cores with SmolLM2-135M. Batch sizes count sequences (prompts x samples).
@@ -98,14 +97,14 @@ def main() -> int:
     for path in write_results(Path(args.results), stem, result, markdown(result)):
         console.print(f"wrote {path}")
     tables.print(summary_table(result))
-    if "training" in sections:
-        print(training_ratio_line(sections["training"]))
+    if "training" in sections:  # the packed trainer (the last row) over TRL's DPOTrainer at its defaults
+        print(f"ratio training_vs_trl {sections['training'][-1]['ratio']:.3g}x")
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: minutes on a CPU")
+    parser.add_argument("--quick", action="store_true", help="small sizes: minutes on a CPU; ends with the line 'ratio training_vs_trl <r>x'")
     parser.add_argument("--model", default=None, help="model to measure (default: the embedded default)")
     parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ (scratch runs) goes into")
     parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
@@ -341,7 +340,7 @@ def project_training_stage(model_path: str, pairs: list[dict], out_dir: str, pac
 
     cfg = TrainConfig(packing=packing)
     trainer = build_trainer(model_path, pairs, out_dir, cfg)
-    parameters = _parameters(trainer.model)
+    parameters = parameters_of(trainer.model)
     train_and_save(trainer, out_dir, cfg)
     return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 1}
 
@@ -375,47 +374,20 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> dict
         processing_class=tokenizer,
         peft_config=LoraConfig(task_type="CAUSAL_LM"),  # task_type is required for a causal LM
     )
-    parameters = _parameters(trainer.model)
+    parameters = parameters_of(trainer.model)
     trainer.train()
     trainer.save_model(out_dir)
-    # TRL's default runs the reference (adapter disabled) forward on every step too: a second, forward-only pass
-    return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 2}
-
-
-def _parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def matmul_stage(n: int = 1024, repeats: int = 8) -> float:
-    """GFLOP/s of a plain float32 matmul on this machine: the floor a FLOP-bound stage is measured against."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def training_gflops(out: dict, seconds: float) -> float:
-    """Achieved GFLOP/s: 6 x parameters x tokens for the training passes (forward and backward), plus 2 x for
-    each extra forward-only pass (TRL's per-step reference); the one-off reference pass is not counted."""
-    flops = (6 + 2 * (out["forward_passes_per_step"] - 1)) * out["parameters"] * out["tokens"]
-    return flops / seconds / 1e9
-
-
-TRAINING_HEADLINE = "train_policy, packed, reference log-probs kept from sampling"  # ratio training_vs_trl
+    return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 2}  # + reference
 
 
 def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]:
     """Pairs/s of each whole training stage: loading the model, training one epoch, saving the result."""
-    kept = sum(p[f"{side}_sample"] is not None and p[f"{side}_sample"]["logprob"] is not None for p in pairs for side in ("chosen", "rejected"))
+    kept = sum((p[f"{side}_sample"] or {}).get("logprob") is not None for p in pairs for side in ("chosen", "rejected"))
     kept_note = f"{kept} of {2 * len(pairs)} sequences kept"
     variants = (
         (trl_defaults_stage, (pairs,), "TRL DPOTrainer, defaults", ""),
         (project_training_stage, (pairs, False), "train_policy, TRL batches (packing off), reference log-probs kept", kept_note),
-        (project_training_stage, (pairs, True), TRAINING_HEADLINE, kept_note),
+        (project_training_stage, (pairs, True), "train_policy, packed, reference log-probs kept", kept_note),  # last: the headline
     )
     matmul = measure(matmul_stage, preload=("torch",))["value"]
     rows = []
@@ -429,11 +401,6 @@ def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]
         row = _row(label, len(pairs), "pairs", m, "; ".join(filter(None, [note, flop_note])))
         rows.append({**row, "tokens": m["value"]["tokens"], "gflop_per_s": _significant(gflops), "matmul_gflop_per_s": _significant(matmul)})
     return _with_ratios(rows, rows[0])
-
-
-def training_ratio_line(rows: list[dict]) -> str:
-    """The --quick headline: pairs/s of the packed trainer over TRL's DPOTrainer at its defaults."""
-    return f"ratio training_vs_trl {next(r for r in rows if r['variant'] == TRAINING_HEADLINE)['ratio']:.3g}x"
 
 
 # ---------------------------------------------------------------------------------------------
