@@ -11,7 +11,8 @@ memory are its own:
   against a serial loop with the same safety (one sandbox per candidate, one after the other), and
   beside the floor that no sandbox at all gives (sqlite3 in the benchmark's own process);
 * training: preference pairs per second of the project's training stage (`train_policy` with the
-  default TrainConfig) against TRL's DPOTrainer with TRL's and PEFT's defaults, on the same pairs;
+  default TrainConfig: prefix-tree packing; and with packing off) against TRL's DPOTrainer with TRL's
+  and PEFT's defaults, on the same pairs, each with its achieved GFLOP/s beside a plain matmul's;
 * the whole iteration (the project's `Refiner`, one iteration) at three sizes, problems x samples.
 
 The candidates are the base model's samples on builtin:train problems, or a run's samples.jsonl
@@ -28,25 +29,22 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
-import multiprocessing
-import resource
 import shutil
 import sqlite3
 import sys
 import time
-import traceback
 from pathlib import Path
 
+from flops import forward_gflops, matmul_stage, parameters_of, training_gflops
 from record import (
     REPO,
     RESULTS,
-    PeakTreeMemory,
     provenance,
     provenance_markdown,
     write_results,
 )
 from rich.table import Table
+from stage import LIBRARIES, measure, result_row, significant, with_ratios
 
 from codelutra.artifacts import read_json, read_jsonl
 from codelutra.config import (
@@ -79,8 +77,6 @@ RATIOS = {
     "iteration": "seconds relative to the smallest size (how cost grows)",
     "shared_sampling": "tokens/s relative to plain generate on the same prompts and samples",
 }
-LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets")  # imported before a stage's clock starts
-_SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter per stage: nothing inherited, memory its own
 
 
 def main() -> int:
@@ -114,6 +110,8 @@ def main() -> int:
     for path in write_results(Path(args.results), stem, result, markdown(result)):
         console.print(f"wrote {path}")
     tables.print(summary_table(result))
+    if "training" in sections:  # the packed trainer (the last row) over TRL's DPOTrainer at its defaults
+        print(f"ratio training_vs_trl {sections['training'][-1]['ratio']:.3g}x")
     if "shared_sampling" in sections:
         print(shared_sampling_ratio_line(sections["shared_sampling"]))
     return 0
@@ -121,7 +119,7 @@ def main() -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: minutes on a CPU")
+    parser.add_argument("--quick", action="store_true", help="small sizes: minutes on a CPU; ends with the line 'ratio training_vs_trl <r>x'")
     parser.add_argument("--model", default=None, help="model to measure (default: the embedded default)")
     parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ (scratch runs) goes into")
     parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
@@ -141,71 +139,6 @@ def _stages(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown stage {unknown[0]!r} (choose from {', '.join(RATIOS)})")
     return stages
-
-
-# ---------------------------------------------------------------------------------------------
-# Running a stage in a child process
-
-
-def measure(fn, *args, preload: tuple[str, ...] = ()) -> dict:
-    """Run `fn(*args)` in a fresh process; return its value, wall seconds and peak memory.
-
-    The `preload` modules are imported first, outside the time (on a small CPU, importing torch,
-    transformers and TRL takes seconds). This process must stay small, without torch: on Linux a
-    child's peak resident memory (getrusage) starts from its parent's peak at the moment it starts.
-    """
-    receiver, sender = _SPAWN.Pipe(duplex=False)
-    process = _SPAWN.Process(target=_measured_call, args=(sender, fn, args, preload))
-    process.start()
-    sender.close()  # so that our end reads EOF if the child dies
-    try:
-        status, payload = receiver.recv()
-    except EOFError:
-        status, payload = "error", "the stage's process died"
-    process.join()
-    if status == "error":
-        raise RuntimeError(f"{fn.__name__} failed (exit code {process.exitcode}):\n{payload}")
-    return payload
-
-
-def _measured_call(sender, fn, args, preload) -> None:
-    for module in preload:
-        importlib.import_module(module)
-    with PeakTreeMemory() as memory:
-        start = time.perf_counter()
-        try:
-            value = fn(*args)
-        except BaseException:
-            sender.send(("error", traceback.format_exc()))
-            return
-        seconds = time.perf_counter() - start
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)  # MB
-    torch = sys.modules.get("torch")
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch is not None and torch.cuda.is_available() else None
-    peak_tree = max(own, memory.peak_bytes / 2**20)
-    sender.send(("ok", {"value": value, "seconds": seconds, "peak_rss_mb": own, "peak_rss_with_workers_mb": peak_tree, "peak_gpu_mb": gpu}))
-
-
-def _row(variant: str, work: float, unit: str, measured: dict, note: str = "") -> dict:
-    return {
-        "variant": variant,
-        "work": work,
-        "unit": unit,
-        "seconds": _significant(measured["seconds"]),
-        "rate": _significant(work / measured["seconds"]),
-        "peak_rss_mb": round(measured["peak_rss_mb"]),
-        "peak_rss_with_workers_mb": round(measured["peak_rss_with_workers_mb"]),
-        "peak_gpu_mb": measured["peak_gpu_mb"] and round(measured["peak_gpu_mb"]),
-        "note": note,
-    }
-
-
-def _with_ratios(rows: list[dict], baseline: dict, key: str = "rate") -> list[dict]:
-    return [{**row, "ratio": _significant(row[key] / baseline[key])} for row in rows]
-
-
-def _significant(x: float) -> float:
-    return float(f"{x:.4g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,9 +177,9 @@ def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
         m = measure(sample_stage, model, sizes["problems"], sizes["samples_per_problem"], batch_size, preload=LIBRARIES)
         out = m["value"]
         # the rate is over generation alone (the stage's seconds include loading the model)
-        rows.append(_row(f"batch {batch_size} sequences", out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, f"{m['seconds']:.1f} s with loading the model"))
+        rows.append(result_row(f"batch {batch_size} sequences", out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, f"{m['seconds']:.1f} s with loading the model"))
         samples = out["samples"]
-    return _with_ratios(rows, rows[0]), samples
+    return with_ratios(rows, rows[0]), samples
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,18 +218,6 @@ def shared_sampling_stage(model_path: str, problems: int, n: int, max_new_tokens
     return {"tokens": tokens, "seconds": seconds, "computed": computed[0], "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def matmul_stage(size: int = 1024, repeats: int = 20) -> float:
-    """GFLOP/s of a plain float32 matmul on this machine: the floor the sampling rows are set against."""
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
 def measure_shared_sampling(model: str, sizes: dict) -> list[dict]:
     """Tokens/s of plain generate and of the shared-prefix sampler on the same prompts, n = 1 and n = 8.
 
@@ -312,11 +233,11 @@ def measure_shared_sampling(model: str, sizes: dict) -> list[dict]:
             console.print(f"speed: sampling, {label}")
             m = measure(shared_sampling_stage, model, problems, n, sizes["max_new_tokens"], shared, preload=LIBRARIES)
             out = m["value"]
-            gflops = 2 * out["parameters"] * out["computed"] / out["seconds"] / 1e9
+            gflops = forward_gflops(out["parameters"], out["computed"], out["seconds"])
             note = f"{out['computed']} tokens computed; {gflops:.3g} GFLOP/s, fp32 matmul {matmul:.3g} GFLOP/s"
-            row = _row(label, out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, note)
+            row = result_row(label, out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, note)
             plain_rate = plain_rate or row["rate"]
-            rows.append({**row, "ratio": _significant(row["rate"] / plain_rate), "n": n})
+            rows.append({**row, "ratio": significant(row["rate"] / plain_rate), "n": n})
     return rows
 
 
@@ -376,20 +297,20 @@ def measure_verification(tasks: dict, samples: list[dict]) -> tuple[list[dict], 
     serial = measure(sandboxed_serial_stage, checks)
     plain = measure(in_process_stage, checks)
     rows = [
-        _row("serial loop, a sandbox per candidate", len(checks), "candidates", serial),
-        _row("in-process sqlite3 loop, no sandbox", len(checks), "candidates", plain, "not safe for model output: the floor"),
+        result_row("serial loop, a sandbox per candidate", len(checks), "candidates", serial),
+        result_row("in-process sqlite3 loop, no sandbox", len(checks), "candidates", plain, "not safe for model output: the floor"),
     ]
     for workers, label in ((1, "verify_sql, 1 worker"), (None, "verify_sql, a worker per core")):
         m = measure(verify_stage, checks, workers)
         agree = sum(kind == other for kind, other in zip(m["value"], serial["value"]))
         versus_plain = plain["seconds"] / m["seconds"]
-        rows.append(_row(label, len(checks), "candidates", m, f"{versus_plain:.2g}x the in-process loop; same verdicts as the serial loop on {agree}/{len(checks)}"))
+        rows.append(result_row(label, len(checks), "candidates", m, f"{versus_plain:.2g}x the in-process loop; same verdicts as the serial loop on {agree}/{len(checks)}"))
         verdicts = m["value"]  # the last run's (a worker per core) go on to build the training pairs
     per_problem, i = [], 0
     for row in samples:
         per_problem.append(verdicts[i : i + len(row["completions"])])
         i += len(row["completions"])
-    return _with_ratios(rows, rows[0]), per_problem
+    return with_ratios(rows, rows[0]), per_problem
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,18 +323,19 @@ def _pairs(tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[
     return iteration_pairs(list(tasks.values()), samples, rows, prompt=PromptConfig(), cfg=PairConfig(), seed=0)
 
 
-def project_training_stage(model_path: str, pairs: list[dict], out_dir: str) -> None:
-    from codelutra.training.trainer import train_policy
+def project_training_stage(model_path: str, pairs: list[dict], out_dir: str, packing: bool) -> dict:
+    """`train_policy` with the default TrainConfig (packing on or off); returns what the FLOP count needs."""
+    from codelutra.training import trl_internals
+    from codelutra.training.trainer import build_trainer, train_and_save
 
-    train_policy(model_path, pairs, out_dir, TrainConfig())
+    cfg = TrainConfig(packing=packing)
+    trainer = build_trainer(model_path, pairs, out_dir, cfg)
+    parameters = parameters_of(trainer.model)
+    train_and_save(trainer, out_dir, cfg)
+    return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 1}
 
 
-def without_kept_logprobs(pairs: list[dict]) -> list[dict]:
-    """The pairs as a sampler that keeps no log-probs leaves them: training computes every reference log-prob."""
-    return [{**p, "chosen_sample": None, "rejected_sample": None} for p in pairs]
-
-
-def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None:
+def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> dict:
     """TRL's DPOTrainer as a newcomer starts it: DPOConfig and PEFT's LoraConfig at their defaults.
 
     Changed only where needed: one epoch (the project's default, so both see each pair once; TRL's
@@ -425,6 +347,7 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None
     from trl import DPOConfig, DPOTrainer
 
     from codelutra.models import load_model, load_tokenizer
+    from codelutra.training import trl_internals
     from codelutra.training.trainer import preference_row
 
     tokenizer = load_tokenizer(model_path)
@@ -441,25 +364,33 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> None
         processing_class=tokenizer,
         peft_config=LoraConfig(task_type="CAUSAL_LM"),  # task_type is required for a causal LM
     )
+    parameters = parameters_of(trainer.model)
     trainer.train()
     trainer.save_model(out_dir)
+    return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 2}  # + reference
 
 
 def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]:
     """Pairs/s of each whole training stage: loading the model, training one epoch, saving the result."""
-    kept = sum(p[f"{side}_sample"] is not None and p[f"{side}_sample"]["logprob"] is not None for p in pairs for side in ("chosen", "rejected"))
+    kept = sum((p[f"{side}_sample"] or {}).get("logprob") is not None for p in pairs for side in ("chosen", "rejected"))
+    kept_note = f"{kept} of {2 * len(pairs)} sequences kept"
     variants = (
-        (trl_defaults_stage, pairs, "TRL DPOTrainer, defaults", ""),
-        (project_training_stage, without_kept_logprobs(pairs), "train_policy, reference log-probs all computed", ""),
-        (project_training_stage, pairs, "train_policy, reference log-probs kept from sampling", f"{kept} of {2 * len(pairs)} sequences kept"),
+        (trl_defaults_stage, (pairs,), "TRL DPOTrainer, defaults", ""),
+        (project_training_stage, (pairs, False), "train_policy, TRL batches (packing off), reference log-probs kept", kept_note),
+        (project_training_stage, (pairs, True), "train_policy, packed, reference log-probs kept", kept_note),  # last: the headline
     )
+    matmul = measure(matmul_stage, preload=("torch",))["value"]
     rows = []
-    for i, (stage, stage_pairs, label, note) in enumerate(variants):
+    for i, (stage, stage_args, label, note) in enumerate(variants):
         out_dir = scratch / f"speed-training-{i}"
         shutil.rmtree(out_dir, ignore_errors=True)
         console.print(f"speed: training on {len(pairs)} pairs: {label}")
-        rows.append(_row(label, len(pairs), "pairs", measure(stage, model, stage_pairs, str(out_dir), preload=LIBRARIES), note))
-    return _with_ratios(rows, rows[0])
+        m = measure(stage, model, stage_args[0], str(out_dir), *stage_args[1:], preload=LIBRARIES)
+        gflops = training_gflops(m["value"], m["seconds"])
+        flop_note = f"{gflops:.3g} GFLOP/s over {m['value']['tokens']} tokens (matmul: {matmul:.3g} GFLOP/s)"
+        row = result_row(label, len(pairs), "pairs", m, "; ".join(filter(None, [note, flop_note])))
+        rows.append({**row, "tokens": m["value"]["tokens"], "gflop_per_s": significant(gflops), "matmul_gflop_per_s": significant(matmul)})
+    return with_ratios(rows, rows[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,11 +411,11 @@ def iteration_stage(model_path: str, problems: int, samples: int, eval_problems:
     refiner = Refiner(cfg)
     shutil.rmtree(refiner.run_dir, ignore_errors=True)  # a fresh run, never a resumed one
     history = refiner.run()
-    it_dir = refiner.run_dir / "iter_1"
+    first = refiner.layout.iteration(1)
     return {
         "base_eval_seconds": history[0]["seconds"],
-        "pairs": read_json(it_dir / "train.json")["pairs"],
-        "train_seconds": read_json(it_dir / "timings.json")["train"],
+        "pairs": read_json(first.train_info)["pairs"],
+        "train_seconds": read_json(first.timings)["train"],
     }
 
 
@@ -498,8 +429,8 @@ def measure_iterations(model: str, sizes: dict, scratch: Path) -> list[dict]:
         out = m["value"]
         seconds = m["seconds"] - out["base_eval_seconds"]
         note = f"{out['pairs']} pairs, training {out['train_seconds']:.1f} s"
-        rows.append(_row(f"{problems} problems x {samples} samples", problems * samples, "candidates", {**m, "seconds": seconds}, note))
-    return _with_ratios(rows, rows[0], key="seconds")
+        rows.append(result_row(f"{problems} problems x {samples} samples", problems * samples, "candidates", {**m, "seconds": seconds}, note))
+    return with_ratios(rows, rows[0], key="seconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,7 +465,7 @@ def summary_table(result: dict) -> Table:
     for section, r in _table_rows(result):
         cells = [section, r["variant"], f"{r['work']} {r['unit']}", f"{r['seconds']:.3g}", f"{r['rate']:.3g}", f"{r['ratio']:.3g}x"]
         cells += [str(r["peak_rss_mb"]), str(r["peak_rss_with_workers_mb"]), *([str(r["peak_gpu_mb"])] if gpu else []), r["note"]]
-        table.add_row(*cells)
+        table.addrow(*cells)
     return table
 
 

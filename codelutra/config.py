@@ -145,8 +145,11 @@ class TrainConfig(_Section):
     # per process. Use `accelerate config` beforehand to choose GPUs or DeepSpeed ZeRO-1/2.
     processes: int = Field(default=1, ge=1)
     # Where the trainer also logs loss, rewards/margins and accuracy per step: transformers' `report_to`
-    # names ("tensorboard", "wandb", ...; each needs its package). Empty: nowhere but train.json.
+    # names ("tensorboard", "wandb", ...; each needs its package). Empty: nowhere.
     report_to: list[str] = []
+    # Pack each batch as a prefix tree (shared prompt prefix once, each token computed once); false: TRL's own
+    # batches (two padded sequences per pair), for comparison. Same loss either way (tests/test_packing.py).
+    packing: bool = True
 
 
 class EvalConfig(_Section):

@@ -17,10 +17,10 @@ from tests.engine_fixtures import (
     CONCERTS,
     READER,
     WRITER,
+    postgres_server,  # noqa: F401  (a fixture)
     run_refinement_on,
     write_sqlite_concert,
 )
-from tests.engine_fixtures import postgres_server  # noqa: F401  (a fixture)
 
 pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'codelutra[postgres]')")
 

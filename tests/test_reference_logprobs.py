@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from codelutra.config import TrainConfig
 from codelutra.generation.sampler import generate
@@ -81,8 +82,10 @@ def test_kept_logprobs_equal_a_fresh_reference_pass(sampled, stopping_model_dir,
     assert any(p["chosen_source"] == "gold" for p in pairs), "gold answers (not sampled) must be covered too"
 
     trainer = build_trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2), seed=0)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
-    fresh_chosen, fresh_rejected = trainer.compute_ref_log_probs(trainer.model, batch)  # adapter disabled: the reference
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    batch = trainer.data_collator(rows)  # the packed batch training reads
+    plain = DataCollatorForPreference(pad_token_id=trainer.processing_class.pad_token_id)(rows)
+    fresh_chosen, fresh_rejected = trainer.compute_ref_log_probs(trainer.model, plain)  # adapter disabled: the reference
     torch.testing.assert_close(batch["ref_chosen_logps"], fresh_chosen.float(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(batch["ref_rejected_logps"], fresh_rejected.float(), rtol=1e-4, atol=1e-4)
 

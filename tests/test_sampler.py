@@ -4,7 +4,11 @@ the shared-prefix path gives the plain path's greedy answers and log-probs."""
 import pytest
 import torch
 
-from codelutra.generation.prefix_cache import KVBatch, plan_prefix_tree, supports_shared_prefix
+from codelutra.generation.prefix_cache import (
+    KVBatch,
+    plan_prefix_tree,
+    supports_shared_prefix,
+)
 from codelutra.generation.sampler import StopAfterClosingFence, generate
 from codelutra.generation.types import SamplingParams, render_prompt
 from codelutra.models import load_model, load_tokenizer

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from codelutra.config import TrainConfig
 from codelutra.models import load_model
@@ -60,11 +61,12 @@ def _perturb_adapter(model, seed: int) -> None:
 
 
 def _trainer_loss(trainer) -> tuple[float, dict]:
-    batch = next(iter(trainer.get_train_dataloader()))
+    """The trainer's loss on its first two rows, and those rows as TRL's plain batch (for the formula by hand)."""
+    rows = [trainer.train_dataset[i] for i in range(2)]
     trainer.model.eval()
     with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, batch)
-    return float(loss), batch
+        loss = trainer.compute_loss(trainer.model, trainer.data_collator(rows))
+    return float(loss), DataCollatorForPreference(pad_token_id=trainer.processing_class.pad_token_id)(rows)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,12 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from codelutra.generation.prefix_cache import KVBatch, PrefixCaches, plan_prefix_tree, supports_shared_prefix
+from codelutra.generation.prefix_cache import (
+    KVBatch,
+    PrefixCaches,
+    plan_prefix_tree,
+    supports_shared_prefix,
+)
 from codelutra.generation.types import Messages, Sampled, SamplingParams, render_prompt
 
 # transformers' default top-k, which `generate` applies when sampling unless told otherwise; both paths pass

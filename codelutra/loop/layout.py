@@ -56,7 +56,7 @@ class IterationFiles:
     """The folder of iteration k (k = 0: the base model, evaluated only)."""
 
     dir: Path
-    k: int
+    k: int | None = None  # None: a training folder outside a run (`train_policy`'s out_dir)
 
     @property
     def eval(self) -> EvalFiles:

@@ -33,6 +33,7 @@ from pathlib import Path
 from codelutra.artifacts import read_jsonl
 from codelutra.config import load_config
 from codelutra.errors import UserError
+from codelutra.loop.layout import IterationFiles
 from codelutra.training.trainer import train_policy
 
 
@@ -46,7 +47,7 @@ def launch_training(policy: str, pairs_path: Path, out_dir: Path, config_path: P
     env = {"OMP_NUM_THREADS": str(cores), **os.environ}
     if subprocess.run(command, env=env).returncode != 0:
         raise UserError(f"training in {processes} processes failed (its output is above); command: {' '.join(command)}")
-    return Path(out_dir) / "model"
+    return IterationFiles(Path(out_dir)).model
 
 
 def main(argv: list[str] | None = None) -> None:

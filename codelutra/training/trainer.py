@@ -16,6 +16,10 @@ log-probability of a sampled answer was kept by the sampler (`Sampled`), so the 
 runs once, before training, over only the sequences the sampler did not score (gold code, mostly),
 instead of over every sequence at every step.
 
+With `train.packing` (the default) the batches are prefix trees, each token computed once
+(codelutra/training/packed_trainer.py); `train.packing: false` keeps TRL's own two sequences per pair.
+Every TRL internal relied on is named in codelutra/training/trl_internals.py.
+
 Training runs unchanged under `accelerate launch` or torchrun with several processes (data parallel:
 `train.batch_size` is then per process); `codelutra/training/launch.py` is the program to launch.
 """
@@ -29,6 +33,8 @@ from pathlib import Path
 from codelutra.config import TrainConfig
 from codelutra.errors import UserError
 from codelutra.generation.types import render_prompt
+from codelutra.loop.layout import IterationFiles
+from codelutra.training import trl_internals
 
 LOSS_TYPES = {
     "codelutra": ["sigmoid", "sft"],  # DPO + lambda * SFT: the paper's dual loss
@@ -68,7 +74,7 @@ def dpo_config(cfg: TrainConfig, output_dir: str | Path, seed: int):
         save_strategy="steps",
         save_steps=cfg.checkpoint_steps,
         save_total_limit=1,
-        report_to=[],
+        report_to=list(cfg.report_to),  # train.report_to: tensorboard, wandb, ... (none by default)
         dataloader_num_workers=0,
     )
 
@@ -81,9 +87,10 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
 
     from codelutra.models import load_model, load_tokenizer
 
-    _score_completion_tokens_only()
+    trl_internals.check()
+    trl_internals.score_completion_tokens_only()
     # The configuration sets up the processes first, so that each one loads the model onto its own GPU.
-    args = dpo_config(cfg, Path(out_dir) / "checkpoints", seed)
+    args = dpo_config(cfg, IterationFiles(Path(out_dir)).checkpoints, seed)
     tokenizer = load_tokenizer(policy_path)
     tokenizer.padding_side = "right"
     model = load_model(policy_path)
@@ -98,7 +105,11 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
             task_type="CAUSAL_LM",
         )
     dataset = Dataset.from_list([preference_row(p, tokenizer) for p in pairs])
-    trainer = DPOTrainer(
+    if cfg.packing:
+        from codelutra.training.packed_trainer import PackedDPOTrainer as trainer_class
+    else:
+        trainer_class = DPOTrainer
+    trainer = trainer_class(
         model=model,
         ref_model=None,  # LoRA: the adapter-disabled policy; full: TRL loads a frozen copy of policy_path
         args=args,
@@ -107,9 +118,7 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
         peft_config=peft_config,
     )
     trainer.train_dataset = _with_reference_logprobs(trainer, trainer.train_dataset)
-    # TRL's switch for "the batch carries the reference log-probs"; set after __init__, where setting it
-    # would make TRL recompute them all (`precompute_ref_log_probs`).
-    trainer.precompute_ref_logps = True
+    trl_internals.keep_reference_logprobs(trainer)
     trainer.ref_model = None  # full fine-tuning: the frozen copy is no longer needed
     return trainer
 
@@ -128,9 +137,13 @@ def train_policy(
     Trainer checkpoints go to `out_dir/checkpoints`, so an interrupted training stage resumes.
     Under several processes only the main one writes, and every process returns once `out_dir/model` exists.
     """
-    out_dir = Path(out_dir)
-    checkpoints = out_dir / "checkpoints"
-    trainer = build_trainer(policy_path, pairs, out_dir, cfg, seed=seed)
+    return train_and_save(build_trainer(policy_path, pairs, out_dir, cfg, seed=seed), out_dir, cfg)
+
+
+def train_and_save(trainer, out_dir: str | Path, cfg: TrainConfig) -> Path:
+    """Train (resuming from `out_dir/checkpoints` where a checkpoint is), save, and return the new policy's directory."""
+    files = IterationFiles(Path(out_dir))
+    checkpoints = files.checkpoints
     _refuse_sharded_weights(trainer)
     resume = checkpoints.is_dir() and any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir())
     trainer.train(resume_from_checkpoint=True if resume else None)
@@ -139,12 +152,12 @@ def train_policy(
     if accelerator.is_main_process:
         trained, tokenizer = trainer.model, trainer.processing_class
         if cfg.lora:
-            _save_atomically(trained, tokenizer, out_dir / "adapter")
+            _save_atomically(trained, tokenizer, files.adapter)
             trained = trained.merge_and_unload()
-        _save_atomically(trained, tokenizer, out_dir / "model")
+        _save_atomically(trained, tokenizer, files.model)
         shutil.rmtree(checkpoints, ignore_errors=True)
     accelerator.wait_for_everyone()
-    return out_dir / "model"
+    return files.model
 
 
 def _has_accelerator() -> bool:
@@ -249,20 +262,6 @@ def _reference_batch(rows: list[tuple], trainer) -> dict:
         "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device),
         "completion_mask": torch.tensor([m + [0] * (width - len(m)) for m in masks], device=device),
     }
-
-
-def _score_completion_tokens_only() -> None:
-    """Make TRL's fused LM head score only completion tokens on every device, not just on Triton ones.
-
-    Where Triton is absent (CPU), TRL scores every position, prompt included, and masks afterwards, so that
-    tile shapes stay fixed for compilers such as Neuron's. On CPU that is waste: prompts are most of each
-    sequence and the vocabulary projection is a large share of a step. This flips only that choice
-    (`trl.trainer.utils._use_triton`); the kernels keep their own device check, and results are identical.
-    """
-    import trl.trainer.utils as trl_utils
-
-    if hasattr(trl_utils, "_use_triton"):
-        trl_utils._use_triton = lambda device: True
 
 
 def _target_modules(model, cfg: TrainConfig) -> list[str] | str:

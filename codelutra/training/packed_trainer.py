@@ -1,0 +1,78 @@
+"""TRL's DPOTrainer on prefix-tree packed batches (`train.packing`, the default): every token computed once.
+
+TRL keeps everything it does well: tokenizing the rows, the optimizer, schedule, checkpoints and resume,
+LoRA and the adapter-disabled reference, accelerate's processes, the fused LM head. Replaced are only
+the three places TRL has no packing for (codelutra/training/packing.py says why it has none): the
+collator (one packed tree per batch), the order of the pairs (batches that share a prompt prefix), and
+`compute_loss`, which reads the answers' log-probs off the tree and computes exactly TRL's loss for
+codelutra's settings: sigmoid DPO against the kept reference log-probs, plus the SFT term, the chosen
+answers' negative log-likelihood averaged over their tokens (pooled over the batch), with TRL's weights.
+Any other TRL loss setting is refused (`trl_internals.loss_terms`), never approximated.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from trl import DPOTrainer
+
+from codelutra.errors import UserError
+from codelutra.training import trl_internals
+from codelutra.training.packing import (
+    PackedPreferenceCollator,
+    PrefixGroupedSampler,
+    answer_logps,
+    chosen_token_count,
+)
+
+# Attention implementations that take a custom 4-D boolean mask as it is (the tree needs one).
+MASKED_ATTENTION = ("sdpa",)
+
+
+class PackedDPOTrainer(DPOTrainer):
+    def __init__(self, *, model, args, **kwargs):
+        attention = getattr(model.config, "_attn_implementation", None)
+        if attention not in MASKED_ATTENTION:
+            raise UserError(
+                f"train.packing needs the model's attention to be one of {', '.join(MASKED_ATTENTION)} (a 4-D tree mask); "
+                f"this model uses {attention!r}: set train.packing=false"
+            )
+        super().__init__(model=model, args=args, data_collator=PackedPreferenceCollator(args.max_length), **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        step = self.args.per_device_train_batch_size * max(1, self.args.world_size) * self.args.gradient_accumulation_steps
+        lengths = [len(c) + len(r) for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"])]
+        return PrefixGroupedSampler(dataset["prompt_ids"], lengths, step, self.args.seed)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:
+            raise ValueError("the packed trainer computes no logits to return (evaluate with train.packing=false)")
+        terms = trl_internals.loss_terms(self)
+        chosen, rejected = answer_logps(model, inputs)
+        chosen_ratio = chosen - inputs["ref_chosen_logps"].to(chosen.dtype)
+        rejected_ratio = rejected - inputs["ref_rejected_logps"].to(rejected.dtype)
+        loss = 0.0
+        for loss_type, weight in terms:
+            if loss_type == "sigmoid":
+                term = -F.logsigmoid(self.beta * (chosen_ratio - rejected_ratio)).mean()
+            else:  # "sft": pooled over the batch's chosen tokens, as TRL's mask-and-mean pools them
+                term = -chosen.sum() / chosen_token_count(inputs)
+            loss = loss + term * weight
+        self._log_rewards(chosen, rejected, chosen_ratio.detach(), rejected_ratio.detach(), inputs["input_ids"].numel())
+        return loss
+
+    def _log_rewards(self, chosen, rejected, chosen_ratio, rejected_ratio, tokens: int) -> None:
+        """TRL's reward metrics, gathered over the processes the way TRL gathers them."""
+        gather = self.accelerator.gather
+        chosen_rewards, rejected_rewards = gather(self.beta * chosen_ratio), gather(self.beta * rejected_ratio)
+        trl_internals.count_tokens(self, int(gather(torch.tensor(tokens, device=chosen.device)).sum()))
+        for name, value in (
+            ("rewards/chosen", chosen_rewards.mean()),
+            ("rewards/rejected", rejected_rewards.mean()),
+            ("rewards/accuracies", (chosen_rewards > rejected_rewards).float().mean()),
+            ("rewards/margins", (chosen_rewards - rejected_rewards).mean()),
+            ("logps/chosen", gather(chosen.detach()).mean()),
+            ("logps/rejected", gather(rejected.detach()).mean()),
+        ):
+            trl_internals.log_metric(self, name, value.item())
