@@ -40,3 +40,16 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def string_list_field(record: dict, name: str, error: type[Exception] = ValueError) -> list[str]:
+    """`record[name]`, which must be a list of strings; else `error`, its message naming the field.
+
+    Shared by the task loaders and `codelutra verify`, which raise their own error types.
+    """
+    if name not in record:
+        raise error(f"missing field {name!r}")
+    value = record[name]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise error(f"field {name!r} must be a list of strings")
+    return value

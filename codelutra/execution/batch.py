@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from codelutra.artifacts import write_jsonl
+from codelutra.artifacts import string_list_field, write_jsonl
 from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.engines import BadAddress, check_address
@@ -95,7 +95,7 @@ def _parse(number: int, line: bytes) -> tuple[object, SqlCheck | PythonCheck | s
         elif task == "python":
             check = PythonCheck(
                 _code(record, "candidate"),
-                tests=tuple(_texts(record, "tests")),
+                tests=tuple(string_list_field(record, "tests", _BadField)),
                 setup=_text(record, "setup", default=""),
                 entry_point=_text(record, "entry_point", default=None),
             )
@@ -139,10 +139,3 @@ def _code(record: dict, name: str) -> str | None:
     return _text(record, name, default=None)
 
 
-def _texts(record: dict, name: str) -> list[str]:
-    value = record.get(name)
-    if name not in record:
-        raise _BadField(f"missing field '{name}'")
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise _BadField(f"field '{name}' must be a list of strings")
-    return value

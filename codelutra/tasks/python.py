@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from codelutra.artifacts import string_list_field
 from codelutra.config import VerifyConfig
 from codelutra.console import progress_bar
 from codelutra.errors import UserError
@@ -224,11 +225,8 @@ def _code_field(record: dict, name: str, *, required: bool = True) -> str:
 
 
 def _string_list(record: dict, name: str) -> list[str]:
-    value = record.get(name)
-    if name not in record:
-        raise BadRecord(f"missing field {name!r}")
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise BadRecord(f"field {name!r} is not a list of strings")
+    """The field's strings, line endings normalised and blank ones dropped."""
+    value = string_list_field(record, name, BadRecord)
     return [item.replace("\r\n", "\n").strip() for item in value if item.strip()]
 
 
