@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from codelutra.config import TaskSource
+from codelutra.generation.types import render_prompt
 from codelutra.models import EMBEDDED_DEFAULT, load_tokenizer, resolve_model
 from codelutra.tasks.prompts import SCHEMA_STYLES, sql_messages
 from codelutra.tasks.sources import load_tasks
@@ -26,7 +27,7 @@ def main(specs: list[str]) -> None:
         tasks, _ = load_tasks(TaskSource(path=spec, limit=100))
         cells = []
         for style in SCHEMA_STYLES:
-            texts = [tokenizer.apply_chat_template(sql_messages(t, style), tokenize=False, add_generation_prompt=True) for t in tasks]
+            texts = [render_prompt(tokenizer, sql_messages(t, style), "") for t in tasks]
             lengths = [len(tokenizer(text, add_special_tokens=False).input_ids) for text in texts]
             cells.append(f"{sum(lengths) / len(lengths):.0f} / {max(lengths)}")
         print(f"| {spec} | {len(tasks)} | {' | '.join(cells)} |")
