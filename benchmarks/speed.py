@@ -465,7 +465,7 @@ def summary_table(result: dict) -> Table:
     for section, r in _table_rows(result):
         cells = [section, r["variant"], f"{r['work']} {r['unit']}", f"{r['seconds']:.3g}", f"{r['rate']:.3g}", f"{r['ratio']:.3g}x"]
         cells += [str(r["peak_rss_mb"]), str(r["peak_rss_with_workers_mb"]), *([str(r["peak_gpu_mb"])] if gpu else []), r["note"]]
-        table.addrow(*cells)
+        table.add_row(*cells)
     return table
 
 

@@ -18,7 +18,7 @@ from rich.progress import (
 
 console = Console(stderr=True)  # progress and messages
 # The tables a command ends with; wide enough for every verdict column, also in a log file.
-tables = Console(width=max(132, shutil.get_terminal_size().columns))
+tables = Console(width=max(160, shutil.get_terminal_size().columns))
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from codelutra.loop.layout import RunLayout
 def accuracy_table(history: list[dict], title: str = "Held-out execution accuracy") -> Table:
     table = Table(title=title)
     for header in _headers(history):
-        table.add_column(header, justify="left" if header == "model" else "right")
+        table.add_column(header, justify="left" if header == "model" else "right", no_wrap=header == "model")
     for row in history:
         table.add_row(*_cells(row, history))
     return table
