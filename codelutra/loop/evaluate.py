@@ -14,7 +14,11 @@ from codelutra.errors import UserError
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.layout import EvalFiles
-from codelutra.loop.stages import generate_completions, judge_completions
+from codelutra.loop.stages import (
+    first_answer_scores,
+    generate_completions,
+    judge_completions,
+)
 from codelutra.loop.vote import evaluate_voted, require_votable
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import kind_of
@@ -58,12 +62,9 @@ def evaluate_model(
     verdicts = judge_completions(
         tasks, samples, files.verdicts, verify=verify, description=f"{label}: verifying"
     )
-    counts = Counter(verdict_kind(row["verdicts"][0]) for row in verdicts)
     result = {
         "model": model_path,
-        "n": len(verdicts),
-        "accuracy": counts["correct"] / len(verdicts) if verdicts else 0.0,
-        "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS},
+        **first_answer_scores(verdicts),
         "seconds": round(time.monotonic() - start, 1),
         "match": verify.match,  # the scoring rule (SQL tasks; see execution/sql_match.py)
         "variants": verify.variants,  # perturbed database copies a SQL answer also had to match on

@@ -7,6 +7,7 @@ file, so a crash or Ctrl-C in the middle of a long sampling stage loses at most 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from codelutra.artifacts import read_jsonl, write_jsonl
 from codelutra.config import GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.console import progress_bar
 from codelutra.errors import UserError
-from codelutra.execution.verdict import Verdict
+from codelutra.execution.verdict import VERDICT_KINDS, Verdict, verdict_kind
 from codelutra.generation.types import Sampled, SamplingParams, render_prompt
 from codelutra.tasks import Skipped, Task
 from codelutra.tasks.kinds import kind_of
@@ -176,6 +177,13 @@ def _truncated(verdict: Verdict) -> Verdict:
         return verdict
     as_cut = f"{verdict.kind}: {verdict.detail}" if verdict.detail else verdict.kind
     return Verdict("truncated", f"cut at the token budget; as cut, {as_cut}", verdict.seconds)
+
+
+def first_answer_scores(verdict_rows: list[dict]) -> dict:
+    """n, accuracy and the count of each verdict kind over each row's first verdict (one answer per problem)."""
+    counts = Counter(verdict_kind(row["verdicts"][0]) for row in verdict_rows)
+    n = len(verdict_rows)
+    return {"n": n, "accuracy": counts["correct"] / n if n else 0.0, "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS}}
 
 
 def _read_partial(path: Path) -> list[dict]:

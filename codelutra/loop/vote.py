@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,13 @@ from codelutra.errors import UserError
 from codelutra.execution.canonical import sql_key
 from codelutra.execution.sql import QueryResult, run_queries
 from codelutra.execution.sql_match import gold_is_ordered, results_match
-from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.layout import EvalFiles
-from codelutra.loop.stages import generate_completions, judge_completions
+from codelutra.loop.stages import (
+    first_answer_scores,
+    generate_completions,
+    judge_completions,
+)
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import SQL, kind_of
 
@@ -171,13 +173,10 @@ def evaluate_voted(
     verdicts = judge_completions(
         tasks, chosen, files.vote_verdicts, verify=verify, description=f"{label}: verifying voted answers"
     )
-    counts = Counter(verdict_kind(row["verdicts"][0]) for row in verdicts)
     return {
         "candidates": eval_cfg.vote,
         "temperature": eval_cfg.vote_temperature,
-        "n": len(verdicts),
-        "accuracy": counts["correct"] / len(verdicts) if verdicts else 0.0,
-        "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS},
+        **first_answer_scores(verdicts),
         "none_ran": sum(1 for c in choices if not c["group_sizes"]),
         "seconds": round(time.monotonic() - start, 1),
     }
