@@ -1,26 +1,33 @@
-"""Does the dual loss help? CodeLutra (DPO + lambda*SFT) against SFT alone and DPO alone, iteration by iteration.
+"""Does iteration pay, and does the dual loss help? CodeLutra (DPO + lambda*SFT) against SFT alone and DPO
+alone, iteration by iteration, over several seeds.
 
 The paper's ablation: each arm runs the project's own loop (`Refiner`) on the same training
 problems with the same sampling budget (`sampling.n` per problem), the same number of training
 steps per iteration (`train.max_steps`) and the same number of iterations, and is evaluated on the
 same held-out problems after every iteration. Only `train.loss` differs:
 
-* codelutra: DPO + lambda*SFT on correct-vs-incorrect pairs (the gold code where no sample is correct);
+* codelutra: DPO + lambda*SFT on correct-vs-incorrect pairs (the model's own correct answer where it
+  has one, the gold code where it has none);
 * sft: the SFT term alone, on the same correct sides;
 * dpo: the DPO term alone, on the same pairs.
 
-The base model is evaluated once and iteration 1 is sampled once: the sft and dpo arms start from
-copies of the codelutra arm's iter_0 evaluation and iter_1 samples, verdicts and pairs (the Refiner
-skips a stage whose artifact exists), so iteration 1 trains all three arms on exactly the same
-pairs. Later iterations sample from each arm's own policy, as CodeLutra does.
+Every seed (`--seeds`) repeats the three arms with its own `seed` (which problems each iteration
+draws, the samples, the training order). The base model is evaluated once (greedy, the same for
+every seed), and each seed's iteration 1 is sampled once: its sft and dpo arms start from copies of
+its codelutra arm's iter_1 samples, verdicts and pairs (the Refiner skips a stage whose artifact
+exists), so iteration 1 trains the three arms on exactly the same pairs. Later iterations sample
+from each arm's own policy, as CodeLutra does. Per iteration the results keep each seed's held-out
+accuracy (`accuracies`), their mean and spread, and how often the policy that sampled that
+iteration's training problems found a correct answer by itself (pass@1 and pass@n, unbiased).
 
 Task sets: `builtin` (builtin:train / builtin:heldout) and `spider` (configs/spider.yaml's split:
 held-out databases that no training problem uses; ../shared/data/spider). Runs go to
-OUTPUT/runs/quality-<tasks>-<arm>; re-running the same command resumes them. Results go to
-benchmarks/results/quality-<tasks>[-quick].{json,md,png}.
+OUTPUT/runs/quality-<tasks>-<arm>-seed<s>; re-running the same command resumes them, so seeds can
+run side by side (`--seeds 0` and `--seeds 1` in two processes, then `--seeds 0,1` to write the
+results of both). Results go to benchmarks/results/quality-<tasks>[-quick][-TAG].{json,md,png}.
 
-Usage: python benchmarks/quality.py [--tasks builtin|spider|all] [--quick] [--iterations K]
-       [--model M] [--output DIR] [--set key=value ...]
+Usage: python benchmarks/quality.py [--tasks builtin|spider|all] [--quick] [--iterations K] [--seeds 0,1]
+       [--model M] [--output DIR] [--tag T] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import argparse
 import math
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,7 +48,6 @@ from codelutra.artifacts import read_json, read_jsonl
 from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console, tables
 from codelutra.errors import UserError
-from codelutra.execution.verdict import VERDICT_KINDS
 from codelutra.loop.layout import RunLayout
 from codelutra.loop.refine import Refiner
 
@@ -48,28 +55,62 @@ ARMS = ("codelutra", "sft", "dpo")
 SPIDER = Path(os.environ.get("CODELUTRA_SHARED_DATA", REPO.parent / "shared" / "data")) / "spider"
 
 # Per task set: the config file it starts from, and the sizes of the full and the quick mode.
-# Full: sized so that both task sets, 3 arms x 3 iterations, finish in about 2.5 hours on 2 CPU cores
-# (the committed results); 2 samples per problem, so pass@2. On a GPU raise them with --set, e.g.
-# --set train_tasks.limit=240 --set eval_tasks.limit=100 --set sampling.n=4 --set train.max_steps=60.
+# Full builtin: every iteration draws 64 fresh problems of the 480 (so 3 iterations see 192 distinct ones),
+# 4 samples each, up to 2 pairs per problem, 20 steps of 4 pairs; all 180 held-out problems. Two seeds of the
+# three arms take about an hour on 2 CPU cores, the seeds side by side. On a GPU raise them with --set.
 # Quick: a smoke run; the three arms on builtin finish in under 10 minutes on 2 CPU cores (spider's longer
 # prompts make its steps about 3 times slower).
 TASK_SETS = {
     "builtin": {
-        "config": None,  # the defaults (builtin:train / builtin:heldout), fewer problems
-        "full": ["train_tasks.limit=64", "eval_tasks.limit=50", "sampling.n=2", "train.max_steps=8"],
-        "quick": ["train_tasks.limit=8", "eval_tasks.limit=10", "sampling.n=2", "train.batch_size=2", "train.max_steps=2"],
+        "config": None,  # the defaults (builtin:train / builtin:heldout)
+        "full": [
+            "train_tasks.limit=480",
+            "train_tasks.per_iteration=64",
+            "eval_tasks.limit=180",
+            "sampling.n=4",
+            "pairs.max_per_problem=2",
+            "train.max_steps=20",
+        ],
+        "quick": [
+            "train_tasks.limit=8",
+            "eval_tasks.limit=10",
+            "sampling.n=2",
+            "train.batch_size=2",
+            "train.max_steps=2",
+        ],
     },
     "spider": {
         "config": REPO / "configs" / "spider.yaml",  # held-out problems on 20 databases no training problem uses
         "paths": [f"train_tasks.path={SPIDER}", f"eval_tasks.path={SPIDER}"],
-        "full": ["train_tasks.limit=24", "eval_tasks.limit=30", "sampling.n=2", "train.max_steps=4"],
-        "quick": ["train_tasks.limit=6", "eval_tasks.limit=6", "sampling.n=2", "train.batch_size=2", "train.max_steps=2"],
+        "full": [
+            "train_tasks.limit=24",
+            "eval_tasks.limit=30",
+            "sampling.n=2",
+            "train.max_steps=4",
+        ],
+        "quick": [
+            "train_tasks.limit=6",
+            "eval_tasks.limit=6",
+            "sampling.n=2",
+            "train.batch_size=2",
+            "train.max_steps=2",
+        ],
     },
 }
-# Shared by iteration 1 of every arm: the base model's evaluation, and the first samples and their pairs.
-def shared_artifacts(run: RunLayout) -> list[Path]:
-    base, first = run.iteration(0).eval, run.iteration(1)
-    return [base.inputs, base.result, base.samples, base.verdicts, first.samples, first.verdicts, first.pairs]
+
+
+def base_artifacts(run: RunLayout) -> list[Path]:
+    """The base model's greedy evaluation: the same for every arm and seed."""
+    base = run.iteration(0).eval
+    return [base.inputs, base.result, base.samples, base.verdicts]
+
+
+def first_iteration_artifacts(run: RunLayout) -> list[Path]:
+    """Iteration 1's samples and pairs: the same for the three arms of one seed."""
+    first = run.iteration(1)
+    return [first.samples, first.verdicts, first.pairs]
+
+
 def main() -> int:
     args = _parser().parse_args()
     info = provenance()
@@ -80,7 +121,9 @@ def main() -> int:
     try:
         for name in names:
             if name == "spider" and not SPIDER.exists():
-                console.print(f"[yellow]spider skipped:[/] no data at {SPIDER} (set CODELUTRA_SHARED_DATA to the folder holding spider/)")
+                console.print(
+                    f"[yellow]spider skipped:[/] no data at {SPIDER} (set CODELUTRA_SHARED_DATA to the folder holding spider/)"
+                )
                 continue
             finished.append(run_task_set(name, args, info, results_dir))
     except UserError as e:
@@ -91,29 +134,82 @@ def main() -> int:
     return 0
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 0,1; got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is given twice in {text!r}")
+    return seeds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", choices=[*TASK_SETS, "all"], help="task sets to run (default: all; quick: builtin)")
-    parser.add_argument("--quick", action="store_true", help="small problem counts and steps: minutes on a CPU")
-    parser.add_argument("--iterations", type=int, default=None, help="iterations per arm (default 3; quick: 2)")
-    parser.add_argument("--model", default=None, help="model for every arm (default: the embedded default)")
-    parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ goes into (default: benchmarks/)")
-    parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every arm")
+    parser.add_argument(
+        "--tasks",
+        choices=[*TASK_SETS, "all"],
+        help="task sets to run (default: all; quick: builtin)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small problem counts and steps: minutes on a CPU",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="iterations per arm (default 3; quick: 2)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        help="seeds, comma-separated (default 0,1; quick: 0)",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model for every arm (default: the embedded default)",
+    )
+    parser.add_argument(
+        "--output",
+        default=str(REPO / "benchmarks"),
+        help="folder that runs/ goes into (default: benchmarks/)",
+    )
+    parser.add_argument(
+        "--results",
+        default=str(RESULTS),
+        help="folder for the result files (default: benchmarks/results/)",
+    )
+    parser.add_argument(
+        "--tag",
+        help="suffix of the result files and run names, e.g. a recipe: quality-builtin-TAG.md",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every arm",
+    )
     return parser
 
 
-def arm_config(task_set: str, arm: str, args) -> RunConfig:
-    """The RunConfig of one arm: the task set's config and sizes, then --set, then what defines the arm."""
+def arm_config(task_set: str, arm: str, seed: int, args) -> RunConfig:
+    """The RunConfig of one arm and seed: the task set's config and sizes, then --set, then what defines the arm."""
     spec = TASK_SETS[task_set]
     iterations = args.iterations or (2 if args.quick else 3)
+    suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     overrides = [
         *spec.get("paths", []),
         *spec["quick" if args.quick else "full"],
         *([f"model.name={args.model}"] if args.model else []),
         *args.set,
         f"output_dir={args.output}",
-        f"name=quality-{task_set}-{arm}" + ("-quick" if args.quick else ""),
+        f"name=quality-{task_set}-{arm}-seed{seed}{suffix}",
+        f"seed={seed}",
         f"train.loss={arm}",
         f"max_iterations={iterations}",
         "min_gain=-1",  # never stop early: every arm runs every iteration
@@ -122,67 +218,75 @@ def arm_config(task_set: str, arm: str, args) -> RunConfig:
 
 
 def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
-    """Run (or resume) the three arms on one task set; write and return its results."""
+    """Run (or resume) the three arms of every seed on one task set; write and return its results."""
     start = time.monotonic()
-    histories, runs = {}, {}
-    for arm in ARMS:
-        refiner = Refiner(arm_config(task_set, arm, args))
-        if arm != ARMS[0]:
-            _copy_shared(runs[ARMS[0]], refiner.layout)
-        console.rule(f"quality benchmark: {task_set}, arm {arm}")
-        histories[arm] = refiner.run()
-        runs[arm] = refiner.layout
-    cfg = arm_config(task_set, ARMS[0], args)
+    seeds = args.seeds or ([0] if args.quick else [0, 1])
+    per_seed, first_run = {}, None
+    for seed in seeds:
+        histories, runs = {}, {}
+        for arm in ARMS:
+            refiner = Refiner(arm_config(task_set, arm, seed, args))
+            if first_run is not None:
+                _copy(base_artifacts(first_run), base_artifacts(refiner.layout))
+            if runs:
+                _copy(
+                    first_iteration_artifacts(runs[ARMS[0]]),
+                    first_iteration_artifacts(refiner.layout),
+                )
+            console.rule(f"quality benchmark: {task_set}, seed {seed}, arm {arm}")
+            histories[arm] = refiner.run()
+            runs[arm] = refiner.layout
+            first_run = first_run or refiner.layout
+        per_seed[seed] = {arm: [_iteration(row, runs[arm]) for row in histories[arm][1:]] for arm in ARMS}
+        per_seed[seed]["run_dirs"] = {arm: str(run.root) for arm, run in runs.items()}
+    cfg = arm_config(task_set, ARMS[0], seeds[0], args)
     result = {
         "benchmark": "quality",
         "tasks": task_set,
         "quick": args.quick,
         **info,
-        "settings": _settings(cfg, runs[ARMS[0]]),
-        "base": _base(histories[ARMS[0]][0], runs[ARMS[0]], cfg.sampling.n),
-        "arms": {arm: [_iteration(row, runs[arm]) for row in histories[arm][1:]] for arm in ARMS},
-        "run_dirs": {arm: str(run.root) for arm, run in runs.items()},
+        "settings": _settings(cfg, first_run, seeds),
+        "base": _base(read_json(first_run.iteration(0).eval.result), cfg.sampling.n),
+        "arms": {arm: _across_seeds([per_seed[seed][arm] for seed in seeds]) for arm in ARMS},
+        "per_seed": {str(seed): per_seed[seed] for seed in seeds},
         "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
     }
-    stem = f"quality-{task_set}" + ("-quick" if args.quick else "")
+    stem = f"quality-{task_set}" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     plot_curves(result, results_dir / f"{stem}.png")
     for path in write_results(results_dir, stem, result, markdown(result, f"{stem}.png")):
         console.print(f"wrote {path}")
     return result
 
 
-def _copy_shared(source: RunLayout, target: RunLayout) -> None:
-    """Give an arm the base evaluation and iteration 1's samples of the first arm (where it has none yet)."""
-    for have, want in zip(shared_artifacts(source), shared_artifacts(target)):
+def _copy(sources: list[Path], targets: list[Path]) -> None:
+    """Give a run the artifacts another run already has (where it has none of its own yet)."""
+    for have, want in zip(sources, targets):
         if have.exists() and not want.exists():
             want.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(have, want)
 
 
-def _settings(cfg: RunConfig, run: RunLayout) -> dict:
+def _settings(cfg: RunConfig, run: RunLayout, seeds: list[int]) -> dict:
     return {
+        "seeds": seeds,
         "iterations": cfg.max_iterations,
         "train_steps_per_iteration": cfg.train.max_steps,
         "samples_per_problem": cfg.sampling.n,
-        "train_problems": len(read_jsonl(run.iteration(1).samples)),
+        "train_problems_per_iteration": len(read_jsonl(run.iteration(1).samples)),
+        "train_pool": cfg.train_tasks.limit,
         "eval_problems": read_json(run.iteration(0).eval.result)["n"],
         "config": dump_config(cfg),
     }
 
 
-def _base(row: dict, run: RunLayout, n: int) -> dict:
-    """The base model: greedy pass@1 on the held-out problems, pass@1 and pass@n of iteration 1's samples."""
-    verdicts = read_jsonl(run.iteration(1).verdicts)
-    correct = [sum(v == "correct" for v in r["verdicts"]) for r in verdicts]
+def _base(row: dict, n: int) -> dict:
+    """The base model's greedy pass@1 on the held-out problems (its sampled pass@k is iteration 1's)."""
     return {
         "heldout_pass@1_greedy": row["accuracy"],
         "n": row["n"],
         "counts": row["counts"],
         "eval_seconds": row["seconds"],
-        "train_problems": len(verdicts),
         "samples_per_problem": n,
-        "train_pass@1_sampled": _mean(pass_at_k(n, c, 1) for c in correct),
-        f"train_pass@{n}_sampled": _mean(pass_at_k(n, c, n) for c in correct),
     }
 
 
@@ -197,14 +301,20 @@ def _mean(values) -> float:
 
 
 def _iteration(row: dict, run: RunLayout) -> dict:
+    """One arm's iteration k of one seed: its held-out result, and what its training samples found."""
     it = run.iteration(row["iteration"])
     pairs = read_jsonl(it.pairs)
+    verdicts = read_jsonl(it.verdicts)  # sampled by the policy before this iteration, on this iteration's problems
+    n = len(verdicts[0]["verdicts"]) if verdicts else 0
+    correct = [sum(v == "correct" for v in r["verdicts"]) for r in verdicts]
     times = read_json(it.timings)  # the Refiner's seconds per stage
     return {
         "iteration": row["iteration"],
         "accuracy": row["accuracy"],
         "n": row["n"],
         "counts": row["counts"],
+        "train_pass@1": _mean(pass_at_k(n, c, 1) for c in correct),
+        "train_pass@n": _mean(pass_at_k(n, c, n) for c in correct),
         "pairs": len(pairs),
         "pairs_gold_chosen": sum(p["chosen_source"] == "gold" for p in pairs),
         "train_seconds": times["train"],
@@ -214,58 +324,128 @@ def _iteration(row: dict, run: RunLayout) -> dict:
     }
 
 
+def _across_seeds(histories: list[list[dict]]) -> list[dict]:
+    """Per iteration: each seed's value of every measure (a list, in seed order), and the accuracy's mean and spread."""
+    rows = []
+    for per_seed in zip(*histories):
+        accuracies = [r["accuracy"] for r in per_seed]
+        row = {
+            "iteration": per_seed[0]["iteration"],
+            "n": per_seed[0]["n"],
+            "accuracies": accuracies,
+        }
+        row |= {
+            "mean": _mean(accuracies),
+            "min": min(accuracies),
+            "max": max(accuracies),
+        }
+        row["stdev"] = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+        for key in (
+            "train_pass@1",
+            "train_pass@n",
+            "pairs",
+            "pairs_gold_chosen",
+            "train_seconds",
+            "wall_seconds",
+        ):
+            row[key] = [r[key] for r in per_seed]
+        rows.append(row)
+    return rows
+
+
 def _rows(result: dict):
-    """(arm, iteration, accuracy, counts, pairs, train s, wall s) per table row, base model first."""
+    """(arm, iteration, mean, min, max, per-seed accuracies, train pass@1, pass@n, pairs, gold-chosen, wall s)."""
     base = result["base"]
-    yield "base model", 0, base["heldout_pass@1_greedy"], base["counts"], "", "", base["eval_seconds"]
+    acc = base["heldout_pass@1_greedy"]
+    yield (
+        "base model",
+        0,
+        acc,
+        acc,
+        acc,
+        [acc],
+        None,
+        None,
+        None,
+        None,
+        base["eval_seconds"],
+    )
     for arm, history in result["arms"].items():
         for r in history:
-            yield arm, r["iteration"], r["accuracy"], r["counts"], r["pairs"], r["train_seconds"], r["wall_seconds"]
+            yield (
+                arm, r["iteration"], r["mean"], r["min"], r["max"], r["accuracies"], _mean(r["train_pass@1"]),
+                _mean(r["train_pass@n"]), _mean(r["pairs"]), _mean(r["pairs_gold_chosen"]), _mean(r["wall_seconds"]),
+            )  # fmt: skip
+
+
+def _cells(row) -> list[str]:
+    arm, k, mean, low, high, accuracies, pass1, passn, pairs, gold, wall = row
+    optional = lambda value, fmt: "" if value is None else format(value, fmt)
+    return [
+        arm, str(k), f"{mean:.1%}", f"{low:.1%} - {high:.1%}", ", ".join(f"{a:.1%}" for a in accuracies),
+        optional(pass1, ".1%"), optional(passn, ".1%"), optional(pairs, ".0f"), optional(gold, ".0f"), f"{wall:.0f}",
+    ]  # fmt: skip
+
+
+HEADERS = (
+    "arm",
+    "iter",
+    "mean",
+    "min - max",
+    "per seed",
+    "train pass@1",
+    "train pass@n",
+    "pairs",
+    "gold chosen",
+    "wall s",
+)
 
 
 def summary_table(result: dict) -> Table:
-    base, n = result["base"], result["base"]["samples_per_problem"]
+    s = result["settings"]
     table = Table(
-        title=f"Quality: {result['tasks']} ({'quick' if result['quick'] else 'full'}), held-out execution accuracy",
-        caption=f"base model on the training problems, {n} samples each: pass@1 {base['train_pass@1_sampled']:.1%}, "
-        f"pass@{n} {base[f'train_pass@{n}_sampled']:.1%}",
+        title=f"Quality: {result['tasks']} ({'quick' if result['quick'] else 'full'}), held-out execution accuracy "
+        f"({s['eval_problems']} problems, seeds {', '.join(map(str, s['seeds']))})",
+        caption="train pass@1 / pass@n: the policy that sampled the iteration's training problems, n samples each",
     )
-    for name in ("arm", "iter", "accuracy", "verdicts", "pairs", "train s", "wall s"):
-        table.add_column(name, justify="left" if name in ("arm", "verdicts") else "right")
-    for arm, k, accuracy, counts, pairs, train_s, wall_s in _rows(result):
-        verdicts = ", ".join(f"{kind} {counts[kind]}" for kind in VERDICT_KINDS if counts.get(kind))
-        table.add_row(arm, str(k), f"{accuracy:.1%}", verdicts, str(pairs), str(train_s), str(wall_s))
+    for name in HEADERS:
+        table.add_column(name, justify="left" if name in ("arm", "per seed") else "right")
+    for row in _rows(result):
+        table.add_row(*_cells(row))
     return table
 
 
 def markdown(result: dict, png: str) -> str:
-    s, base, n = result["settings"], result["base"], result["base"]["samples_per_problem"]
+    s = result["settings"]
     lines = [
         f"# Quality benchmark: {result['tasks']} ({'quick' if result['quick'] else 'full'})",
         "",
         provenance_markdown(result),
-        f"Training problems: {s['train_problems']}, samples per problem: {s['samples_per_problem']}, "
-        f"training steps per iteration: {s['train_steps_per_iteration']}, iterations: {s['iterations']}; "
-        f"held-out problems: {s['eval_problems']} (greedy decoding, execution accuracy).",
+        (
+            f"Seeds: {', '.join(map(str, s['seeds']))}. Per iteration: {s['train_problems_per_iteration']} training problems "
+            f"(drawn from a pool of {s['train_pool']}), {s['samples_per_problem']} samples each, "
+            f"{s['train_steps_per_iteration']} training steps; {s['iterations']} iterations; held-out problems: "
+            f"{s['eval_problems']} (greedy decoding, execution accuracy), the same for every arm and seed."
+        ),
         "",
-        f"Base model: held-out pass@1 (greedy) {base['heldout_pass@1_greedy']:.1%}; on the training problems, "
-        f"sampled: pass@1 {base['train_pass@1_sampled']:.1%}, pass@{n} {base[f'train_pass@{n}_sampled']:.1%} "
-        "(unbiased estimator over iteration 1's samples).",
-        "",
-        "| arm | iteration | accuracy | " + " | ".join(VERDICT_KINDS) + " | pairs | train s | wall s |",
-        "|---|---:|---:|" + "---:|" * len(VERDICT_KINDS) + "---:|---:|---:|",
+        "| " + " | ".join(HEADERS) + " |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for arm, k, accuracy, counts, pairs, train_s, wall_s in _rows(result):
-        cells = [arm, str(k), f"{accuracy:.1%}", *(str(counts.get(kind, 0)) for kind in VERDICT_KINDS), str(pairs), str(train_s), str(wall_s)]
-        lines.append("| " + " | ".join(cells) + " |")
+    for row in _rows(result):
+        lines.append("| " + " | ".join(_cells(row)) + " |")
     lines += [
         "",
-        "Wall s: sampling, verifying, pairing, training and evaluating that iteration (summed over resumptions); "
-        "iteration 1 of the sft and dpo arms reuses the codelutra arm's samples, so it has no sampling time.",
+        (
+            "Mean and min - max over the seeds; pairs, gold chosen (pairs whose correct side is the gold code, not the "
+            "model's own answer) and wall s are means over the seeds. Train pass@1 / pass@n: how often the policy that "
+            "sampled the iteration's training problems was right by itself (unbiased estimator over its samples). "
+            "Wall s: sampling, verifying, pairing, training and evaluating that iteration (summed over resumptions); "
+            "iteration 1 of the sft and dpo arms reuses the codelutra arm's samples, so it has no sampling time."
+        ),
         "",
         f"![accuracy per iteration]({png})",
         "",
-        "Configuration of the codelutra arm (the others differ only in `train.loss`):",
+        f"Configuration of the codelutra arm, seed {s['seeds'][0]} (the others differ only in `train.loss`, `seed` and `name`):",
         "",
         "```yaml",
         s["config"].rstrip(),
@@ -276,7 +456,7 @@ def markdown(result: dict, png: str) -> str:
 
 
 def plot_curves(result: dict, path: Path) -> None:
-    """The three arms' held-out accuracy per iteration, all starting from the base model."""
+    """The three arms' mean held-out accuracy per iteration, the band between the seeds' lowest and highest."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,11 +465,19 @@ def plot_curves(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     base = 100 * result["base"]["heldout_pass@1_greedy"]
     for arm, history in result["arms"].items():
-        ax.plot([0] + [r["iteration"] for r in history], [base] + [100 * r["accuracy"] for r in history], marker="o", label=arm)
+        steps = [0] + [r["iteration"] for r in history]
+        line = ax.plot(steps, [base] + [100 * r["mean"] for r in history], marker="o", label=arm)[0]
+        low, high = (
+            [base] + [100 * r["min"] for r in history],
+            [base] + [100 * r["max"] for r in history],
+        )
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
+    s = result["settings"]
     ax.set_xlabel("iteration (0 = base model)")
-    ax.set_ylabel("held-out execution accuracy (%)")
-    ax.set_title(f"CodeLutra vs SFT only vs DPO only: {result['tasks']}" + (" (quick)" if result["quick"] else ""))
-    ax.set_xticks(range(0, result["settings"]["iterations"] + 1))
+    ax.set_ylabel(f"held-out execution accuracy (%), {s['eval_problems']} problems")
+    seeds = f"mean of {len(s['seeds'])} seeds, band: min - max" if len(s["seeds"]) > 1 else f"seed {s['seeds'][0]}"
+    ax.set_title(f"CodeLutra vs SFT only vs DPO only: {result['tasks']}" + (" (quick)" if result["quick"] else "") + f"\n{seeds}")
+    ax.set_xticks(range(s["iterations"] + 1))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -31,10 +31,10 @@ def _run(script: str, *args: str) -> str:
     return done.stdout
 
 
-def test_quality_quick_runs_three_arms_from_one_base_evaluation(tmp_path, tiny_model_dir):
+def test_quality_quick_runs_three_arms_per_seed_from_one_base_evaluation(tmp_path, tiny_model_dir):
     results = tmp_path / "results"
     stdout = _run(
-        "quality.py", "--tasks", "builtin", "--iterations", "1", "--model", tiny_model_dir,
+        "quality.py", "--tasks", "builtin", "--iterations", "2", "--seeds", "0,1", "--model", tiny_model_dir,
         "--output", str(tmp_path), "--results", str(results),
         "--set", "train_tasks.limit=2", "--set", "eval_tasks.limit=2", "--set", "sampling.max_new_tokens=8",
         "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1",
@@ -44,18 +44,25 @@ def test_quality_quick_runs_three_arms_from_one_base_evaluation(tmp_path, tiny_m
     assert (results / "quality-builtin-quick.md").exists() and (results / "quality-builtin-quick.png").exists()
     result = json.loads((results / "quality-builtin-quick.json").read_text())
     assert PROVENANCE <= set(result) and set(result["versions"]) >= {"torch", "transformers", "trl", "peft"}
-    assert result["settings"]["train_steps_per_iteration"] == 1 and result["settings"]["samples_per_problem"] == 2
-    base = result["base"]
-    assert base["n"] == 2 and {"heldout_pass@1_greedy", "train_pass@1_sampled", "train_pass@2_sampled"} <= set(base)
-    assert set(result["arms"]) == {"codelutra", "sft", "dpo"}
-    for history in result["arms"].values():
-        assert [row["iteration"] for row in history] == [1]
-        assert {"accuracy", "counts", "pairs", "train_seconds", "wall_seconds"} <= set(history[0])
-        assert history[0]["pairs"] == 2  # a random model gets nothing right: one gold-vs-sample pair per problem
-    # One base evaluation and one set of iteration-1 pairs, shared by the arms.
-    runs = {arm: tmp_path / "runs" / f"quality-builtin-{arm}-quick" for arm in result["arms"]}
-    for name in ("iter_0/eval.json", "iter_1/pairs.jsonl"):
-        assert len({(run / name).read_text() for run in runs.values()}) == 1
+    settings = result["settings"]
+    assert settings["train_steps_per_iteration"] == 1 and settings["samples_per_problem"] == 2 and settings["seeds"] == [0, 1]
+    assert result["base"]["n"] == 2 and "heldout_pass@1_greedy" in result["base"]
+    assert set(result["arms"]) == {"codelutra", "sft", "dpo"} and set(result["per_seed"]) == {"0", "1"}
+    for arm, history in result["arms"].items():
+        assert [row["iteration"] for row in history] == [1, 2]
+        for row in history:  # one value per seed, in seed order, and the spread of the accuracies
+            per_seed = [result["per_seed"][seed][arm][row["iteration"] - 1] for seed in ("0", "1")]
+            assert row["accuracies"] == [r["accuracy"] for r in per_seed] and row["n"] == 2
+            assert row["min"] <= row["mean"] <= row["max"] and row["mean"] == sum(row["accuracies"]) / 2
+            assert row["train_pass@1"] == [r["train_pass@1"] for r in per_seed] and len(row["train_pass@n"]) == 2
+        assert history[0]["pairs"] == [2, 2]  # a random model gets nothing right: one gold-vs-sample pair per problem
+    # One base evaluation for every arm and seed; one set of iteration-1 pairs per seed, shared by its arms.
+    runs = {(arm, seed): tmp_path / "runs" / f"quality-builtin-{arm}-seed{seed}-quick" for arm in result["arms"] for seed in (0, 1)}
+    assert len({(run / "iter_0/eval.json").read_text() for run in runs.values()}) == 1
+    for seed in (0, 1):
+        assert len({(runs[arm, seed] / "iter_1/pairs.jsonl").read_text() for arm in result["arms"]}) == 1
+    markdown = (results / "quality-builtin-quick.md").read_text()
+    assert "Seeds: 0, 1." in markdown and "| codelutra | 2 |" in markdown
 
 
 def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
