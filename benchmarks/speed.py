@@ -11,24 +11,27 @@ memory are its own:
   against a serial loop with the same safety (one sandbox per candidate, one after the other), and
   beside the floor that no sandbox at all gives (sqlite3 in the benchmark's own process);
 * training: preference pairs per second of the project's training stage (`train_policy` with the
-  default TrainConfig: prefix-tree packing; and with packing off) against TRL's DPOTrainer with TRL's
+  task set's TrainConfig: prefix-tree packing; and with packing off) against TRL's DPOTrainer with TRL's
   and PEFT's defaults, on the same pairs, each with its achieved GFLOP/s beside a plain matmul's;
 * the whole iteration (the project's `Refiner`, one iteration) at three sizes, problems x samples.
 
-The candidates are the base model's samples on builtin:train problems, or a run's samples.jsonl
-(--samples). Peak memory: the stage process's own peak resident set (getrusage, exact), and the
+The problems (--tasks) are builtin:train's, or the Spider training databases' of configs/spider.yaml
+(../shared/data/spider), taken database after database as the loop's batches hold them (the loop sorts a
+call's prompts, so a batch is one database's problems), with that task set's prompt, token budget and
+training length. The candidates are the base model's samples on them, or a run's samples.jsonl (--samples). Peak memory: the stage process's own peak resident set (getrusage, exact), and the
 peak of the process together with its workers (sandbox processes), sampled every 50 ms with psutil.
 Scratch runs go to OUTPUT/runs/speed-* and are redone from scratch each time. Results go to
-benchmarks/results/speed[-quick][-TAG].{json,md}; --stages measures only some stages (verification and training
+benchmarks/results/speed[-quick][-spider][-TAG].{json,md}; --stages measures only some stages (verification and training
 need samples: --samples, or the sampling stage runs too).
 
-Usage: python benchmarks/speed.py [--quick] [--model M] [--output DIR] [--samples FILE] [--stages S,...] [--tag T]
+Usage: python benchmarks/speed.py [--quick] [--tasks builtin|spider] [--model M] [--output DIR] [--samples FILE] [--stages S,...] [--tag T]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import shutil
 import sqlite3
 import sys
@@ -49,10 +52,7 @@ from stage import LIBRARIES, measure, result_row, significant, with_ratios
 from codelutra.artifacts import read_json, read_jsonl
 from codelutra.config import (
     PairConfig,
-    PromptConfig,
-    SamplingConfig,
-    TaskSource,
-    TrainConfig,
+    RunConfig,
     VerifyConfig,
     load_config,
 )
@@ -64,6 +64,10 @@ from codelutra.models import EMBEDDED_DEFAULT, resolve_model
 from codelutra.tasks.kinds import SQL
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import iteration_pairs
+
+SPIDER = Path(os.environ.get("CODELUTRA_SHARED_DATA", REPO.parent / "shared" / "data")) / "spider"
+# Task sets: the config file a run on them starts from (training pool, prompt, token budget, max_length), and overrides.
+TASK_SETS = {"builtin": (None, []), "spider": (REPO / "configs" / "spider.yaml", [f"train_tasks.path={SPIDER}", f"eval_tasks.path={SPIDER}"])}
 
 # Quick: a few minutes on 2 CPU cores with SmolLM2-135M. Batch sizes count sequences (prompts x samples).
 SIZES = {
@@ -82,7 +86,10 @@ RATIOS = {
 def main() -> int:
     args = _parser().parse_args()
     chosen = {"problems": args.problems, "batch_sizes": args.batch_sizes, "iteration_sizes": args.iteration_sizes, "eval_problems": args.eval_problems}
-    sizes = {**SIZES["quick" if args.quick else "full"], **{key: value for key, value in chosen.items() if value}}
+    sizes = {**SIZES["quick" if args.quick else "full"], **{key: value for key, value in chosen.items() if value}, "tasks": args.tasks}
+    if args.tasks == "spider" and not SPIDER.exists():
+        print(f"speed: error: no Spider data at {SPIDER} (set CODELUTRA_SHARED_DATA to the folder holding spider/)", file=sys.stderr)
+        return 2
     model = measure(resolve_model, args.model or EMBEDDED_DEFAULT)["value"]  # converting the embedded default loads torch
     scratch = Path(args.output).resolve() / "runs"
 
@@ -91,22 +98,23 @@ def main() -> int:
     if "sampling" in stages or ({"verification", "training"} & set(stages) and not args.samples):
         sections["sampling"], samples = measure_sampling(model, sizes)
     if "shared_sampling" in stages:
-        sections["shared_sampling"] = measure_shared_sampling(model, {**SHARED_SAMPLING_SIZES["quick" if args.quick else "full"], **({"problems": args.problems} if args.problems else {})})
+        shared_sizes = {**SHARED_SAMPLING_SIZES["quick" if args.quick else "full"], **({"problems": args.problems} if args.problems else {})}
+        sections["shared_sampling"] = measure_shared_sampling(model, args.tasks, shared_sizes)
     if args.samples:
         samples = read_jsonl(args.samples)[: sizes["problems"]]
     if {"verification", "training"} & set(stages):
-        tasks = _tasks_of(samples)
+        tasks = _tasks_of(args.tasks, samples)
         verification, verdicts = measure_verification(tasks, samples)  # training needs the verdicts
         if "verification" in stages:
             sections["verification"] = verification
         if "training" in stages:
-            sections["training"] = measure_training(model, _pairs(tasks, samples, verdicts), scratch)
+            sections["training"] = measure_training(model, args.tasks, _pairs(args.tasks, tasks, samples, verdicts), scratch)
     if "iteration" in stages:
-        sections["iteration"] = measure_iterations(model, sizes, scratch)
+        sections["iteration"] = measure_iterations(model, args.tasks, sizes, scratch)
     # Last: provenance imports torch (to name the GPU), which this process must not hold while it measures.
     result = {"benchmark": "speed", "quick": args.quick, **provenance(), "sizes": sizes, "model": model, "sections": sections}
 
-    stem = "speed" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+    stem = "speed" + ("-quick" if args.quick else "") + ("-spider" if args.tasks == "spider" else "") + (f"-{args.tag}" if args.tag else "")
     for path in write_results(Path(args.results), stem, result, markdown(result)):
         console.print(f"wrote {path}")
     tables.print(summary_table(result))
@@ -120,6 +128,7 @@ def main() -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: minutes on a CPU; ends with the line 'ratio training_vs_trl <r>x'")
+    parser.add_argument("--tasks", choices=list(TASK_SETS), default="builtin", help="whose prompts: builtin:train's or Spider's (default: builtin)")
     parser.add_argument("--model", default=None, help="model to measure (default: the embedded default)")
     parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ (scratch runs) goes into")
     parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
@@ -145,13 +154,14 @@ def _stages(text: str) -> list[str]:
 # Sampling
 
 
-def sample_stage(model_path: str, problems: int, samples: int, batch_size: int) -> dict:
+def sample_stage(model_path: str, task_set: str, problems: int, samples: int, batch_size: int) -> dict:
     """Sample with the project's defaults (temperature, top_p, max_new_tokens); time the generation only."""
     from codelutra.generation.sampler import generate
     from codelutra.loop.stages import sample_row
     from codelutra.models import load_model, load_tokenizer
 
-    tasks, prompt, s = _train_tasks(problems), PromptConfig(), SamplingConfig()
+    cfg = task_config(task_set)
+    tasks, prompt, s = _train_tasks(task_set, problems), cfg.prompt, cfg.sampling
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
     prefix = SQL.answer_prefix(prompt)
     messages = [SQL.messages(task, prompt) for task in tasks]
@@ -174,7 +184,7 @@ def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
     rows, samples = [], []
     for batch_size in sorted(sizes["batch_sizes"]):
         console.print(f"speed: sampling {sizes['problems']} problems x {sizes['samples_per_problem']}, batch size {batch_size}")
-        m = measure(sample_stage, model, sizes["problems"], sizes["samples_per_problem"], batch_size, preload=LIBRARIES)
+        m = measure(sample_stage, model, sizes["tasks"], sizes["problems"], sizes["samples_per_problem"], batch_size, preload=LIBRARIES)
         out = m["value"]
         # the rate is over generation alone (the stage's seconds include loading the model)
         rows.append(result_row(f"batch {batch_size} sequences", out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, f"{m['seconds']:.1f} s with loading the model"))
@@ -185,20 +195,21 @@ def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
 # ---------------------------------------------------------------------------------------------
 # Shared-prefix sampling against plain generate
 
-# Problems are builtin:train's first (its 6 databases mixed, as the loop samples them); n = 8 takes a quarter
-# of them, so that both fill a 32-sequence batch. max_new_tokens: the project's default, shorter when quick.
+# Problems: the training pool's, database after database (`_train_tasks`), as a batch of the loop holds them;
+# n = 8 takes a quarter of them, so that both fill a 32-sequence batch. max_new_tokens: the project's default, shorter when quick.
 SHARED_SAMPLING_SIZES = {
     "full": {"problems": 32, "max_new_tokens": 64},
     "quick": {"problems": 8, "max_new_tokens": 32},
 }
 
 
-def shared_sampling_stage(model_path: str, problems: int, n: int, max_new_tokens: int, shared_prefix: bool) -> dict:
+def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int, max_new_tokens: int, shared_prefix: bool) -> dict:
     """Sample with the project's temperature and top_p; time the generation and count the tokens computed."""
     from codelutra.generation.sampler import generate
     from codelutra.models import load_model, load_tokenizer
 
-    tasks, prompt, s = _train_tasks(problems), PromptConfig(), SamplingConfig()
+    cfg = task_config(task_set)
+    tasks, prompt, s = _train_tasks(task_set, problems), cfg.prompt, cfg.sampling
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
     messages = [SQL.messages(task, prompt) for task in tasks]
     params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=max_new_tokens, batch_size=32, seed=0, keep_logprobs=True)
@@ -218,7 +229,7 @@ def shared_sampling_stage(model_path: str, problems: int, n: int, max_new_tokens
     return {"tokens": tokens, "seconds": seconds, "computed": computed[0], "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def measure_shared_sampling(model: str, sizes: dict) -> list[dict]:
+def measure_shared_sampling(model: str, task_set: str, sizes: dict) -> list[dict]:
     """Tokens/s of plain generate and of the shared-prefix sampler on the same prompts, n = 1 and n = 8.
 
     Each row's note gives its achieved GFLOP/s (forward FLOPs taken as 2 x parameters x tokens computed,
@@ -231,7 +242,7 @@ def measure_shared_sampling(model: str, sizes: dict) -> list[dict]:
         for shared in (False, True):
             label = f"{'shared-prefix sampler' if shared else 'plain generate'}, {problems} problems x {n}"
             console.print(f"speed: sampling, {label}")
-            m = measure(shared_sampling_stage, model, problems, n, sizes["max_new_tokens"], shared, preload=LIBRARIES)
+            m = measure(shared_sampling_stage, model, task_set, problems, n, sizes["max_new_tokens"], shared, preload=LIBRARIES)
             out = m["value"]
             gflops = forward_gflops(out["parameters"], out["computed"], out["seconds"])
             note = f"{out['computed']} tokens computed; {gflops:.3g} GFLOP/s, fp32 matmul {matmul:.3g} GFLOP/s"
@@ -317,28 +328,28 @@ def measure_verification(tasks: dict, samples: list[dict]) -> tuple[list[dict], 
 # Training
 
 
-def _pairs(tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[dict]:
+def _pairs(task_set: str, tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[dict]:
     """Preference pairs the way the loop builds them, with the default settings."""
     rows = [{"id": row["id"], "verdicts": kinds} for row, kinds in zip(samples, verdicts)]
-    return iteration_pairs(list(tasks.values()), samples, rows, prompt=PromptConfig(), cfg=PairConfig(), seed=0)
+    return iteration_pairs(list(tasks.values()), samples, rows, prompt=task_config(task_set).prompt, cfg=PairConfig(), seed=0)
 
 
-def project_training_stage(model_path: str, pairs: list[dict], out_dir: str, packing: bool) -> dict:
-    """`train_policy` with the default TrainConfig (packing on or off); returns what the FLOP count needs."""
+def project_training_stage(model_path: str, task_set: str, pairs: list[dict], out_dir: str, packing: bool) -> dict:
+    """`train_policy` with the task set's TrainConfig (packing on or off), one epoch; returns what the FLOP count needs."""
     from codelutra.training import trl_internals
     from codelutra.training.trainer import build_trainer, train_and_save
 
-    cfg = TrainConfig(packing=packing)
+    cfg = task_config(task_set).train.model_copy(update={"packing": packing, "epochs": 1.0})
     trainer = build_trainer(model_path, pairs, out_dir, cfg)
     parameters = parameters_of(trainer.model)
     train_and_save(trainer, out_dir, cfg)
     return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 1}
 
 
-def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> dict:
+def trl_defaults_stage(model_path: str, task_set: str, pairs: list[dict], out_dir: str) -> dict:
     """TRL's DPOTrainer as a newcomer starts it: DPOConfig and PEFT's LoraConfig at their defaults.
 
-    Changed only where needed: one epoch (the project's default, so both see each pair once; TRL's
+    Changed only where needed: one epoch (as the project's stage here, so both see each pair once; TRL's
     default is 3) and bf16 only where the GPU has it (TRL's default bf16=True refuses to start on a CPU).
     """
     import torch
@@ -354,7 +365,7 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> dict
     rows = [preference_row(p, tokenizer) for p in pairs]  # the same token sequences as train_policy's
     args = DPOConfig(
         output_dir=out_dir,
-        num_train_epochs=TrainConfig().epochs,
+        num_train_epochs=1,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
     )
     trainer = DPOTrainer(
@@ -370,7 +381,7 @@ def trl_defaults_stage(model_path: str, pairs: list[dict], out_dir: str) -> dict
     return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 2}  # + reference
 
 
-def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]:
+def measure_training(model: str, task_set: str, pairs: list[dict], scratch: Path) -> list[dict]:
     """Pairs/s of each whole training stage: loading the model, training one epoch, saving the result."""
     kept = sum((p[f"{side}_sample"] or {}).get("logprob") is not None for p in pairs for side in ("chosen", "rejected"))
     kept_note = f"{kept} of {2 * len(pairs)} sequences kept"
@@ -385,7 +396,7 @@ def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]
         out_dir = scratch / f"speed-training-{i}"
         shutil.rmtree(out_dir, ignore_errors=True)
         console.print(f"speed: training on {len(pairs)} pairs: {label}")
-        m = measure(stage, model, stage_args[0], str(out_dir), *stage_args[1:], preload=LIBRARIES)
+        m = measure(stage, model, task_set, stage_args[0], str(out_dir), *stage_args[1:], preload=LIBRARIES)
         gflops = training_gflops(m["value"], m["seconds"])
         flop_note = f"{gflops:.3g} GFLOP/s over {m['value']['tokens']} tokens (matmul: {matmul:.3g} GFLOP/s)"
         row = result_row(label, len(pairs), "pairs", m, "; ".join(filter(None, [note, flop_note])))
@@ -397,12 +408,12 @@ def measure_training(model: str, pairs: list[dict], scratch: Path) -> list[dict]
 # The whole iteration
 
 
-def iteration_stage(model_path: str, problems: int, samples: int, eval_problems: int, output: str) -> dict:
+def iteration_stage(model_path: str, task_set: str, problems: int, samples: int, eval_problems: int, output: str) -> dict:
     """One iteration of the project's loop at this size; returns the base model's evaluation seconds, pairs, training seconds."""
     from codelutra.loop.refine import Refiner
 
-    cfg = load_config(
-        None,
+    cfg = task_config(
+        task_set,
         [
             f"model.name={model_path}", f"output_dir={output}", f"name=speed-iteration-{problems}x{samples}",
             f"train_tasks.limit={problems}", f"sampling.n={samples}", f"eval_tasks.limit={eval_problems}", "max_iterations=1",
@@ -419,13 +430,13 @@ def iteration_stage(model_path: str, problems: int, samples: int, eval_problems:
     }
 
 
-def measure_iterations(model: str, sizes: dict, scratch: Path) -> list[dict]:
+def measure_iterations(model: str, task_set: str, sizes: dict, scratch: Path) -> list[dict]:
     """Seconds of one iteration (sample, verify, pair, train, evaluate; not the base model's evaluation) per size."""
     rows = []
     for size in sizes["iteration_sizes"]:
         problems, samples = (int(x) for x in size.split("x"))
         console.print(f"speed: one iteration, {problems} problems x {samples} samples")
-        m = measure(iteration_stage, model, problems, samples, sizes["eval_problems"], str(scratch.parent), preload=LIBRARIES)
+        m = measure(iteration_stage, model, task_set, problems, samples, sizes["eval_problems"], str(scratch.parent), preload=LIBRARIES)
         out = m["value"]
         seconds = m["seconds"] - out["base_eval_seconds"]
         note = f"{out['pairs']} pairs, training {out['train_seconds']:.1f} s"
@@ -437,17 +448,25 @@ def measure_iterations(model: str, sizes: dict, scratch: Path) -> list[dict]:
 # Tasks and reporting
 
 
-def _train_tasks(problems: int | None = None) -> list:
-    tasks, _ = load_tasks(TaskSource(path="builtin:train", limit=problems))
-    return tasks
+def task_config(task_set: str, overrides: list[str] = ()) -> RunConfig:
+    """The configuration a run on this task set starts from (the defaults, or configs/spider.yaml)."""
+    path, paths = TASK_SETS[task_set]
+    return load_config(path, [*paths, *overrides])
 
 
-def _tasks_of(samples: list[dict]) -> dict:
-    """The builtin:train tasks the samples answer, by id."""
-    tasks = {t.id: t for t in _train_tasks()}
+def _train_tasks(task_set: str, problems: int | None = None) -> list:
+    """The task set's training pool, database after database (each in the pool's order): a batch of the loop's."""
+    source = task_config(task_set).train_tasks
+    tasks, _ = load_tasks(source.model_copy(update={"limit": None}))
+    return sorted(tasks, key=lambda t: t.db_id)[:problems]
+
+
+def _tasks_of(task_set: str, samples: list[dict]) -> dict:
+    """The training tasks the samples answer, by id."""
+    tasks = {t.id: t for t in _train_tasks(task_set)}
     unknown = [row["id"] for row in samples if row["id"] not in tasks]
     if unknown:
-        raise SystemExit(f"speed: samples for problems that are not in builtin:train, e.g. {unknown[0]!r}")
+        raise SystemExit(f"speed: samples for problems that are not in the {task_set} training pool, e.g. {unknown[0]!r}")
     return tasks
 
 
@@ -475,7 +494,7 @@ def markdown(result: dict) -> str:
         "# Speed benchmark" + (" (quick)" if result["quick"] else ""),
         "",
         provenance_markdown(result),
-        f"Model: `{result['model']}`. Sampling, verification and training: {s['problems']} builtin:train problems x "
+        f"Model: `{result['model']}`. Sampling, verification and training: {s['problems']} {s.get('tasks', 'builtin')} training problems x "
         f"{s['samples_per_problem']} samples; whole iteration: {', '.join(s['iteration_sizes'])} (problems x samples), "
         f"{s['eval_problems']} held-out problems.",
         "",

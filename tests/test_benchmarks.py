@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shared_dataset
+
 pytestmark = pytest.mark.slow  # each runs a benchmark end to end on the tiny model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +89,20 @@ def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
         for row in rows:
             assert row["seconds"] > 0 and row["rate"] > 0 and row["peak_rss_mb"] > 0
             assert row["peak_rss_with_workers_mb"] >= row["peak_rss_mb"]
+
+
+def test_speed_trains_on_spider_prompts_one_database_after_another(tmp_path, tiny_model_dir):
+    shared_dataset("spider")
+    results = tmp_path / "results"
+    stdout = _run(
+        "speed.py", "--tasks", "spider", "--stages", "training", "--model", tiny_model_dir, "--output", str(tmp_path),
+        "--results", str(results), "--problems", "3", "--batch-sizes", "4",
+    )  # fmt: skip
+
+    assert "ratio training_vs_trl" in stdout
+    result = json.loads((results / "speed-quick-spider.json").read_text())
+    assert result["sizes"]["tasks"] == "spider" and len(result["sections"]["training"]) == 3
+    assert result["sections"]["training"][0]["work"] == 3  # a random model gets nothing right: one pair per problem
 
 
 def test_speed_measures_verification_alone_on_given_samples(tmp_path, tiny_model_dir):

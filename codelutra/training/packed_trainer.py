@@ -12,6 +12,8 @@ Any other TRL loss setting is refused (`trl_internals.loss_terms`), never approx
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from trl import DPOTrainer
@@ -23,10 +25,14 @@ from codelutra.training.packing import (
     PrefixGroupedSampler,
     answer_logps,
     chosen_token_count,
+    pack_pairs,
 )
 
 # Attention implementations that take a custom 4-D boolean mask as it is (the tree needs one).
 MASKED_ATTENTION = ("sdpa",)
+# Sequences per tree of the reference pass: enough that a database's schema is computed once for many of its
+# answers, few enough that the tree's dense mask (quadratic in its length) stays a small share of the pass.
+REFERENCE_TREE_SEQUENCES = 16
 
 
 class PackedDPOTrainer(DPOTrainer):
@@ -44,6 +50,30 @@ class PackedDPOTrainer(DPOTrainer):
         step = self.args.per_device_train_batch_size * max(1, self.args.world_size) * self.args.gradient_accumulation_steps
         lengths = [len(c) + len(r) for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"])]
         return PrefixGroupedSampler(dataset["prompt_ids"], lengths, step, self.args.seed)
+
+    def reference_logps(self, sequences: list[tuple[list[int], list[int]]]) -> list[float]:
+        """The reference's summed log-prob of each (prompt ids, answer ids), computed as prefix trees.
+
+        What TRL's `compute_ref_log_probs` computes (the adapter disabled, or the frozen copy; cut at
+        max_length the same way), but with the answers of a prompt sharing it and the prompts of a database
+        their schema, instead of every sequence padded to its batch's longest: gold code, which the sampler
+        did not score, is most of what this pass computes.
+        """
+        order = sorted(range(len(sequences)), key=lambda i: sequences[i])  # the same database's prompts together
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        model = self.ref_model or self.model
+        adapter_off = unwrapped.disable_adapter() if self.ref_model is None and hasattr(unwrapped, "disable_adapter") else contextlib.nullcontext()
+        values = [0.0] * len(sequences)
+        with torch.no_grad(), adapter_off, self.accelerator.autocast():
+            for start in range(0, len(order), REFERENCE_TREE_SEQUENCES):
+                chunk = order[start : start + REFERENCE_TREE_SEQUENCES]
+                # each sequence as a pair of itself: pack_pairs computes an answer repeated for a prompt once
+                rows = [{"prompt_ids": sequences[i][0], "chosen_ids": sequences[i][1], "rejected_ids": sequences[i][1]} for i in chunk]
+                batch = {key: value.to(self.accelerator.device) for key, value in pack_pairs(rows, self.args.max_length).items()}
+                chosen, _ = answer_logps(model, batch)
+                for i, value in zip(chunk, chosen.float().tolist()):
+                    values[i] = value
+        return values
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs:

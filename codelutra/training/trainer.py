@@ -213,10 +213,9 @@ def _with_reference_logprobs(trainer, dataset):
 
     A kept log-prob is used where TRL scores exactly the tokens the sampler scored: the same prompt
     tokens, the sampled answer's tokens plus end-of-turn, nothing cut by max_length. Every other
-    sequence gets one forward pass of TRL's own reference computation (the adapter disabled).
+    sequence gets one forward pass of the reference (the adapter disabled): as prefix trees under
+    `train.packing`, TRL's own computation otherwise.
     """
-    import torch
-
     from codelutra.console import console
 
     eos, max_length = trainer.processing_class.eos_token_id, trainer.args.max_length
@@ -235,17 +234,28 @@ def _with_reference_logprobs(trainer, dataset):
                 values[side][i] = kept
             else:
                 todo.append((side, i, row["prompt_ids"], row[f"{side}_ids"]))
-    batch_size = 2 * trainer.args.per_device_train_batch_size
+    if hasattr(trainer, "reference_logps"):  # the packed trainer: prefix trees (codelutra/training/packed_trainer.py)
+        computed = trainer.reference_logps([(prompt, answer) for _, _, prompt, answer in todo])
+    else:
+        computed = _trl_reference_logps(trainer, todo)
+    for (side, i, _, _), value in zip(todo, computed):
+        values[side][i] = value
+    reused = 2 * len(dataset) - len(todo)
+    console.print(f"reference log-probs: {reused} kept from sampling, {len(todo)} computed in one pass")
+    return dataset.add_column("ref_chosen_logps", values["chosen"]).add_column("ref_rejected_logps", values["rejected"])
+
+
+def _trl_reference_logps(trainer, todo: list[tuple]) -> list[float]:
+    """TRL's own reference pass over padded batches (`train.packing: false`)."""
+    import torch
+
+    values, batch_size = [], 2 * trainer.args.per_device_train_batch_size
     model = trainer.ref_model or trainer.model
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         padded = chunk + chunk[-1:] * (len(chunk) % 2)  # TRL's pass splits a batch into two halves
-        logps = torch.cat(trainer.compute_ref_log_probs(model, _reference_batch(padded, trainer)))
-        for (side, i, _, _), value in zip(chunk, logps.tolist()):
-            values[side][i] = value
-    reused = 2 * len(dataset) - len(todo)
-    console.print(f"reference log-probs: {reused} kept from sampling, {len(todo)} computed in one pass")
-    return dataset.add_column("ref_chosen_logps", values["chosen"]).add_column("ref_rejected_logps", values["rejected"])
+        values += torch.cat(trainer.compute_ref_log_probs(model, _reference_batch(padded, trainer))).tolist()[: len(chunk)]
+    return values
 
 
 def _reference_batch(rows: list[tuple], trainer) -> dict:
