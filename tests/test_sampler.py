@@ -9,7 +9,7 @@ from codelutra.generation.prefix_cache import (
     plan_prefix_tree,
     supports_shared_prefix,
 )
-from codelutra.generation.sampler import StopAfterClosingFence, generate
+from codelutra.generation.sampler import TOP_K, StopAfterClosingFence, generate, sampling_distribution
 from codelutra.generation.types import SamplingParams, render_prompt
 from codelutra.models import load_model, load_tokenizer
 from tests.test_reference_logprobs import stopping_model_dir  # noqa: F401 (a fixture)
@@ -162,13 +162,21 @@ def test_no_prompts_and_the_plain_fallback(tiny_model_dir, monkeypatch):
     assert fallback == generate(model, tokenizer, UNRELATED, params=params, shared_prefix=False)
 
 
-def test_shared_prefix_sampling_one_prompt_draws_what_plain_draws(tiny_model_dir):
-    """One prompt, one sample: the same random numbers meet the same distribution (temperature, top-k, top-p)."""
-    model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    params = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=8, seed=5, keep_logprobs=True)
-    shared = generate(model, tokenizer, SAME_SCHEMA[:1], answer_prefix="```sql\n", params=params)
-    plain = generate(model, tokenizer, SAME_SCHEMA[:1], answer_prefix="```sql\n", params=params, shared_prefix=False)
-    _assert_same_answers(shared, plain)
+@pytest.mark.parametrize(("temperature", "top_p", "scale"), [(0.8, 0.95, 3.0), (1.0, 0.9, 8.0), (0.5, 1.0, 1.0), (1.3, 0.5, 20.0)])
+def test_shared_path_samples_from_generates_distribution(temperature, top_p, scale):
+    """Temperature, top-k 50 and top-p computed on the top-k give transformers' warpers' probabilities."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    torch.manual_seed(0)
+    logits = torch.randn(16, 49152) * scale  # larger scales: peaked rows, where top-p keeps only a few tokens
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopKLogitsWarper(TOP_K)])
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    expected = warpers(None, logits.clone()).softmax(-1)
+    probs, tokens = sampling_distribution(logits, SamplingParams(temperature=temperature, top_p=top_p))
+    got = torch.zeros_like(logits).scatter_(1, tokens, probs / probs.sum(-1, keepdim=True))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert ((expected > 0).sum(-1) < TOP_K).any() or top_p == 1.0, "top-p must cut some rows for the test to mean anything"
 
 
 def test_shared_prefix_samples_are_valid_and_scored_as_a_fresh_pass(stopping_model_dir, monkeypatch):  # noqa: F811
@@ -198,3 +206,16 @@ def test_shared_prefix_samples_are_valid_and_scored_as_a_fresh_pass(stopping_mod
                 logps = model(sequence).logits[0, :-1].float().log_softmax(-1)
             fresh = logps[len(ids) - 1 :].gather(1, sequence[0, len(ids) :, None]).sum()
             assert c.logprob == pytest.approx(float(fresh), abs=1e-4)
+
+
+def test_shared_path_draws_the_token_ids_top_p_keeps():
+    """Each row keeps only its two likeliest tokens (top-p 0.9): every draw is one of those ids, both drawn."""
+    from codelutra.generation.sampler import _token_chooser
+
+    logits = torch.full((2, 49152), -10.0)
+    logits[0, [12345, 7]] = torch.tensor([5.0, 4.8])
+    logits[1, [3, 40000]] = torch.tensor([5.0, 4.8])
+    torch.manual_seed(0)
+    choose = _token_chooser(SamplingParams(temperature=1.0, top_p=0.9))
+    draws = torch.stack([choose(logits) for _ in range(200)])
+    assert set(draws[:, 0].tolist()) == {12345, 7} and set(draws[:, 1].tolist()) == {3, 40000}

@@ -10,7 +10,8 @@ packed into batch-1 forward passes whose 4-D attention mask lets every token see
 A decode batch (`KVBatch`) then holds one row per sample, laid out as [left padding][its prompt][its
 generated tokens], with an attention mask that hides the padding and position ids that count only the
 row's own tokens: the model sees exactly the tokens and positions of a plain forward pass over the row.
-Padded keys and values are zeros and masked, so they get exactly zero attention weight. Only caches made
+Padded keys and values are zeros and masked, so they get exactly zero attention weight. Its cache layers
+(`GrowingLayer`) write each step's token into room kept at their end instead of copying the cache. Only caches made
 of plain full-attention layers (`DynamicLayer`) can be laid out this way, under an attention that takes
 4-D masks: `supports_shared_prefix` says whether a model's do.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer
 
 # A shared run becomes a node of its own only when it spares at least this many token computations.
 MIN_SAVED_TOKENS = 32
@@ -169,6 +170,57 @@ def concat_kv(runs: list[KV]) -> KV:
     return [(torch.cat([r[i][0] for r in runs], dim=2), torch.cat([r[i][1] for r in runs], dim=2)) for i in range(len(runs[0]))]
 
 
+class GrowingLayer(DynamicLayer):
+    """A full-attention cache layer whose keys and values are views of buffers with room to grow.
+
+    transformers' `DynamicLayer` concatenates each decode step's keys and values onto the whole cache, so a
+    step copies the cache once per layer: 30% of a SmolLM2 decode step at 32 rows and 200 tokens on a CPU.
+    Here a step writes its token into the room left at the end; the buffers are copied only when the room is
+    spent (every `ROOM` steps) or when something else replaced `keys` (a join, a trim: then the new tensors
+    become the buffers' start). Rows kept by `batch_select_indices` keep their room.
+    """
+
+    ROOM = 64  # columns of room added when the buffers are (re)made
+    _view: torch.Tensor | None = None  # the `keys` this layer last handed out; anything else means re-buffer
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        new = key_states.shape[-2]
+        if self.keys is not self._view or self._length + new > self._key_buffer.shape[-2]:
+            self._rebuffer(key_states, value_states, new)
+        self._key_buffer[..., self._length : self._length + new, :] = key_states
+        self._value_buffer[..., self._length : self._length + new, :] = value_states
+        self._length += new
+        self._hand_out()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.keys is not self._view:
+            return super().batch_select_indices(indices)
+        self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
+        self._hand_out()
+
+    def _rebuffer(self, key_states: torch.Tensor, value_states: torch.Tensor, new: int) -> None:
+        keys, values = (self.keys, self.values) if self.keys.numel() else (key_states[..., :0, :], value_states[..., :0, :])
+        self._length = keys.shape[-2]
+        shape = (*key_states.shape[:-2], self._length + new + self.ROOM, key_states.shape[-1])
+        self._key_buffer, self._value_buffer = key_states.new_empty(shape), value_states.new_empty(shape)
+        self._key_buffer[..., : self._length, :], self._value_buffer[..., : self._length, :] = keys, values
+
+    def _hand_out(self) -> None:
+        self.keys, self.values = self._key_buffer[..., : self._length, :], self._value_buffer[..., : self._length, :]
+        self._view = self.keys
+
+
+def growing_cache(layers: KV) -> Cache:
+    """A cache of `GrowingLayer`s holding these keys and values (per layer, batch first)."""
+    cache = Cache(layers=[GrowingLayer() for _ in layers])
+    for layer, (keys, values) in zip(cache.layers, layers):
+        layer.update(keys, values)
+    return cache
+
+
 class KVBatch:
     """The rows being decoded together: their cache, attention mask and next positions, kept in step.
 
@@ -176,7 +228,7 @@ class KVBatch:
     position (its own tokens so far); `logits` are each row's raw next-token logits (float32).
     """
 
-    def __init__(self, cache: DynamicCache, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor):
+    def __init__(self, cache: Cache, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor):
         self.cache, self.mask, self.positions, self.logits = cache, mask, positions, logits
 
     @property
@@ -198,7 +250,7 @@ class KVBatch:
         ]  # fmt: skip
         del contexts
         positions = torch.tensor([leaf.end for leaf in leaves], device=device)
-        batch = cls(DynamicCache(ddp_cache_data=layers, config=model.config), mask, positions, logits)
+        batch = cls(growing_cache(layers), mask, positions, logits)
         if repeats > 1:
             batch.select(torch.arange(len(leaves), device=device).repeat_interleave(repeats))
         return batch
