@@ -191,7 +191,8 @@ class RunConfig(_Section):
     output_dir: str = "."  # runs go to <output_dir>/runs/<name>
     seed: int = 0
     model: ModelConfig = ModelConfig()
-    train_tasks: TaskSource = TaskSource(path="builtin:train", limit=240)
+    # All 480 built-in training problems: more distinct problems pay most (benchmarks/results/default-sweep-h100.md).
+    train_tasks: TaskSource = TaskSource(path="builtin:train", limit=480)
     eval_tasks: TaskSource = TaskSource(path="builtin:heldout", limit=100)
     prompt: PromptConfig = PromptConfig()
     sampling: SamplingConfig = SamplingConfig()
