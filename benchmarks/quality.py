@@ -327,7 +327,7 @@ def _iteration(row: dict, run: RunLayout) -> dict:
 def _across_seeds(histories: list[list[dict]]) -> list[dict]:
     """Per iteration: each seed's value of every measure (a list, in seed order), and the accuracy's mean and spread."""
     rows = []
-    for per_seed in zip(*histories):
+    for per_seed in zip(*histories, strict=True):
         accuracies = [r["accuracy"] for r in per_seed]
         row = {
             "iteration": per_seed[0]["iteration"],

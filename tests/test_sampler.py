@@ -219,3 +219,17 @@ def test_shared_path_draws_the_token_ids_top_p_keeps():
     choose = _token_chooser(SamplingParams(temperature=1.0, top_p=0.9))
     draws = torch.stack([choose(logits) for _ in range(200)])
     assert set(draws[:, 0].tolist()) == {12345, 7} and set(draws[:, 1].tolist()) == {3, 40000}
+
+
+def test_shared_path_keeps_every_token_tied_with_the_kth_as_generate_does():
+    """bf16 logits tie often: transformers' top-k keeps all tokens equal to the k-th value, so must we."""
+    from transformers import LogitsProcessorList, TopKLogitsWarper
+
+    logits = torch.full((1, 49152), -5.0)
+    logits[0, :40] = torch.linspace(10, 5, 40)
+    logits[0, 100:130] = 1.0  # 30 tokens tied at what is the 41st-70th value
+    expected = LogitsProcessorList([TopKLogitsWarper(TOP_K)])(None, logits.clone()).softmax(-1)
+    probs, tokens = sampling_distribution(logits, SamplingParams(temperature=1.0, top_p=1.0))
+    got = torch.zeros_like(logits).scatter_(1, tokens, probs / probs.sum(-1, keepdim=True))
+    assert int((expected > 0).sum()) == 70
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)

@@ -203,6 +203,7 @@ class GrowingLayer(DynamicLayer):
 
     def _rebuffer(self, key_states: torch.Tensor, value_states: torch.Tensor, new: int) -> None:
         keys, values = (self.keys, self.values) if self.keys.numel() else (key_states[..., :0, :], value_states[..., :0, :])
+        self._key_buffer = self._value_buffer = None  # a joined or trimmed cache made them stale: free them first
         self._length = keys.shape[-2]
         shape = (*key_states.shape[:-2], self._length + new + self.ROOM, key_states.shape[-1])
         self._key_buffer, self._value_buffer = key_states.new_empty(shape), value_states.new_empty(shape)

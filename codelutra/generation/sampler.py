@@ -256,7 +256,13 @@ def sampling_distribution(logits: torch.Tensor, params: SamplingParams) -> tuple
     transformers' TopPLogitsWarper (which keeps at least one).
     """
     scaled = logits / params.temperature if params.temperature != 1.0 else logits
-    values, tokens = scaled.topk(min(TOP_K, scaled.shape[-1]))  # sorted, most likely first
+    k = min(TOP_K, scaled.shape[-1])
+    values, tokens = scaled.topk(k)  # sorted, most likely first
+    kth = values[:, -1:]
+    tied = int((scaled >= kth).sum(-1).max())  # TopKLogitsWarper keeps every token tied with the k-th (bf16 logits tie)
+    if tied > k:
+        values, tokens = scaled.topk(tied)
+        values = values.masked_fill(values < kth, float("-inf"))
     probs = values.softmax(-1)
     if params.top_p < 1.0:
         probs = probs.masked_fill(probs.cumsum(-1) - probs >= params.top_p, 0.0)
