@@ -183,3 +183,17 @@ def test_an_interrupted_training_resumes_to_the_same_adapter(tiny_model_dir, tmp
     a, b = (load_file(out / "adapter" / "adapter_model.safetensors") for out in (straight, resumed))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+def test_reference_trees_hold_a_database_together_and_unrelated_prompts_apart():
+    from codelutra.training.packed_trainer import _trees_of
+
+    schema = list(range(100, 400))  # 300 shared tokens
+    same_db = [(schema + [i], [7] * 30) for i in range(20)]  # each adds 31 tokens after the first
+    groups = _trees_of(same_db, 1024)
+    assert sorted(i for g in groups for i in g) == list(range(20))
+    assert len(groups) == 1, "one database's problems share their schema: one tree"
+    unrelated = [([1000 * k + t for t in range(600)], [7] * 30) for k in range(1, 5)]  # 630 tokens each, nothing shared
+    assert [len(g) for g in _trees_of(unrelated, 1024)] == [1, 1, 1, 1]
+    assert [len(g) for g in _trees_of(unrelated, 1300)] == [2, 2]
+    assert _trees_of([], 1024) == []

@@ -30,9 +30,10 @@ from codelutra.training.packing import (
 
 # Attention implementations that take a custom 4-D boolean mask as it is (the tree needs one).
 MASKED_ATTENTION = ("sdpa",)
-# Sequences per tree of the reference pass: enough that a database's schema is computed once for many of its
-# answers, few enough that the tree's dense mask (quadratic in its length) stays a small share of the pass.
-REFERENCE_TREE_SEQUENCES = 16
+# Tokens per tree of the reference pass: enough that a database's schema is computed once for a dozen or more
+# of its answers, few enough that the tree's attention (dense over the tree: memory and time quadratic in its
+# length) stays small. Prompts that share nothing (Spider's, one per database) then go a few to a tree.
+REFERENCE_TREE_TOKENS = 1536
 
 
 class PackedDPOTrainer(DPOTrainer):
@@ -59,14 +60,12 @@ class PackedDPOTrainer(DPOTrainer):
         their schema, instead of every sequence padded to its batch's longest: gold code, which the sampler
         did not score, is most of what this pass computes.
         """
-        order = sorted(range(len(sequences)), key=lambda i: sequences[i])  # the same database's prompts together
         unwrapped = self.accelerator.unwrap_model(self.model)
         model = self.ref_model or self.model
         adapter_off = unwrapped.disable_adapter() if self.ref_model is None and hasattr(unwrapped, "disable_adapter") else contextlib.nullcontext()
         values = [0.0] * len(sequences)
         with torch.no_grad(), adapter_off, self.accelerator.autocast():
-            for start in range(0, len(order), REFERENCE_TREE_SEQUENCES):
-                chunk = order[start : start + REFERENCE_TREE_SEQUENCES]
+            for chunk in _trees_of(sequences, REFERENCE_TREE_TOKENS):
                 # each sequence as a pair of itself: pack_pairs computes an answer repeated for a prompt once
                 rows = [{"prompt_ids": sequences[i][0], "chosen_ids": sequences[i][1], "rejected_ids": sequences[i][1]} for i in chunk]
                 batch = {key: value.to(self.accelerator.device) for key, value in pack_pairs(rows, self.args.max_length).items()}
@@ -106,3 +105,27 @@ class PackedDPOTrainer(DPOTrainer):
             ("logps/rejected", gather(rejected.detach()).mean()),
         ):
             trl_internals.log_metric(self, name, value.item())
+
+
+def _trees_of(sequences: list[tuple[list[int], list[int]]], max_tokens: int) -> list[list[int]]:
+    """The sequences' indices in prompt order, cut into groups whose packed tree holds about `max_tokens`.
+
+    A sequence adds its answer and the part of its prompt it does not share with the one before it
+    (in sorted order, the prefix it shares with the group), so a group of one database's problems is
+    long in sequences and a group of unrelated prompts short; a sequence longer than the budget is alone.
+    """
+    order = sorted(range(len(sequences)), key=lambda i: sequences[i])
+    groups, tokens, previous = [], 0, []
+    for i in order:
+        prompt, answer = sequences[i]
+        shared = next((n for n, (a, b) in enumerate(zip(prompt, previous)) if a != b), min(len(prompt), len(previous)))
+        added = len(prompt) - shared + len(answer)
+        if groups and groups[-1] and tokens + added > max_tokens:
+            groups.append([])
+            added, tokens = len(prompt) + len(answer), 0
+        if not groups:
+            groups.append([])
+        groups[-1].append(i)
+        tokens += added
+        previous = prompt
+    return groups
