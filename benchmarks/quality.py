@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from record import REPO, RESULTS, provenance, provenance_markdown, write_results
+from record import REPO, RESULTS, SPIDER, SPIDER_PATHS, provenance, provenance_markdown, write_results
 from rich.table import Table
 
 from codelutra.artifacts import read_json, read_jsonl
@@ -52,7 +51,6 @@ from codelutra.loop.layout import RunLayout
 from codelutra.loop.refine import Refiner
 
 ARMS = ("codelutra", "sft", "dpo")
-SPIDER = Path(os.environ.get("CODELUTRA_SHARED_DATA", REPO.parent / "shared" / "data")) / "spider"
 
 # Per task set: the config file it starts from, and the sizes of the full and the quick mode.
 # Full builtin: every iteration draws 64 fresh problems of the 480 (so 3 iterations see 192 distinct ones),
@@ -81,7 +79,7 @@ TASK_SETS = {
     },
     "spider": {
         "config": REPO / "configs" / "spider.yaml",  # held-out problems on 20 databases no training problem uses
-        "paths": [f"train_tasks.path={SPIDER}", f"eval_tasks.path={SPIDER}"],
+        "paths": SPIDER_PATHS,
         "full": [
             "train_tasks.limit=24",
             "eval_tasks.limit=30",

@@ -19,6 +19,9 @@ from codelutra.artifacts import atomic_write_text, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+# Spider's training part, beside the checkout (../shared/data/spider) unless CODELUTRA_SHARED_DATA names its folder.
+SPIDER = Path(os.environ.get("CODELUTRA_SHARED_DATA", REPO.parent / "shared" / "data")) / "spider"
+SPIDER_PATHS = [f"train_tasks.path={SPIDER}", f"eval_tasks.path={SPIDER}"]  # configs/spider.yaml's paths, made absolute
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import shutil
 import sqlite3
 import sys
@@ -42,6 +41,8 @@ from flops import forward_gflops, matmul_stage, parameters_of, training_gflops
 from record import (
     REPO,
     RESULTS,
+    SPIDER,
+    SPIDER_PATHS,
     provenance,
     provenance_markdown,
     write_results,
@@ -65,9 +66,8 @@ from codelutra.tasks.kinds import SQL
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import iteration_pairs
 
-SPIDER = Path(os.environ.get("CODELUTRA_SHARED_DATA", REPO.parent / "shared" / "data")) / "spider"
 # Task sets: the config file a run on them starts from (training pool, prompt, token budget, max_length), and overrides.
-TASK_SETS = {"builtin": (None, []), "spider": (REPO / "configs" / "spider.yaml", [f"train_tasks.path={SPIDER}", f"eval_tasks.path={SPIDER}"])}
+TASK_SETS = {"builtin": (None, []), "spider": (REPO / "configs" / "spider.yaml", SPIDER_PATHS)}
 
 # Quick: a few minutes on 2 CPU cores with SmolLM2-135M. Batch sizes count sequences (prompts x samples).
 SIZES = {

@@ -14,23 +14,21 @@ Usage: python benchmarks/spider_memory.py [--pairs 8] [--settings 4x1,1x4] [--re
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from record import REPO, RESULTS, provenance, provenance_markdown, write_results
+from record import REPO, RESULTS, SPIDER, SPIDER_PATHS, provenance, provenance_markdown, write_results
 from stage import LIBRARIES, measure
 
-SPIDER = Path(os.environ.get("CODELUTRA_SHARED_DATA", REPO.parent / "shared" / "data")) / "spider"
 WRONG = " ".join(["SELECT T1.name FROM employees AS T1 JOIN departments AS T2 ON T1.dept_id = T2.id WHERE"] * 6)
 
 
 def spider_config():
     from codelutra.config import load_config
 
-    return load_config(REPO / "configs" / "spider.yaml", [f"train_tasks.path={SPIDER}", f"eval_tasks.path={SPIDER}"])
+    return load_config(REPO / "configs" / "spider.yaml", SPIDER_PATHS)
 
 
 def worst_case_pairs(pairs: int) -> tuple[list[dict], list[int]]:

@@ -25,6 +25,7 @@ from codelutra.training.packing import (
     PrefixGroupedSampler,
     answer_logps,
     chosen_token_count,
+    common_prefix_length,
     pack_pairs,
 )
 
@@ -118,14 +119,12 @@ def _trees_of(sequences: list[tuple[list[int], list[int]]], max_tokens: int) -> 
     groups, tokens, previous = [], 0, []
     for i in order:
         prompt, answer = sequences[i]
-        shared = next((n for n, (a, b) in enumerate(zip(prompt, previous)) if a != b), min(len(prompt), len(previous)))
-        added = len(prompt) - shared + len(answer)
-        if groups and groups[-1] and tokens + added > max_tokens:
+        added = len(prompt) - common_prefix_length([prompt, previous]) + len(answer)
+        if not groups or tokens + added > max_tokens:
             groups.append([])
-            added, tokens = len(prompt) + len(answer), 0
-        if not groups:
-            groups.append([])
+            tokens = len(prompt) + len(answer)
+        else:
+            tokens += added
         groups[-1].append(i)
-        tokens += added
         previous = prompt
     return groups

@@ -92,7 +92,7 @@ def pack_pairs(examples: list[dict], max_length: int | None) -> dict[str, torch.
 
     tree, answer_lengths = _Tree(), [0] * len(answers)
     trunks = [prompt[:-1] for prompt in by_prompt]  # the last prompt token starts each answer's segment
-    shared = _common_prefix_length(trunks)
+    shared = common_prefix_length(trunks)
     root = tree.add(list(trunks[0][:shared]), 0, -1) if trunks else -1
     for prompt, prompt_answers in by_prompt.items():
         rest = tree.add(list(prompt[shared:-1]), shared, root)
@@ -158,7 +158,7 @@ def chosen_token_count(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return _per_pair(batch["answer_lengths"], index).sum()
 
 
-def _common_prefix_length(sequences: list[tuple]) -> int:
+def common_prefix_length(sequences: list[tuple]) -> int:
     if not sequences:
         return 0
     first, n = sequences[0], min(len(s) for s in sequences)
