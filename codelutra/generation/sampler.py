@@ -250,8 +250,8 @@ def sampling_distribution(logits: torch.Tensor, params: SamplingParams) -> tuple
 
     Returns each row's top-k token ids and their probabilities (unnormalised where top-p drops some).
     `generate`'s top-p sorts the whole vocabulary at every step and draws from a full-vocabulary softmax:
-    on a CPU that costs more than the model's own decode step (190 ms against 8 ms here, 32 rows of
-    SmolLM2's 49,152 logits). Top-k has already left at most k tokens, so both are done on those k:
+    on a CPU that costs a third of the model's own decode step (`benchmarks/decode_step.py`: 120 ms against
+    7-9 ms here, 32 rows of SmolLM2's 49,152 logits). Top-k has already left at most k tokens, so both are done on those k:
     a token is dropped when the tokens more likely than it already hold top_p of the mass, as in
     transformers' TopPLogitsWarper (which keeps at least one).
     """
