@@ -2,14 +2,14 @@
 
 Two parts the sampler replaced, each timed side by side on the same inputs:
 
-* choosing the next tokens of 32 rows of SmolLM2's 49,152 logits (temperature 0.8, top-k 50, top-p 0.95):
+* choosing the next tokens of 32 rows of the model's logits (SmolLM2's: 49,152) (temperature 0.8, top-k 50, top-p 0.95):
   transformers' warpers and a full-vocabulary draw (what `generate` does) against
   `codelutra.generation.sampler.sampling_distribution` and a draw over the top-k;
-* one forward step of the embedded model over 32 rows with 200 cached tokens: transformers' `DynamicCache`
+* one forward step of the model (the embedded default unless `--model`) over 32 rows with 200 cached tokens: transformers' `DynamicCache`
   (each step concatenated onto the whole cache) against `codelutra.generation.prefix_cache.growing_cache`
   (written in place); the logits of the two are checked to be equal.
 
-Usage: python benchmarks/decode_step.py [--rows 32] [--context 200] [--repeats 10] [--results DIR]
+Usage: python benchmarks/decode_step.py [--model PATH] [--rows 32] [--context 200] [--repeats 10] [--results DIR]
 """
 
 from __future__ import annotations
@@ -30,32 +30,32 @@ def per_call_ms(fn, repeats: int) -> float:
     return 1000 * (time.perf_counter() - start) / repeats
 
 
-def token_choice(rows: int, repeats: int) -> tuple[float, float]:
+def token_choice(rows: int, vocabulary: int, repeats: int) -> tuple[float, float]:
     import torch
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     from codelutra.generation.sampler import TOP_K, _token_chooser
     from codelutra.generation.types import SamplingParams
 
-    logits = torch.randn(rows, 49152) * 3
+    logits = torch.randn(rows, vocabulary) * 3
     warpers = LogitsProcessorList([TemperatureLogitsWarper(0.8), TopKLogitsWarper(TOP_K), TopPLogitsWarper(0.95)])
     plain = per_call_ms(lambda: torch.multinomial(warpers(None, logits.clone()).softmax(-1), 1), repeats)
     choose = _token_chooser(SamplingParams(temperature=0.8, top_p=0.95))
     return plain, per_call_ms(lambda: choose(logits), repeats)
 
 
-def forward_step(rows: int, context: int, repeats: int) -> tuple[float, float]:
+def forward_step(model, rows: int, context: int, repeats: int) -> tuple[float, float]:
     import torch
     from transformers import DynamicCache
 
     from codelutra.generation.prefix_cache import growing_cache
-    from codelutra.models import EMBEDDED_DEFAULT, load_model, resolve_model
 
-    model = load_model(resolve_model(EMBEDDED_DEFAULT)).eval()
+    model.eval()
     torch.manual_seed(0)
-    tokens = torch.randint(0, 49000, (repeats + 1, rows, 1))
+    vocabulary = model.config.vocab_size
+    tokens = torch.randint(0, vocabulary, (repeats + 1, rows, 1))
     with torch.inference_mode():
-        kv = [(layer.keys.clone(), layer.values.clone()) for layer in model(input_ids=torch.randint(0, 49000, (rows, context)), use_cache=True).past_key_values.layers]
+        kv = [(layer.keys.clone(), layer.values.clone()) for layer in model(input_ids=torch.randint(0, vocabulary, (rows, context)), use_cache=True).past_key_values.layers]
         timings, logits = [], []
         for make in (lambda: DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in kv], config=model.config), lambda: growing_cache([(k.clone(), v.clone()) for k, v in kv])):
             cache, mask, steps = make(), torch.ones(rows, context, dtype=torch.long), []
@@ -74,18 +74,22 @@ def forward_step(rows: int, context: int, repeats: int) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="the model (default: the embedded default)")
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--context", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args()
-    choice = token_choice(args.rows, args.repeats)
-    step = forward_step(args.rows, args.context, args.repeats)
+    from codelutra.models import EMBEDDED_DEFAULT, load_model, resolve_model
+
+    model = load_model(resolve_model(args.model or EMBEDDED_DEFAULT))
+    choice = token_choice(args.rows, model.config.vocab_size, args.repeats)
+    step = forward_step(model, args.rows, args.context, args.repeats)
     rows = [
         {"part": "next-token choice", "plain": "transformers' warpers, full-vocabulary draw", "project": "sampling_distribution, top-k draw", "plain_ms": round(choice[0], 1), "project_ms": round(choice[1], 1)},
         {"part": "forward step", "plain": "DynamicCache (concatenated)", "project": "growing_cache (in place)", "plain_ms": round(step[0], 1), "project_ms": round(step[1], 1)},
     ]  # fmt: skip
-    result = {"benchmark": "decode_step", **provenance(), "rows_decoded": args.rows, "context": args.context, "repeats": args.repeats, "parts": rows}
+    result = {"benchmark": "decode_step", **provenance(), "model": args.model or EMBEDDED_DEFAULT, "rows_decoded": args.rows, "context": args.context, "repeats": args.repeats, "parts": rows}
     lines = ["# One decode step, part by part", "", provenance_markdown(result), f"{args.rows} rows, {args.context} cached tokens, mean of {args.repeats} calls.", ""]
     lines += ["| part | plain | ms | project | ms |", "|---|---|---:|---|---:|"]
     lines += [f"| {r['part']} | {r['plain']} | {r['plain_ms']} | {r['project']} | {r['project_ms']} |" for r in rows] + [""]

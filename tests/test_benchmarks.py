@@ -145,3 +145,16 @@ def test_default_run_compares_two_commits(tmp_path, tiny_model_dir):
         assert run["exit_code"] == 0 and run["wall_seconds"] > 0 and run["peak_rss_tree_mb"] > 100
         assert [it["iteration"] for it in run["iterations"]] == [0, 1]
     assert not (tmp_path / "scratch" / "before").exists(), "the checkouts are removed after the runs"
+
+
+def test_decode_step_times_both_parts_and_checks_the_caches_agree(tmp_path, tiny_model_dir):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    args = ["--model", tiny_model_dir, "--rows", "3", "--context", "8", "--repeats", "2", "--results", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "decode_step.py"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads((tmp_path / "decode-step.json").read_text())
+    assert PROVENANCE <= result.keys() and result["model"] == tiny_model_dir
+    assert [part["part"] for part in result["parts"]] == ["next-token choice", "forward step"]
+    assert all(part["plain_ms"] > 0 and part["project_ms"] > 0 for part in result["parts"])

@@ -194,6 +194,12 @@ def test_reference_trees_hold_a_database_together_and_unrelated_prompts_apart():
     assert sorted(i for g in groups for i in g) == list(range(20))
     assert len(groups) == 1, "one database's problems share their schema: one tree"
     unrelated = [([1000 * k + t for t in range(600)], [7] * 30) for k in range(1, 5)]  # 630 tokens each, nothing shared
-    assert [len(g) for g in _trees_of(unrelated, 1024)] == [1, 1, 1, 1]
-    assert [len(g) for g in _trees_of(unrelated, 1300)] == [2, 2]
+    assert [len(g) for g in _trees_of(unrelated, 1300)] == [1, 1, 1, 1], "sharing nothing, a joint tree saves nothing"
+    system = list(range(20))  # prompts that share only a system prompt still go several to a tree, within the budget
+    spider_like = [(system + [1000 * k + t for t in range(300)], [7] * 30) for k in range(1, 7)]
+    assert [len(g) for g in _trees_of(spider_like, 1024)] == [3, 3]
+    other_schema = list(range(500, 800))
+    two_dbs = same_db[:10] + [(other_schema + [i], [7] * 30) for i in range(10)]
+    groups = _trees_of(two_dbs, 10_000)
+    assert [sorted(g) for g in groups] == [list(range(10)), list(range(10, 20))], "a new database starts a new tree"
     assert _trees_of([], 1024) == []

@@ -31,10 +31,10 @@ from codelutra.training.packing import (
 
 # Attention implementations that take a custom 4-D boolean mask as it is (the tree needs one).
 MASKED_ATTENTION = ("sdpa",)
-# Tokens per tree of the reference pass: enough that a database's schema is computed once for a dozen or more
-# of its answers, few enough that the tree's attention (dense over the tree: memory and time quadratic in its
-# length) stays small. Prompts that share nothing (Spider's, one per database) then go a few to a tree.
-REFERENCE_TREE_TOKENS = 1536
+# Tokens per tree of the reference pass: enough that a database's schema is computed once for several of its
+# answers, few enough that the tree's attention (dense over the tree: memory and time quadratic in its length)
+# stays small: on a CPU, trees twice this long computed fewer tokens but took longer.
+REFERENCE_TREE_TOKENS = 768
 
 
 class PackedDPOTrainer(DPOTrainer):
@@ -109,22 +109,36 @@ class PackedDPOTrainer(DPOTrainer):
 
 
 def _trees_of(sequences: list[tuple[list[int], list[int]]], max_tokens: int) -> list[list[int]]:
-    """The sequences' indices in prompt order, cut into groups whose packed tree holds about `max_tokens`.
+    """The sequences' indices in prompt order, cut into groups whose packed tree holds at most about `max_tokens`.
 
-    A sequence adds its answer and the part of its prompt it does not share with the one before it
-    (in sorted order, the prefix it shares with the group), so a group of one database's problems is
-    long in sequences and a group of unrelated prompts short; a sequence longer than the budget is alone.
+    A tree as `pack_pairs` builds it computes its prompts' common prefix once, then each distinct prompt's
+    rest and each answer. A sequence joins the current tree when that computes fewer tokens than a tree of
+    its own would (the prefix it shares outweighs what the tree's other prompts stop sharing: so a new
+    database starts a new tree, while prompts that share only the system prompt still go several to a tree)
+    and the tree stays within the budget (its attention is dense: memory and time quadratic in its length).
+    A sequence longer than the budget is alone.
     """
     order = sorted(range(len(sequences)), key=lambda i: sequences[i])
-    groups, tokens, previous = [], 0, []
+    groups: list[list[int]] = []
+    first: list[int] = []  # the current tree's first trunk (a prompt less its last token)
+    shared = trunks = distinct = answers = 0  # its common prefix, the distinct trunks' lengths and count, its answers
+    previous = None
     for i in order:
         prompt, answer = sequences[i]
-        added = len(prompt) - common_prefix_length([prompt, previous]) + len(answer)
-        if not groups or tokens + added > max_tokens:
-            groups.append([])
-            tokens = len(prompt) + len(answer)
+        trunk = prompt[:-1]
+        new_prompt = prompt != previous
+        if groups:
+            joined_shared = min(shared, common_prefix_length([first, trunk])) if new_prompt else shared
+            joined_trunks, joined_distinct = trunks + len(trunk) * new_prompt, distinct + new_prompt
+            joined = joined_trunks - (joined_distinct - 1) * joined_shared + answers + len(answer)
+            # joining saves the shared prefix once, and costs what the other prompts no longer share
+            pays = joined_shared > (distinct - 1) * (shared - joined_shared)
+        if groups and joined <= max_tokens and pays:
+            shared, trunks, distinct = joined_shared, joined_trunks, joined_distinct
+            answers += len(answer)
+            groups[-1].append(i)
         else:
-            tokens += added
-        groups[-1].append(i)
+            groups.append([i])
+            first, shared, trunks, distinct, answers = trunk, len(trunk), len(trunk), 1, len(answer)
         previous = prompt
     return groups
