@@ -11,9 +11,10 @@ same held-out problems after every iteration. Only `train.loss` differs:
 * sft: the SFT term alone, on the same correct sides;
 * dpo: the DPO term alone, on the same pairs.
 
-Every seed (`--seeds`) repeats the three arms with its own `seed` (which problems each iteration
-draws, the samples, the training order). The base model is evaluated once (greedy, the same for
-every seed), and each seed's iteration 1 is sampled once: its sft and dpo arms start from copies of
+Every seed (`--seeds`) repeats the three arms (or those `--arms` names: a knob study may run codelutra
+alone) with its own `seed` (which problems each iteration draws, the samples, the training order).
+The base model is evaluated once (greedy, the same for every seed), and each seed's iteration 1 is
+sampled once: its sft and dpo arms start from copies of
 its codelutra arm's iter_1 samples, verdicts and pairs (the Refiner skips a stage whose artifact
 exists), so iteration 1 trains the three arms on exactly the same pairs. Later iterations sample
 from each arm's own policy, as CodeLutra does. Per iteration the results keep each seed's held-out
@@ -26,7 +27,7 @@ OUTPUT/runs/quality-<tasks>-<arm>-seed<s>; re-running the same command resumes t
 run side by side (`--seeds 0` and `--seeds 1` in two processes, then `--seeds 0,1` to write the
 results of both). Results go to benchmarks/results/quality-<tasks>[-quick][-TAG].{json,md,png}.
 
-Usage: python benchmarks/quality.py [--tasks builtin|spider|all] [--quick] [--iterations K] [--seeds 0,1]
+Usage: python benchmarks/quality.py [--tasks builtin|spider|all] [--quick] [--iterations K] [--seeds 0,1] [--arms codelutra,sft,dpo]
        [--model M] [--output DIR] [--tag T] [--set key=value ...]
 """
 
@@ -142,6 +143,14 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _arms(text: str) -> tuple[str, ...]:
+    arms = tuple(text.split(","))
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown or len(set(arms)) != len(arms):
+        raise argparse.ArgumentTypeError(f"expected distinct arms of {','.join(ARMS)}; got {text!r}")
+    return arms
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -165,6 +174,12 @@ def _parser() -> argparse.ArgumentParser:
         type=_seeds,
         default=None,
         help="seeds, comma-separated (default 0,1; quick: 0)",
+    )
+    parser.add_argument(
+        "--arms",
+        type=_arms,
+        default=ARMS,
+        help=f"arms to run, comma-separated (default: {','.join(ARMS)}; a knob study may run codelutra alone)",
     )
     parser.add_argument(
         "--model",
@@ -222,22 +237,22 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
     per_seed, first_run = {}, None
     for seed in seeds:
         histories, runs = {}, {}
-        for arm in ARMS:
+        for arm in args.arms:
             refiner = Refiner(arm_config(task_set, arm, seed, args))
             if first_run is not None:
                 _copy(base_artifacts(first_run), base_artifacts(refiner.layout))
             if runs:
                 _copy(
-                    first_iteration_artifacts(runs[ARMS[0]]),
+                    first_iteration_artifacts(runs[args.arms[0]]),
                     first_iteration_artifacts(refiner.layout),
                 )
             console.rule(f"quality benchmark: {task_set}, seed {seed}, arm {arm}")
             histories[arm] = refiner.run()
             runs[arm] = refiner.layout
             first_run = first_run or refiner.layout
-        per_seed[seed] = {arm: [_iteration(row, runs[arm]) for row in histories[arm][1:]] for arm in ARMS}
+        per_seed[seed] = {arm: [_iteration(row, runs[arm]) for row in histories[arm][1:]] for arm in args.arms}
         per_seed[seed]["run_dirs"] = {arm: str(run.root) for arm, run in runs.items()}
-    cfg = arm_config(task_set, ARMS[0], seeds[0], args)
+    cfg = arm_config(task_set, args.arms[0], seeds[0], args)
     result = {
         "benchmark": "quality",
         "tasks": task_set,
@@ -245,7 +260,7 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
         **info,
         "settings": _settings(cfg, first_run, seeds),
         "base": _base(read_json(first_run.iteration(0).eval.result), cfg.sampling.n),
-        "arms": {arm: _across_seeds([per_seed[seed][arm] for seed in seeds]) for arm in ARMS},
+        "arms": {arm: _across_seeds([per_seed[seed][arm] for seed in seeds]) for arm in args.arms},
         "per_seed": {str(seed): per_seed[seed] for seed in seeds},
         "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
     }

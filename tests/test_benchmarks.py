@@ -158,3 +158,10 @@ def test_decode_step_times_both_parts_and_checks_the_caches_agree(tmp_path, tiny
     assert PROVENANCE <= result.keys() and result["model"] == tiny_model_dir
     assert [part["part"] for part in result["parts"]] == ["next-token choice", "forward step"]
     assert all(part["plain_ms"] > 0 and part["project_ms"] > 0 for part in result["parts"])
+
+
+def test_quality_refuses_an_unknown_arm_in_one_line():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--arms", "codelutra,ppo"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "expected distinct arms of codelutra,sft,dpo; got 'codelutra,ppo'" in done.stderr
