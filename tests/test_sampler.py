@@ -146,6 +146,18 @@ def test_shared_prefix_greedy_equals_plain(tiny_model_dir, prompts, batch_size):
         assert all(all(c.logprob is not None for c in row) == keep for row in shared), "the extra step scores every cut answer"
 
 
+def test_a_shared_run_longer_than_a_prefill_pass_is_a_pass_of_its_own(tiny_model_dir, monkeypatch):
+    """A schema longer than PACK_TOKENS fills a pass with no prompt's last token in it (Spider's do)."""
+    from codelutra.generation import prefix_cache
+
+    monkeypatch.setattr(prefix_cache, "PACK_TOKENS", 16)  # the schema's shared run is longer than a pass
+    model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    params = SamplingParams(max_new_tokens=4, batch_size=8, keep_logprobs=True)
+    shared = generate(model, tokenizer, SAME_SCHEMA, answer_prefix="```sql\n", params=params)
+    plain = generate(model, tokenizer, SAME_SCHEMA, answer_prefix="```sql\n", params=params, shared_prefix=False)
+    _assert_same_answers(shared, plain)
+
+
 def test_no_prompts_and_the_plain_fallback(tiny_model_dir, monkeypatch):
     from codelutra.generation import sampler
 

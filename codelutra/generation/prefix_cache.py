@@ -142,7 +142,8 @@ class PrefixCaches:
         ids = torch.tensor([[t for node in chunk for t in node.tokens]], device=device)
         positions = torch.tensor([[p for node in chunk for p in range(node.start, node.end)]], device=device)
         leaves = [node for node in chunk if node in wanted]
-        last_tokens = torch.tensor([columns[leaf][1] - 1 - width for leaf in leaves], device=device)
+        # long: a pass of shared runs alone (a schema longer than PACK_TOKENS) keeps no position at all
+        last_tokens = torch.tensor([columns[leaf][1] - 1 - width for leaf in leaves], dtype=torch.long, device=device)
         cache = DynamicCache(ddp_cache_data=concat_kv([a.kv for a in past]) if past else None, config=self.model.config)
         out = self.model(
             input_ids=ids, position_ids=positions, attention_mask=mask[None, None], cache=cache, use_cache=True,
