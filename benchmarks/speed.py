@@ -196,15 +196,16 @@ def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
 # Shared-prefix sampling against plain generate
 
 # Problems: the training pool's, database after database (`_train_tasks`), as a batch of the loop holds them;
-# n = 8 takes a quarter of them, so that both fill a 32-sequence batch. max_new_tokens: the project's default, shorter when quick.
+# n = 8 takes a quarter of them. Full: n = 1 fills the default 64-sequence batch once, n = 8 twice.
+# max_new_tokens: the project's default, shorter when quick.
 SHARED_SAMPLING_SIZES = {
-    "full": {"problems": 32, "max_new_tokens": 64},
+    "full": {"problems": 64, "max_new_tokens": 64},
     "quick": {"problems": 8, "max_new_tokens": 32},
 }
 
 
 def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int, max_new_tokens: int, shared_prefix: bool) -> dict:
-    """Sample with the project's temperature and top_p; time the generation and count the tokens computed."""
+    """Sample with the task set's temperature, top_p and batch size; time the generation and count the tokens computed."""
     from codelutra.generation.sampler import generate
     from codelutra.models import load_model, load_tokenizer
 
@@ -212,7 +213,7 @@ def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int,
     tasks, prompt, s = _train_tasks(task_set, problems), cfg.prompt, cfg.sampling
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
     messages = [SQL.messages(task, prompt) for task in tasks]
-    params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=max_new_tokens, batch_size=32, seed=0, keep_logprobs=True)
+    params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=max_new_tokens, batch_size=s.batch_size, seed=0, keep_logprobs=True)
     run = functools.partial(generate, model, tokenizer, answer_prefix=SQL.answer_prefix(prompt), params=params, shared_prefix=shared_prefix)
     run(messages[:1])  # warm-up: first-call costs are not throughput
     computed, forward = [0], model.forward
