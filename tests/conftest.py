@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine_fixtures import postgres_server  # noqa: F401  (the session's throwaway PostgreSQL server, for the tests that ask)
+
 SHARED_DATA = Path(os.environ.get("CODELUTRA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

@@ -17,7 +17,6 @@ from tests.engine_fixtures import (
     CONCERTS,
     READER,
     WRITER,
-    postgres_server,  # noqa: F401  (a fixture)
     run_refinement_on,
     write_sqlite_concert,
 )

@@ -54,7 +54,7 @@ def open_vllm(model: str) -> Iterator[Callable[..., list[list[Sampled]]]]:
     try:
         yield generate
     finally:
-        del llm
+        llm = None  # the engine's last reference (`generate` above reads it): freed before training takes the GPU
         gc.collect()
         import torch
 
