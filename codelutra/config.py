@@ -133,7 +133,14 @@ class TrainConfig(_Section):
     lora_target_modules: list[str] | str = "all-linear"
     # Adapt only the top N layers (backward stops there: cheaper, but learns less); None: every layer.
     lora_top_layers: int | None = Field(default=None, ge=1)
+    # "fresh": each iteration trains a new adapter on the previous policy's merged weights (the rank adds up over
+    # iterations). "continued": one adapter on the base model, trained on from the previous iteration's.
+    lora_adapter: Literal["fresh", "continued"] = "fresh"
     learning_rate: float = Field(default=1e-3, gt=0)
+    # The DPO term's reference: the policy that sampled the pairs ("previous", the paper's), or the base model at
+    # every iteration ("base"). "base" computes every reference log-prob anew (the sampler scored the answers
+    # under the previous policy), with the base model loaded beside the policy for that pass.
+    reference: Literal["previous", "base"] = "previous"
     lr_scheduler: str = "linear"
     warmup_steps: int = Field(default=0, ge=0)
     epochs: float = Field(default=1.0, gt=0)
@@ -152,6 +159,12 @@ class TrainConfig(_Section):
     # Pack each batch as a prefix tree (shared prompt prefix once, each token computed once); false: TRL's own
     # batches (two padded sequences per pair), for comparison. Same loss either way (tests/test_packing.py).
     packing: bool = True
+
+    @model_validator(mode="after")
+    def _a_continued_adapter_needs_lora(self):
+        if self.lora_adapter == "continued" and not self.lora:
+            raise ValueError("lora_adapter: continued trains one LoRA adapter across iterations, so it needs lora: true")
+        return self
 
 
 class EvalConfig(_Section):

@@ -26,6 +26,7 @@ def _codelutra(*args, cwd=None) -> subprocess.CompletedProcess:
         ("trian: {}\n", "trian"),
         ("train: [1, 2\n", "not valid YAML"),
         ("train_tasks:\n  path: /nonexistent/questions.jsonl\n", "/nonexistent/questions.jsonl"),
+        ("train: {lora: false, lora_adapter: continued}\n", "lora_adapter: continued"),
     ],
 )
 def test_bad_config_is_one_clear_line_and_exit_2(tmp_path, config_text, expected):

@@ -42,12 +42,12 @@ def _mtimes(run_dir):
 
 @pytest.fixture
 def recorded_training(monkeypatch):
-    """Record which policy each iteration trains from (its reference), while training for real."""
+    """Record which policy each iteration trains from, and its reference, while training for real."""
     calls = []
     real = trainer_module.train_policy
 
     def record(policy_path, pairs, out_dir, cfg, **kw):
-        calls.append((policy_path, str(out_dir)))
+        calls.append((policy_path, str(out_dir), kw.get("reference_path"), kw.get("adapter")))
         return real(policy_path, pairs, out_dir, cfg, **kw)
 
     monkeypatch.setattr(trainer_module, "train_policy", record)
@@ -84,7 +84,22 @@ def test_run_writes_every_artifact_and_chains_references(tmp_path, tiny_model_di
     assert "| base model |" in (run_dir / "report.md").read_text()
 
     # Iteration 1 trains from (and is referenced to) the base model, iteration 2 from iteration 1's policy.
-    assert recorded_training == [(tiny_model_dir, str(run_dir / "iter_1")), (str(run_dir / "iter_1" / "model"), str(run_dir / "iter_2"))]
+    iter_1_model = str(run_dir / "iter_1" / "model")
+    assert recorded_training == [
+        (tiny_model_dir, str(run_dir / "iter_1"), tiny_model_dir, None),
+        (iter_1_model, str(run_dir / "iter_2"), iter_1_model, None),
+    ]
+
+
+def test_the_base_model_as_reference_and_a_continued_adapter_reach_the_trainer(tmp_path, tiny_model_dir, recorded_training):
+    """train.reference: base and train.lora_adapter: continued (their effect on the loss: tests/test_training.py)."""
+    Refiner(_config(tmp_path, tiny_model_dir, "train.reference=base", "train.lora_adapter=continued")).run()
+    run_dir = tmp_path / "runs" / "tiny"
+    iter_1_model, iter_1_adapter = str(run_dir / "iter_1" / "model"), str(run_dir / "iter_1" / "adapter")
+    assert recorded_training == [
+        (tiny_model_dir, str(run_dir / "iter_1"), tiny_model_dir, None),
+        (iter_1_model, str(run_dir / "iter_2"), tiny_model_dir, (tiny_model_dir, iter_1_adapter)),
+    ]
 
 
 def test_rerun_after_a_crash_resumes_without_redoing_finished_stages(tmp_path, tiny_model_dir, monkeypatch):

@@ -106,3 +106,23 @@ def test_a_wrong_kept_value_is_not_recomputed(sampled, stopping_model_dir, tmp_p
     target["rejected_sample"] = {**target["rejected_sample"], "token_ids": target["rejected_sample"]["token_ids"][:-1]}
     trainer = build_trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2), seed=0)
     assert -1234.5 not in trainer.train_dataset["ref_rejected_logps"], "tokens that differ from TRL's must be recomputed"
+
+
+@FLOAT32_ONLY
+@pytest.mark.parametrize("packing", [True, False], ids=["packed", "plain"])
+def test_a_base_model_reference_uses_no_kept_logprob(sampled, stopping_model_dir, tiny_model_dir, tmp_path, packing):
+    """train.reference: base. The sampler scored the answers under the policy, so every value is the base model's."""
+    pairs = _pairs(sampled)
+    cfg = TrainConfig(batch_size=2, packing=packing)
+    trainer = build_trainer(stopping_model_dir, pairs, tmp_path, cfg, seed=0, reference_path=tiny_model_dir)
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    plain = DataCollatorForPreference(pad_token_id=trainer.processing_class.pad_token_id)(rows)
+    base = load_model(tiny_model_dir)
+    with torch.no_grad():
+        logits = base(input_ids=plain["input_ids"], attention_mask=plain["attention_mask"]).logits[:, :-1].float()
+    token_logps = logits.log_softmax(-1).gather(-1, plain["input_ids"][:, 1:, None])[..., 0]
+    expected_chosen, expected_rejected = (token_logps * plain["completion_mask"][:, 1:]).sum(-1).chunk(2)
+    torch.testing.assert_close(list(trainer.train_dataset["ref_chosen_logps"]), expected_chosen.tolist(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(list(trainer.train_dataset["ref_rejected_logps"]), expected_rejected.tolist(), rtol=1e-4, atol=1e-4)
+    kept = [p["rejected_sample"]["logprob"] for p in pairs if p["rejected_sample"] and p["rejected_sample"]["logprob"] is not None]
+    assert kept and not set(kept) & set(trainer.train_dataset["ref_rejected_logps"]), "a value kept from sampling was used"

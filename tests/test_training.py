@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,6 +97,40 @@ def test_dual_loss_matches_formula_with_previous_iteration_as_reference(tiny_mod
     assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
     with_base_reference = _loss_by_hand(policy, load_model(tiny_model_dir), batch, beta, lam)
     assert abs(loss - with_base_reference) > 1e-3, "the reference must be iteration 1, not the base model"
+
+
+@FLOAT32_ONLY
+def test_the_base_model_as_reference_of_a_later_iteration(tiny_model_dir, iteration_1, tmp_path):
+    """train.reference: base. Iteration 2 starts from iteration 1's policy, its DPO term measured against the base."""
+    beta, lam = 0.3, 0.7
+    cfg = TrainConfig(beta=beta, sft_weight=lam, batch_size=2)
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path, cfg, seed=0, reference_path=tiny_model_dir)
+    assert trainer.ref_model is None, "the reference model is freed once its log-probs are computed"
+    _perturb_adapter(trainer.model, seed=1)
+    loss, batch = _trainer_loss(trainer)
+    assert loss == pytest.approx(_loss_by_hand(trainer.model, load_model(tiny_model_dir), batch, beta, lam), rel=1e-4, abs=1e-5)
+    with_previous_reference = _loss_by_hand(trainer.model, load_model(iteration_1), batch, beta, lam)
+    assert abs(loss - with_previous_reference) > 1e-3
+
+
+@FLOAT32_ONLY
+def test_a_continued_adapter_trains_on_from_the_previous_policy(tiny_model_dir, iteration_1, tmp_path):
+    """train.lora_adapter: continued. Iteration 2 trains iteration 1's adapter on, on the base model, against
+    iteration 1's policy as reference: so its DPO term starts at log 2, and the loss follows the formula."""
+    adapter = (tiny_model_dir, str(Path(iteration_1).parent / "adapter"))
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path / "dpo", TrainConfig(loss="dpo", batch_size=2), seed=0, adapter=adapter)
+    loss, _ = _trainer_loss(trainer)
+    assert loss == pytest.approx(math.log(2), abs=1e-5), "at the start the policy is the reference, iteration 1"
+    lora_b = [p for name, p in trainer.model.named_parameters() if "lora_B" in name]
+    assert lora_b and all(p.requires_grad for p in lora_b), "iteration 1's adapter trains on"
+    assert max(float(p.abs().max()) for p in lora_b) > 0, "a fresh adapter would start at zero"
+    assert trainer.ref_model is None, "the reference model is freed once its log-probs are computed"
+
+    beta, lam = 0.3, 0.7
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path / "dual", TrainConfig(beta=beta, sft_weight=lam, batch_size=2), seed=0, adapter=adapter)
+    _perturb_adapter(trainer.model, seed=1)
+    loss, batch = _trainer_loss(trainer)
+    assert loss == pytest.approx(_loss_by_hand(trainer.model, load_model(iteration_1), batch, beta, lam), rel=1e-4, abs=1e-5)
 
 
 @FLOAT32_ONLY

@@ -52,13 +52,14 @@ class Refiner:
         self.cfg = cfg
         self.layout = RunLayout.of(cfg.output_dir, cfg.name)
         self.run_dir = self.layout.root
+        self.base_model = ""  # the base model's folder, once resolved
         self.train_tasks: list[Task] = []
         self.eval_tasks: list[Task] = []
 
     def run(self) -> list[dict]:
         # The run claims its name only once the model and both task sets have loaded, so that a corrected
         # command is not refused as "a different configuration".
-        policy = resolve_model(self.cfg.model.name)
+        policy = self.base_model = resolve_model(self.cfg.model.name)
         self.train_tasks = self._load("train_tasks", policy)
         self.eval_tasks = self._load("eval_tasks", policy)
         self._claim_run_dir()
@@ -145,7 +146,7 @@ class Refiner:
         return {"iteration": k, **result}
 
     def _iterate(self, k: int, policy: str) -> str:
-        """Sample from `policy`, verify, pair, and train the next policy with `policy` as reference."""
+        """Sample from `policy`, verify, pair, and train the next policy with `policy` (or the base model) as reference."""
         cfg, it = self.cfg, self.layout.iteration(k)
         if it.trained:
             return str(it.model)
@@ -180,15 +181,19 @@ class Refiner:
         from codelutra.training.launch import launch_training
         from codelutra.training.trainer import train_policy
 
-        console.print(f"iter {k}: training on {len(pairs)} pairs ({cfg.train.loss}, ref = iteration {k - 1})")
+        reference = self.base_model if cfg.train.reference == "base" else policy
+        # train.lora_adapter: continued trains the previous iteration's adapter on (iteration 1 has none yet)
+        adapter = (self.base_model, str(self.layout.iteration(k - 1).adapter)) if cfg.train.lora_adapter == "continued" and k > 1 else None
+        console.print(f"iter {k}: training on {len(pairs)} pairs ({cfg.train.loss}, ref = iteration {0 if cfg.train.reference == 'base' else k - 1})")
         with self._timed(it, "train", it.model / "config.json"):
             if cfg.train.processes > 1:
                 config_path = self.layout.config
                 new_policy = launch_training(
-                    policy, it.pairs, it.dir, config_path, seed=cfg.seed + k, processes=cfg.train.processes
-                )
+                    policy, it.pairs, it.dir, config_path, seed=cfg.seed + k, processes=cfg.train.processes,
+                    reference=reference, adapter=adapter,
+                )  # fmt: skip
             else:
-                new_policy = train_policy(policy, pairs, it.dir, cfg.train, seed=cfg.seed + k)
+                new_policy = train_policy(policy, pairs, it.dir, cfg.train, seed=cfg.seed + k, reference_path=reference, adapter=adapter)
         write_json(it.train_info, {"pairs": len(pairs)})  # its seconds are timings.json's "train"
         return str(new_policy)
 

@@ -37,12 +37,24 @@ from codelutra.loop.layout import IterationFiles
 from codelutra.training.trainer import train_policy
 
 
-def launch_training(policy: str, pairs_path: Path, out_dir: Path, config_path: Path, *, seed: int, processes: int) -> Path:
+def launch_training(
+    policy: str,
+    pairs_path: Path,
+    out_dir: Path,
+    config_path: Path,
+    *,
+    seed: int,
+    processes: int,
+    reference: str | None = None,
+    adapter: tuple[str, str] | None = None,
+) -> Path:
     """Train one iteration in `processes` data-parallel processes; return the new policy's directory."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
     command += ["--num_machines", "1", "--main_process_port", "0"]  # port 0: a free one
     command += ["-m", "codelutra.training.launch", "--policy", str(policy), "--pairs", str(pairs_path)]
     command += ["--out", str(out_dir), "--config", str(config_path), "--seed", str(seed)]
+    command += ["--reference", str(reference)] if reference else []
+    command += ["--adapter", *adapter] if adapter else []
     cores = max(1, (os.cpu_count() or 1) // processes)  # threads per process, unless the user chose
     env = {"OMP_NUM_THREADS": str(cores), **os.environ}
     if subprocess.run(command, env=env).returncode != 0:
@@ -53,6 +65,8 @@ def launch_training(policy: str, pairs_path: Path, out_dir: Path, config_path: P
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m codelutra.training.launch", description=__doc__.split("\n")[0])
     parser.add_argument("--policy", required=True, help="model folder (or Hub id) to start from; also the reference")
+    parser.add_argument("--reference", help="the DPO term's reference instead of --policy (train.reference: base)")
+    parser.add_argument("--adapter", nargs=2, metavar=("BASE", "ADAPTER"), help="train this adapter of BASE on (train.lora_adapter: continued)")
     parser.add_argument("--pairs", required=True, help="preference pairs, JSONL (an iteration's pairs.jsonl)")
     parser.add_argument("--out", required=True, help="folder for adapter/ and model/ (an iteration's folder)")
     parser.add_argument("--config", help="run config (YAML); only its train section is used")
@@ -63,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(args.config, args.set).train
     except UserError as e:
         parser.error(str(e))
-    train_policy(args.policy, read_jsonl(args.pairs), args.out, cfg, seed=args.seed)
+    adapter = tuple(args.adapter) if args.adapter else None
+    train_policy(args.policy, read_jsonl(args.pairs), args.out, cfg, seed=args.seed, reference_path=args.reference, adapter=adapter)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ The reference model of the DPO term is the policy that sampled the pairs (the pr
 With LoRA, each iteration starts a fresh adapter on top of that policy's weights, so TRL's
 "adapter disabled" forward *is* the previous iteration; afterwards the adapter is merged and the
 merged model becomes the next iteration's policy and reference. Full fine-tuning loads a frozen
-copy of the same weights as the reference.
+copy of the same weights as the reference. `train.reference: base` makes the base model the reference
+of every iteration instead: it is loaded beside the policy for the reference pass, then freed.
+`train.lora_adapter: continued` trains one adapter on the base model across iterations instead of a
+fresh one on each merged policy: its adapter-disabled forward is then the base model, so the previous
+policy (its merged weights) is loaded as the reference.
 
 The SFT term is TRL's `sft` loss: the negative log-likelihood of the chosen code's tokens,
 averaged over those tokens (length-normalised; pooled over the batch's chosen sequences; under several
@@ -79,10 +83,25 @@ def dpo_config(cfg: TrainConfig, output_dir: str | Path, seed: int):
     )
 
 
-def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg: TrainConfig, *, seed: int = 0):
-    """A TRL DPOTrainer whose policy starts from, and whose reference is, the model at `policy_path`."""
+def build_trainer(
+    policy_path: str,
+    pairs: list[dict],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    reference_path: str | None = None,
+    adapter: tuple[str, str] | None = None,
+):
+    """A TRL DPOTrainer on `pairs`, which the policy at `policy_path` sampled.
+
+    What trains is a fresh LoRA adapter on that policy's weights (or the weights themselves: full fine-tuning),
+    or, given `adapter` = (base model, adapter folder), that adapter on the base model, trained on. The
+    reference is the policy at `policy_path`, or the model at `reference_path` (then no log-prob kept by the
+    sampler is used: it scored under the policy).
+    """
     from datasets import Dataset
-    from peft import LoraConfig
+    from peft import LoraConfig, PeftModel
     from trl import DPOTrainer
 
     from codelutra.models import load_model, load_tokenizer
@@ -93,9 +112,14 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
     args = dpo_config(cfg, IterationFiles(Path(out_dir)).checkpoints, seed)
     tokenizer = load_tokenizer(policy_path)
     tokenizer.padding_side = "right"
-    model = load_model(policy_path)
+    reference_path = reference_path or policy_path
     peft_config = None
-    if cfg.lora:
+    if adapter:
+        base_path, adapter_dir = adapter
+        model = PeftModel.from_pretrained(load_model(base_path), adapter_dir, is_trainable=True)
+    else:
+        model = load_model(policy_path)
+    if cfg.lora and not adapter:
         peft_config = LoraConfig(
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
@@ -109,17 +133,20 @@ def build_trainer(policy_path: str, pairs: list[dict], out_dir: str | Path, cfg:
         from codelutra.training.packed_trainer import PackedDPOTrainer as trainer_class
     else:
         trainer_class = DPOTrainer
+    # None: the reference is the adapter-disabled policy (LoRA) or TRL's frozen copy of policy_path (full fine-tuning)
+    separate_reference = reference_path != policy_path or adapter is not None
     trainer = trainer_class(
         model=model,
-        ref_model=None,  # LoRA: the adapter-disabled policy; full: TRL loads a frozen copy of policy_path
+        ref_model=load_model(reference_path) if separate_reference else None,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.train_dataset = _with_reference_logprobs(trainer, trainer.train_dataset)
+    reuse_kept = reference_path == policy_path  # the sampler scored its answers under policy_path
+    trainer.train_dataset = _with_reference_logprobs(trainer, trainer.train_dataset, reuse_kept=reuse_kept)
     trl_internals.keep_reference_logprobs(trainer)
-    trainer.ref_model = None  # full fine-tuning: the frozen copy is no longer needed
+    trainer.ref_model = None  # a separate reference (or full fine-tuning's frozen copy) is no longer needed
     return trainer
 
 
@@ -130,14 +157,17 @@ def train_policy(
     cfg: TrainConfig,
     *,
     seed: int = 0,
+    reference_path: str | None = None,
+    adapter: tuple[str, str] | None = None,
 ) -> Path:
-    """Train on `pairs` starting from (and referenced to) `policy_path`; return the new policy's directory.
+    """Train on `pairs`, sampled by `policy_path` (see `build_trainer`); return the new policy's directory.
 
     Writes `out_dir/model` (a full model, usable as the next policy) and, with LoRA, `out_dir/adapter`.
     Trainer checkpoints go to `out_dir/checkpoints`, so an interrupted training stage resumes.
     Under several processes only the main one writes, and every process returns once `out_dir/model` exists.
     """
-    return train_and_save(build_trainer(policy_path, pairs, out_dir, cfg, seed=seed), out_dir, cfg)
+    trainer = build_trainer(policy_path, pairs, out_dir, cfg, seed=seed, reference_path=reference_path, adapter=adapter)
+    return train_and_save(trainer, out_dir, cfg)
 
 
 def train_and_save(trainer, out_dir: str | Path, cfg: TrainConfig) -> Path:
@@ -208,13 +238,14 @@ def preference_row(pair: dict, tokenizer) -> dict:
     return row
 
 
-def _with_reference_logprobs(trainer, dataset):
+def _with_reference_logprobs(trainer, dataset, reuse_kept: bool = True):
     """`dataset` (tokenized by TRL) with the columns ref_chosen_logps and ref_rejected_logps.
 
-    A kept log-prob is used where TRL scores exactly the tokens the sampler scored: the same prompt
-    tokens, the sampled answer's tokens plus end-of-turn, nothing cut by max_length. Every other
-    sequence gets one forward pass of the reference (the adapter disabled): as prefix trees under
-    `train.packing`, TRL's own computation otherwise.
+    A kept log-prob is used (with `reuse_kept`: the sampler's policy is the reference) where TRL scores
+    exactly the tokens the sampler scored: the same prompt tokens, the sampled answer's tokens plus
+    end-of-turn, nothing cut by max_length. Every other sequence gets one forward pass of the reference
+    (the adapter disabled, or the separate reference model): as prefix trees under `train.packing`, TRL's
+    own computation otherwise.
     """
     from codelutra.console import console
 
@@ -225,7 +256,8 @@ def _with_reference_logprobs(trainer, dataset):
         for side in ("chosen", "rejected"):
             ids, kept = row[f"{side}_sampled_ids"], row[f"{side}_sampled_logprob"]
             reusable = (
-                kept is not None
+                reuse_kept
+                and kept is not None
                 and row["prompt_ids"] == row["sampled_prompt_ids"]
                 and row[f"{side}_ids"] == [*ids, eos]
                 and (max_length is None or len(row["prompt_ids"]) + len(row[f"{side}_ids"]) <= max_length)
