@@ -5,7 +5,9 @@ memory are its own:
 
 * sampling: generated tokens per second at several batch sizes (`generate`, the project's sampler);
 * shared-prefix sampling: the sampler's tokens/s against plain `model.generate` on the same prompts,
-  n = 1 and n = 8, each row with its achieved GFLOP/s beside a plain matmul's;
+  n = 1 and n = 8, each row with its achieved GFLOP/s beside a plain matmul's, and the plain row with
+  its prefill alone timed (the same batches, one new token): the ratio that a path computing no prompt
+  token at all, but decoding as `generate` does, would reach;
 * verification: candidates judged per second by the project's sandbox (`verify_sql`: a pool of
   worker processes, read-only databases kept open, time limits, each distinct query run once)
   against a serial loop with the same safety (one sandbox per candidate, one after the other), and
@@ -30,6 +32,7 @@ Usage: python benchmarks/speed.py [--quick] [--tasks builtin|spider] [--model M]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import shutil
 import sqlite3
@@ -227,7 +230,13 @@ def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int,
     completions = run(messages)
     seconds = time.perf_counter() - start
     tokens = sum(len(c.token_ids) for row in completions for c in row)
-    return {"tokens": tokens, "seconds": seconds, "computed": computed[0], "parameters": sum(p.numel() for p in model.parameters())}
+    out = {"tokens": tokens, "seconds": seconds, "computed": computed[0], "parameters": sum(p.numel() for p in model.parameters())}
+    if not shared_prefix:  # the same batches, prompts only: what a path that computed no prompt token would save at most
+        model.forward = forward
+        start = time.perf_counter()
+        run(messages, params=dataclasses.replace(params, max_new_tokens=1, keep_logprobs=False))
+        out["prefill_seconds"] = time.perf_counter() - start
+    return out
 
 
 def measure_shared_sampling(model: str, task_set: str, sizes: dict) -> list[dict]:
@@ -247,6 +256,9 @@ def measure_shared_sampling(model: str, task_set: str, sizes: dict) -> list[dict
             out = m["value"]
             gflops = forward_gflops(out["parameters"], out["computed"], out["seconds"])
             note = f"{out['computed']} tokens computed; {gflops:.3g} GFLOP/s, fp32 matmul {matmul:.3g} GFLOP/s"
+            if "prefill_seconds" in out:  # decoding the same rows as generate does, with prefill free, reaches this ratio
+                decode = out["seconds"] - out["prefill_seconds"]
+                note += f"; its prefill alone {out['prefill_seconds']:.3g} s: with a free prefill and its decoding, {out['seconds'] / decode:.3g}x"
             row = result_row(label, out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, note)
             plain_rate = plain_rate or row["rate"]
             rows.append({**row, "ratio": significant(row["rate"] / plain_rate), "n": n})

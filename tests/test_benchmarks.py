@@ -89,6 +89,8 @@ def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
         for row in rows:
             assert row["seconds"] > 0 and row["rate"] > 0 and row["peak_rss_mb"] > 0
             assert row["peak_rss_with_workers_mb"] >= row["peak_rss_mb"]
+    plain = [row for row in sections["shared_sampling"] if row["variant"].startswith("plain")]
+    assert len(plain) == 2 and all("its prefill alone" in row["note"] for row in plain)
 
 
 def test_speed_trains_on_spider_prompts_one_database_after_another(tmp_path, tiny_model_dir):

@@ -24,6 +24,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
+from codelutra.generation.shared_attention import SharedContexts
+
 # A shared run becomes a node of its own only when it spares at least this many token computations.
 MIN_SAVED_TOKENS = 32
 # Tokens per packed prefill pass: its attention is dense over the pass, so longer passes waste more on masked pairs.
@@ -155,14 +157,12 @@ class PrefixCaches:
         return {leaf: out.logits[0, i].float() for i, leaf in enumerate(leaves)}
 
     @staticmethod
-    def context(leaf: Node) -> KV:
-        """The cache of a prompt's whole chain, batch 1; the runs no other prompt still needs are freed."""
-        kv = concat_kv([node.kv for node in leaf.chain()])
+    def release(leaf: Node) -> None:
+        """A prompt's rows are built: free the runs of its chain that no other prompt still needs."""
         for node in leaf.chain():
             node.users -= 1
             if node.users == 0:
                 node.kv = None
-        return kv
 
 
 def concat_kv(runs: list[KV]) -> KV:
@@ -225,35 +225,61 @@ def growing_cache(layers: KV) -> Cache:
 
 
 class KVBatch:
-    """The rows being decoded together: their cache, attention mask and next positions, kept in step.
+    """The rows being decoded together: their caches, attention mask and next positions, kept in step.
 
-    `mask` is (rows, cache columns): which columns each row attends to; `positions` is each row's next
-    position (its own tokens so far); `logits` are each row's raw next-token logits (float32).
+    A row's context is split in two: a shared context (`contexts[row_context[r]]`, kept once for every row
+    under it and read by `shared_attention`), and its own tokens in `cache`, left-padded. `mask` is
+    (rows, own cache columns): which columns each row attends to; `positions` is each row's next position
+    (its whole context so far); `logits` are each row's raw next-token logits (float32). Rows that share a
+    context are consecutive, and stay so: rows leave in place and joining rows come last.
     """
 
-    def __init__(self, cache: Cache, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor):
+    def __init__(self, cache: Cache, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor, contexts: list[KV], row_context: torch.Tensor):
         self.cache, self.mask, self.positions, self.logits = cache, mask, positions, logits
+        self.contexts, self.row_context = contexts, row_context  # -1: a row under no shared context
+        self._spans = _spans(row_context)
 
     @property
     def rows(self) -> int:
         return self.mask.shape[0]
 
     @classmethod
-    def prefill(cls, model, caches: PrefixCaches, leaves: list[Node], repeats: int) -> KVBatch:
-        """The rows of these prompts, each repeated `repeats` times: their runs prefilled, their caches left-padded."""
+    def prefill(cls, model, caches: PrefixCaches, leaves: list[Node], repeats: int, share: bool) -> KVBatch:
+        """The rows of these prompts, each repeated `repeats` times: their runs prefilled, their caches laid out.
+
+        With `share`, a prompt's n samples share its whole prompt as a context, and (n = 1) consecutive
+        prompts with the same parent run share that run's chain; everything else is a row's own.
+        """
         logits = caches.prefill(leaves)
-        width, device = max(leaf.end for leaf in leaves), model.device
-        mask = torch.zeros(len(leaves), width, dtype=torch.long, device=device)
+        device = model.device
+        contexts, row_context, shared_lengths, key = [], [], [], None
         for r, leaf in enumerate(leaves):
-            mask[r, width - leaf.end :] = 1
-        contexts = [caches.context(leaf) for leaf in leaves]
+            shared = leaf if repeats > 1 else leaf.parent
+            together = repeats > 1 or (shared is not None and any(other.parent is shared for other in leaves[max(0, r - 1) : r + 2] if other is not leaf))
+            if not (share and together):
+                row_context.append(-1)
+                shared_lengths.append(0)
+                continue
+            if shared is not key:
+                contexts.append([(k[0], v[0]) for k, v in concat_kv([node.kv for node in shared.chain()])])
+                key = shared
+            row_context.append(len(contexts) - 1)
+            shared_lengths.append(shared.end)
+        own = [concat_kv([node.kv for node in leaf.chain() if node.start >= start]) if leaf.end > start else None for leaf, start in zip(leaves, shared_lengths)]
+        width = max(leaf.end - start for leaf, start in zip(leaves, shared_lengths))
+        mask = torch.zeros(len(leaves), width, dtype=torch.long, device=device)
+        for r, (leaf, start) in enumerate(zip(leaves, shared_lengths)):
+            mask[r, width - (leaf.end - start) :] = 1
+        empty = [(k[:, :, :0], v[:, :, :0]) for k, v in leaves[0].chain()[0].kv]
         layers = [
-            (torch.cat([_pad_left(c[i][0], width, dim=2) for c in contexts]), torch.cat([_pad_left(c[i][1], width, dim=2) for c in contexts]))
-            for i in range(len(contexts[0]))
+            (torch.cat([_pad_left((c or empty)[i][0], width, dim=2) for c in own]), torch.cat([_pad_left((c or empty)[i][1], width, dim=2) for c in own]))
+            for i in range(len(empty))
         ]  # fmt: skip
-        del contexts
+        del own
+        for leaf in leaves:
+            caches.release(leaf)
         positions = torch.tensor([leaf.end for leaf in leaves], device=device)
-        batch = cls(growing_cache(layers), mask, positions, logits)
+        batch = cls(growing_cache(layers), mask, positions, logits, contexts, torch.tensor(row_context, device=device))
         if repeats > 1:
             batch.select(torch.arange(len(leaves), device=device).repeat_interleave(repeats))
         return batch
@@ -261,25 +287,32 @@ class KVBatch:
     def forward(self, model, tokens: torch.Tensor) -> None:
         """Feed each row its next token; the logits become the following step's."""
         self.mask = torch.cat([self.mask, self.mask.new_ones(self.rows, 1)], dim=1)
+        shared = {"shared_contexts": SharedContexts(self.contexts, self._spans)} if self._spans else {}
         out = model(
             input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.positions[:, None],
-            cache=self.cache, use_cache=True,
+            cache=self.cache, use_cache=True, **shared,
         )  # fmt: skip
         self.positions = self.positions + 1
         self.logits = out.logits[:, -1].float()
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep (or repeat) only these rows, then drop the leading columns that no row attends to any more."""
+        """Keep (or repeat) only these rows, then drop the columns and contexts that no row attends to any more."""
         self.cache.batch_select_indices(rows)
         self.mask, self.positions, self.logits = self.mask[rows], self.positions[rows], self.logits[rows]
-        unused = int(self.mask.any(0).int().argmax()) if self.rows else 0
+        unused = int(self.mask.any(0).int().argmax()) if self.rows and self.mask.shape[1] else 0
         if unused:
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
             self.mask = self.mask[:, unused:]
+        kept = self.row_context[rows]
+        used = sorted(set(kept.tolist()) - {-1})
+        renumber = torch.full((len(self.contexts) + 1,), -1, dtype=torch.long, device=kept.device)
+        renumber[torch.tensor(used, dtype=torch.long, device=kept.device)] = torch.arange(len(used), device=kept.device)
+        self.contexts, self.row_context = [self.contexts[c] for c in used], renumber[kept]  # -1 indexes the last entry: -1
+        self._spans = _spans(self.row_context)
 
     def join(self, other: KVBatch) -> None:
-        """Append the rows of `other`, left-padding whichever has fewer columns."""
+        """Append the rows of `other`, left-padding whichever has fewer own columns."""
         width = max(self.mask.shape[1], other.mask.shape[1])
         for mine, theirs in zip(self.cache.layers, other.cache.layers):
             mine.keys = torch.cat([_pad_left(mine.keys, width, dim=2), _pad_left(theirs.keys, width, dim=2)])
@@ -287,6 +320,20 @@ class KVBatch:
         self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(other.mask, width, dim=1)])
         self.positions = torch.cat([self.positions, other.positions])
         self.logits = torch.cat([self.logits, other.logits])
+        offset = torch.where(other.row_context >= 0, len(self.contexts), 0)
+        self.contexts, self.row_context = self.contexts + other.contexts, torch.cat([self.row_context, other.row_context + offset])
+        self._spans = _spans(self.row_context)
+
+
+def _spans(row_context: torch.Tensor) -> list[tuple[int, int, int]]:
+    """(context, first row, end row) for each run of consecutive rows under one shared context."""
+    spans, first = [], 0
+    contexts, counts = torch.unique_consecutive(row_context, return_counts=True)
+    for context, count in zip(contexts.tolist(), counts.tolist()):
+        if context >= 0:
+            spans.append((context, first, first + count))
+        first += count
+    return spans
 
 
 def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ from codelutra.generation.prefix_cache import (
     plan_prefix_tree,
     supports_shared_prefix,
 )
+from codelutra.generation.shared_attention import shared_context_attention_on
 from codelutra.generation.types import Messages, Sampled, SamplingParams, render_prompt
 
 # transformers' default top-k, which `generate` applies when sampling unless told otherwise; both paths pass
@@ -90,8 +91,10 @@ def generate(
     if shared_prefix and not supports_shared_prefix(model):
         warnings.warn(f"{type(model).__name__}: cache or attention unfit for shared-prefix reuse; sampling with plain generate", stacklevel=2)
         shared_prefix = False
-    run = _generate_shared if shared_prefix else _generate_plain
-    return run(model, tokenizer, texts, answer_prefix, params, progress)
+    if not shared_prefix:
+        return _generate_plain(model, tokenizer, texts, answer_prefix, params, progress)
+    with shared_context_attention_on(model) as share:
+        return _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, share)
 
 
 @dataclass
@@ -106,8 +109,11 @@ class _Row:
     budget_spent: bool = False  # it ran to max_new_tokens
 
 
-def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress) -> list[list[Sampled]]:
+def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, share: bool) -> list[list[Sampled]]:
     """The shared-prefix path: prefill shared runs once (prefix_cache), decode with rows joining and leaving.
+
+    With `share`, rows that share a context read it once per step (`shared_attention`); otherwise each row
+    holds its whole context.
 
     With `keep_logprobs`, each step's logits are scored as they come (log-softmax, the sampled token and
     end-of-turn gathered) and released: no step's full-vocabulary tensor outlives the step. An answer that
@@ -129,7 +135,7 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress) -
         free = params.batch_size - len(rows)
         if queue and (not rows or free >= admit_at):
             admitted = [queue.popleft() for _ in range(min(len(queue), max(1, free // n)))]
-            joining = KVBatch.prefill(model, caches, [leaves[i] for i in admitted], n)
+            joining = KVBatch.prefill(model, caches, [leaves[i] for i in admitted], n, share)
             rows += [_Row(i, j) for i in admitted for j in range(n)]
             if batch is None or batch.rows == 0:
                 batch = joining
