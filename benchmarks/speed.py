@@ -199,11 +199,12 @@ def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
 # Shared-prefix sampling against plain generate
 
 # Problems: the training pool's, database after database (`_train_tasks`), as a batch of the loop holds them;
-# n = 8 takes a quarter of them. Full: n = 1 fills the default 64-sequence batch once, n = 8 twice.
-# max_new_tokens: the project's default, shorter when quick.
+# n = 8 takes a twelfth of them. Full: n = 1 fills the 64-sequence batch three times, as a sampling stage does
+# (the default run samples 240 problems), and n = 8 twice (16 x 8 rows). max_new_tokens: the project's
+# default, shorter when quick.
 SHARED_SAMPLING_SIZES = {
-    "full": {"problems": 64, "max_new_tokens": 64},
-    "quick": {"problems": 8, "max_new_tokens": 32},
+    "full": {"problems": 192, "max_new_tokens": 64},
+    "quick": {"problems": 24, "max_new_tokens": 32},
 }
 
 
@@ -247,7 +248,7 @@ def measure_shared_sampling(model: str, task_set: str, sizes: dict) -> list[dict
     """
     matmul = measure(matmul_stage, preload=("torch",))["value"]
     rows = []
-    for n, problems in ((1, sizes["problems"]), (8, max(1, sizes["problems"] // 4))):
+    for n, problems in ((1, sizes["problems"]), (8, max(1, sizes["problems"] // 12))):
         plain_rate = None
         for shared in (False, True):
             label = f"{'shared-prefix sampler' if shared else 'plain generate'}, {problems} problems x {n}"
