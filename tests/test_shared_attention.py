@@ -48,6 +48,21 @@ def test_equals_sdpa_over_each_rows_whole_context():
         shared_context_attention(_Layer, torch.randn(rows, heads, 2, size), keys, values, None, shared_contexts=shared)
 
 
+def test_the_cpu_kernel_and_the_plain_products_agree():
+    """The fused CPU kernel is an internal torch op (`CPU_ATTENTION_KERNEL`): pinned here to the plain formula."""
+    from codelutra.generation import shared_attention
+
+    assert shared_attention.CPU_ATTENTION_KERNEL == "aten::_scaled_dot_product_flash_attention_for_cpu"
+    torch.manual_seed(1)
+    queries, keys, values = torch.randn(3, 2, 4, 8), torch.randn(3, 2, 9, 8), torch.randn(3, 2, 9, 8)
+    mask = torch.zeros(3, 1, 1, 9).masked_fill(torch.arange(9) < torch.tensor([0, 4, 8])[:, None, None, None], float("-inf"))
+    for allowed in (None, mask):
+        fused = shared_attention._attend_cpu(queries, keys, values, 0.35, allowed)
+        plain = shared_attention._attend_plain(queries, keys, values, 0.35, allowed)
+        for a, b in zip(fused, plain, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
 def _spans_seen(monkeypatch) -> list[list[tuple[int, int, int]]]:
     seen, real_forward = [], KVBatch.forward
     monkeypatch.setattr(KVBatch, "forward", lambda self, model, tokens: seen.append(list(self._spans)) or real_forward(self, model, tokens))

@@ -7,9 +7,11 @@ deepest shared run are a leaf of that tree. `PrefixCaches.prefill` computes the 
 packed into batch-1 forward passes whose 4-D attention mask lets every token see only its own ancestors
 (and positions that continue from its parent's), so no token is padded and none computed twice.
 
-A decode batch (`KVBatch`) then holds one row per sample, laid out as [left padding][its prompt][its
-generated tokens], with an attention mask that hides the padding and position ids that count only the
-row's own tokens: the model sees exactly the tokens and positions of a plain forward pass over the row.
+A decode batch (`KVBatch`) then holds one row per sample. The context that rows share (a prompt's, for its
+n samples; a database's schema run, for its problems) is kept once and read once per step for all of them
+(`shared_attention`); each row's cache holds the rest, laid out as [left padding][the rest of its prompt][its
+generated tokens], with an attention mask that hides the padding and position ids that count the row's
+whole context: the model sees exactly the tokens and positions of a plain forward pass over the row.
 Padded keys and values are zeros and masked, so they get exactly zero attention weight. Its cache layers
 (`GrowingLayer`) write each step's token into room kept at their end instead of copying the cache. Only caches made
 of plain full-attention layers (`DynamicLayer`) can be laid out this way, under an attention that takes
@@ -253,14 +255,12 @@ class KVBatch:
         logits = caches.prefill(leaves)
         device = model.device
         contexts, row_context, shared_lengths, key = [], [], [], None
-        for r, leaf in enumerate(leaves):
-            shared = leaf if repeats > 1 else leaf.parent
-            together = repeats > 1 or (shared is not None and any(other.parent is shared for other in leaves[max(0, r - 1) : r + 2] if other is not leaf))
-            if not (share and together):
+        for leaf, shared in zip(leaves, _shared_contexts(leaves, repeats) if share else [None] * len(leaves)):
+            if shared is None:
                 row_context.append(-1)
                 shared_lengths.append(0)
                 continue
-            if shared is not key:
+            if shared is not key:  # rows under one node are consecutive (the plan's order): one context each run
                 contexts.append([(k[0], v[0]) for k, v in concat_kv([node.kv for node in shared.chain()])])
                 key = shared
             row_context.append(len(contexts) - 1)
@@ -323,6 +323,27 @@ class KVBatch:
         offset = torch.where(other.row_context >= 0, len(self.contexts), 0)
         self.contexts, self.row_context = self.contexts + other.contexts, torch.cat([self.row_context, other.row_context + offset])
         self._spans = _spans(self.row_context)
+
+
+def _shared_contexts(leaves: list[Node], repeats: int) -> list[Node | None]:
+    """Per prompt, the node whose chain its rows share as a context, or None.
+
+    With n > 1 samples, a prompt's whole chain. With n = 1, the ancestor that spares the most reads,
+    (other prompts under it here) x (its chain's length): a database's schema run rather than a question's
+    few shared words below it, which would split the rows into many short contexts.
+    """
+    if repeats > 1:
+        return list(leaves)
+    below: dict[Node, int] = {}
+    for leaf in leaves:
+        for node in leaf.chain()[:-1]:
+            below[node] = below.get(node, 0) + 1
+    chosen = []
+    for leaf in leaves:
+        spared = {node: (below[node] - 1) * node.end for node in leaf.chain()[:-1]}
+        best = max(spared, key=spared.get, default=None)
+        chosen.append(best if best is not None and spared[best] > 0 else None)
+    return chosen
 
 
 def _spans(row_context: torch.Tensor) -> list[tuple[int, int, int]]:

@@ -47,31 +47,48 @@ def shared_context_attention(module, query, key, value, attention_mask, scaling=
     scaling = size**-0.5 if scaling is None else scaling
     queries = query.view(rows, kv_heads, heads // kv_heads, size)  # GQA: query head h reads key/value head h // groups
     allowed = None if attention_mask is None else attention_mask[:, :, -1:, :]  # SDPA's (rows, 1, 1, own tokens)
-    own = _attend(queries, key, value, scaling, allowed)
+    own_lse, own = _attend(queries, key, value, scaling, allowed)
 
-    shared_top = own[0].new_full(own[0].shape, float("-inf"))  # rows under no context: weight 0
-    shared_total, shared_sum = own[1].new_zeros(own[1].shape), own[2].new_zeros(own[2].shape)
+    shared_lse = own_lse.new_full(own_lse.shape, float("-inf"))  # rows under no context: weight 0
+    shared = own.new_zeros(own.shape)
     for c, first, last in shared_contexts.spans:
         keys, values = shared_contexts.contexts[c][module.layer_idx]
-        group = queries[first:last].transpose(0, 1).reshape(kv_heads, -1, size)  # the span's queries per key/value head
-        top, total, weighted = (t.view(kv_heads, last - first, -1, t.shape[-1]).transpose(0, 1) for t in _attend(group, keys, values, scaling))
-        shared_top[first:last], shared_total[first:last], shared_sum[first:last] = top, total, weighted
+        group = queries[first:last].transpose(0, 1).reshape(1, kv_heads, -1, size)  # the span's queries per key/value head
+        lse, out = _attend(group, keys[None], values[None], scaling)
+        shared_lse[first:last] = lse.view(kv_heads, last - first, -1).transpose(0, 1)
+        shared[first:last] = out.view(kv_heads, last - first, -1, size).transpose(0, 1)
 
-    top = torch.maximum(own[0], shared_top)  # finite: a row always attends to its own newest token
-    own_weight, shared_weight = (own[0] - top).exp(), (shared_top - top).exp()
-    output = (own_weight * own[2] + shared_weight * shared_sum) / (own_weight * own[1] + shared_weight * shared_total)
+    top = torch.maximum(own_lse, shared_lse)  # finite: a row always attends to its own newest token
+    own_weight, shared_weight = (own_lse - top).exp()[..., None], (shared_lse - top).exp()[..., None]
+    output = (own_weight * own + shared_weight * shared) / (own_weight + shared_weight)
     return output.reshape(rows, 1, heads, size), None  # (rows, new tokens, heads, head size), as SDPA's
 
 
+# torch's fused attention kernel for CPUs, which also returns the log-sum-exp that joining two parts needs.
+# An internal op (its outputs are checked against plain attention by tests/test_shared_attention.py); on
+# other devices the plain matrix products of `_attend` do the same.
+CPU_ATTENTION_KERNEL = "aten::_scaled_dot_product_flash_attention_for_cpu"
+
+
 def _attend(queries, keys, values, scaling, allowed=None):
-    """Softmax attention left unnormalised, so that parts over other keys can be joined: (max score, sum of
-    exp(score - max), the values weighted by it); the max and sum keep a trailing 1 to broadcast."""
+    """Softmax attention of 4-D queries over keys and values; returns (log-sum-exp of the scores, output)."""
+    if allowed is not None and allowed.dtype == torch.bool:
+        allowed = torch.zeros(allowed.shape, dtype=queries.dtype, device=queries.device).masked_fill(~allowed, float("-inf"))
+    attend = _attend_cpu if queries.device.type == "cpu" else _attend_plain
+    return attend(queries, keys, values, scaling, allowed)
+
+
+def _attend_cpu(queries, keys, values, scaling, allowed):
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(queries, keys, values, 0.0, False, attn_mask=allowed, scale=scaling)
+    return lse, out
+
+
+def _attend_plain(queries, keys, values, scaling, allowed):
     scores = queries @ keys.transpose(-1, -2) * scaling
     if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf")) if allowed.dtype == torch.bool else scores + allowed
-    top = scores.amax(-1, keepdim=True)
-    weights = (scores - top).exp()
-    return top, weights.sum(-1, keepdim=True), weights @ values
+        scores = scores + allowed
+    lse = scores.logsumexp(-1)
+    return lse, (scores - lse[..., None]).exp() @ values
 
 
 AttentionInterface.register(NAME, shared_context_attention)
