@@ -63,6 +63,20 @@ def test_the_cpu_kernel_and_the_plain_products_agree():
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
+def test_n_1_rows_share_the_ancestor_that_spares_the_most_reads():
+    """Four problems of one schema, two of which share a longer question start: all four share the schema."""
+    from codelutra.generation.prefix_cache import _shared_contexts, plan_prefix_tree
+
+    template, schema, start = list(range(100, 120)), list(range(200, 300)), list(range(300, 340))
+    prompts = [template + schema + start + [1], template + schema + start + [2], template + schema + [3], template + schema + [4], [999] * 50]
+    order, leaves = plan_prefix_tree(prompts)
+    chosen = _shared_contexts([leaves[i] for i in order], repeats=1)
+    schema_node = leaves[2].parent
+    assert schema_node.tokens == template + schema and leaves[0].parent.tokens == start
+    assert chosen == [schema_node] * 4 + [None], "the schema (3 x 120 reads spared) over the question start (1 x 160)"
+    assert _shared_contexts(leaves, repeats=3) == leaves, "n > 1: each prompt's samples share the whole prompt"
+
+
 def _spans_seen(monkeypatch) -> list[list[tuple[int, int, int]]]:
     seen, real_forward = [], KVBatch.forward
     monkeypatch.setattr(KVBatch, "forward", lambda self, model, tokens: seen.append(list(self._spans)) or real_forward(self, model, tokens))
