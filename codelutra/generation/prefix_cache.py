@@ -249,8 +249,8 @@ class KVBatch:
     def prefill(cls, model, caches: PrefixCaches, leaves: list[Node], repeats: int, share: bool) -> KVBatch:
         """The rows of these prompts, each repeated `repeats` times: their runs prefilled, their caches laid out.
 
-        With `share`, a prompt's n samples share its whole prompt as a context, and (n = 1) consecutive
-        prompts with the same parent run share that run's chain; everything else is a row's own.
+        With `share`, rows share the contexts `_shared_contexts` picks (n > 1: a prompt's whole chain; n = 1:
+        the ancestor that spares the most reads); everything else is a row's own.
         """
         logits = caches.prefill(leaves)
         device = model.device
