@@ -200,7 +200,7 @@ def measure_sampling(model: str, sizes: dict) -> tuple[list[dict], list[dict]]:
 
 # Problems: the training pool's, database after database (`_train_tasks`), as a batch of the loop holds them;
 # n = 8 takes a twelfth of them. Full: n = 1 fills the 64-sequence batch three times, as a sampling stage does
-# (the default run samples 240 problems), and n = 8 twice (16 x 8 rows). max_new_tokens: the project's
+# (the default run samples 480 problems), and n = 8 twice (16 x 8 rows). max_new_tokens: the project's
 # default, shorter when quick.
 SHARED_SAMPLING_SIZES = {
     "full": {"problems": 192, "max_new_tokens": 64},
