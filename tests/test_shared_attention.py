@@ -52,7 +52,7 @@ def test_the_cpu_kernel_and_the_plain_products_agree():
     """The fused CPU kernel is an internal torch op (`CPU_ATTENTION_KERNEL`): pinned here to the plain formula."""
     from codelutra.generation import shared_attention
 
-    assert shared_attention.CPU_ATTENTION_KERNEL == "aten::_scaled_dot_product_flash_attention_for_cpu"
+    assert shared_attention.CPU_ATTENTION_KERNEL._qualified_op_name == "aten::_scaled_dot_product_flash_attention_for_cpu"
     torch.manual_seed(1)
     queries, keys, values = torch.randn(3, 2, 4, 8), torch.randn(3, 2, 9, 8), torch.randn(3, 2, 9, 8)
     mask = torch.zeros(3, 1, 1, 9).masked_fill(torch.arange(9) < torch.tensor([0, 4, 8])[:, None, None, None], float("-inf"))

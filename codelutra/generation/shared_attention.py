@@ -25,14 +25,14 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "codelutra_shared_context"
 
-KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer, keys and values of shape (key/value heads, tokens, head size)
+ContextKV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer, keys and values of shape (key/value heads, tokens, head size)
 
 
 @dataclass
 class SharedContexts:
     """The contexts of a decode step: `contexts[c]` per layer, and `spans`, each (c, first row, end row)."""
 
-    contexts: list[KV]
+    contexts: list[ContextKV]
     spans: list[tuple[int, int, int]]
 
 
@@ -67,7 +67,7 @@ def shared_context_attention(module, query, key, value, attention_mask, scaling=
 # torch's fused attention kernel for CPUs, which also returns the log-sum-exp that joining two parts needs.
 # An internal op (its outputs are checked against plain attention by tests/test_shared_attention.py); on
 # other devices the plain matrix products of `_attend` do the same.
-CPU_ATTENTION_KERNEL = "aten::_scaled_dot_product_flash_attention_for_cpu"
+CPU_ATTENTION_KERNEL = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
 
 def _attend(queries, keys, values, scaling, allowed=None):
@@ -79,7 +79,7 @@ def _attend(queries, keys, values, scaling, allowed=None):
 
 
 def _attend_cpu(queries, keys, values, scaling, allowed):
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(queries, keys, values, 0.0, False, attn_mask=allowed, scale=scaling)
+    out, lse = CPU_ATTENTION_KERNEL(queries, keys, values, 0.0, False, attn_mask=allowed, scale=scaling)
     return lse, out
 
 
