@@ -3,11 +3,13 @@
 Measured side by side in one run, each stage in a fresh child process so that its time and peak
 memory are its own:
 
-* sampling: generated tokens per second at several batch sizes (`generate`, the project's sampler);
+* sampling: generated tokens per second at several batch sizes (`generate`, the project's sampler, as the
+  sampling stage runs it);
 * shared-prefix sampling: the sampler's tokens/s against plain `model.generate` on the same prompts,
-  n = 1 and n = 8, each row with its achieved GFLOP/s beside a plain matmul's, and the plain row with
-  its prefill alone timed (the same batches, one new token): the ratio that a path computing no prompt
-  token at all, but decoding as `generate` does, would reach;
+  n = 1 and n = 8, and against plain `generate` with the linear layers packed as the sampler's (so the
+  two gains, token sharing and the kernel, stand apart); each row with its achieved GFLOP/s beside a
+  plain matmul's, and the plain row with its prefill alone timed (the same batches, one new token): the
+  ratio that a path computing no prompt token at all, but decoding as `generate` does, would reach;
 * verification: candidates judged per second by the project's sandbox (`verify_sql`: a pool of
   worker processes, read-only databases kept open, time limits, each distinct query run once)
   against a serial loop with the same safety (one sandbox per candidate, one after the other), and
@@ -32,6 +34,7 @@ Usage: python benchmarks/speed.py [--quick] [--tasks builtin|spider] [--model M]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import shutil
@@ -158,7 +161,9 @@ def _stages(text: str) -> list[str]:
 
 
 def sample_stage(model_path: str, task_set: str, problems: int, samples: int, batch_size: int) -> dict:
-    """Sample with the project's defaults (temperature, top_p, max_new_tokens); time the generation only."""
+    """Sample with the project's defaults (temperature, top_p, max_new_tokens) and, as the sampling stage's
+    backend does, packed linear layers; time the generation only."""
+    from codelutra.generation.packed_linear import packed_linear_layers
     from codelutra.generation.sampler import generate
     from codelutra.loop.stages import sample_row
     from codelutra.models import load_model, load_tokenizer
@@ -173,10 +178,11 @@ def sample_stage(model_path: str, task_set: str, problems: int, samples: int, ba
         batch_size=batch_size, seed=0, keep_logprobs=True,
     )  # fmt: skip
     run = functools.partial(generate, model, tokenizer, answer_prefix=prefix, params=params)
-    run(messages[:1])  # warm-up: first-call costs are not throughput
-    start = time.perf_counter()
-    completions = run(messages)
-    seconds = time.perf_counter() - start
+    with packed_linear_layers(model):
+        run(messages[:1])  # warm-up: first-call costs are not throughput
+        start = time.perf_counter()
+        completions = run(messages)
+        seconds = time.perf_counter() - start
     tokens = sum(len(c.token_ids) for row in completions for c in row)
     samples = [sample_row(t.id, row) for t, row in zip(tasks, completions)]
     return {"samples": samples, "tokens": tokens, "seconds": seconds}
@@ -208,8 +214,12 @@ SHARED_SAMPLING_SIZES = {
 }
 
 
-def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int, max_new_tokens: int, shared_prefix: bool) -> dict:
-    """Sample with the task set's temperature, top_p and batch size; time the generation and count the tokens computed."""
+def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int, max_new_tokens: int, shared_prefix: bool, packed: bool) -> dict:
+    """Sample with the task set's temperature, top_p and batch size; time the generation and count the tokens computed.
+
+    `packed`: with the linear layers packed as the sampling stage's backend packs them (`packed_linear`).
+    """
+    from codelutra.generation.packed_linear import packed_linear_layers
     from codelutra.generation.sampler import generate
     from codelutra.models import load_model, load_tokenizer
 
@@ -219,41 +229,51 @@ def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int,
     messages = [SQL.messages(task, prompt) for task in tasks]
     params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=max_new_tokens, batch_size=s.batch_size, seed=0, keep_logprobs=True)
     run = functools.partial(generate, model, tokenizer, answer_prefix=SQL.answer_prefix(prompt), params=params, shared_prefix=shared_prefix)
-    run(messages[:1])  # warm-up: first-call costs are not throughput
     computed, forward = [0], model.forward
 
     def counting_forward(*args, **kwargs):  # every token a forward pass is given, padding included
         computed[0] += kwargs["input_ids"].numel()
         return forward(*args, **kwargs)
 
-    model.forward = counting_forward
-    start = time.perf_counter()
-    completions = run(messages)
-    seconds = time.perf_counter() - start
-    tokens = sum(len(c.token_ids) for row in completions for c in row)
-    out = {"tokens": tokens, "seconds": seconds, "computed": computed[0], "parameters": sum(p.numel() for p in model.parameters())}
-    if not shared_prefix:  # the same batches, prompts only: what a path that computed no prompt token would save at most
-        model.forward = forward
+    with packed_linear_layers(model) if packed else contextlib.nullcontext():
+        run(messages[:1])  # warm-up: first-call costs are not throughput
+        model.forward = counting_forward
         start = time.perf_counter()
-        run(messages, params=dataclasses.replace(params, max_new_tokens=1, keep_logprobs=False))
-        out["prefill_seconds"] = time.perf_counter() - start
-    return out
+        completions = run(messages)
+        seconds = time.perf_counter() - start
+        model.forward = forward
+        out = {"seconds": seconds, "computed": computed[0], "parameters": sum(p.numel() for p in model.parameters())}
+        if not shared_prefix and not packed:  # the same batches, prompts only: what computing no prompt token would save at most
+            start = time.perf_counter()
+            run(messages, params=dataclasses.replace(params, max_new_tokens=1, keep_logprobs=False))
+            out["prefill_seconds"] = time.perf_counter() - start
+    return {**out, "tokens": sum(len(c.token_ids) for row in completions for c in row)}
+
+
+# The rows of each n: (label, shared_prefix, packed). The first is the baseline of the ratios; the second
+# holds the linear layers' kernel as the sampler has it, so that the third's gain over it is token sharing's.
+SHARED_SAMPLING_VARIANTS = (
+    ("plain generate", False, False),
+    ("plain generate, packed linear layers", False, True),
+    ("shared-prefix sampler", True, True),
+)
 
 
 def measure_shared_sampling(model: str, task_set: str, sizes: dict) -> list[dict]:
     """Tokens/s of plain generate and of the shared-prefix sampler on the same prompts, n = 1 and n = 8.
 
     Each row's note gives its achieved GFLOP/s (forward FLOPs taken as 2 x parameters x tokens computed,
-    padding included) beside the plain matmul's.
+    padding included) beside the plain matmul's; the sampler's, its ratio to plain generate with the
+    same packed layers.
     """
     matmul = measure(matmul_stage, preload=("torch",))["value"]
     rows = []
     for n, problems in ((1, sizes["problems"]), (8, max(1, sizes["problems"] // 12))):
-        plain_rate = None
-        for shared in (False, True):
-            label = f"{'shared-prefix sampler' if shared else 'plain generate'}, {problems} problems x {n}"
+        rates = {}
+        for variant, shared, packed in SHARED_SAMPLING_VARIANTS:
+            label = f"{variant}, {problems} problems x {n}"
             console.print(f"speed: sampling, {label}")
-            m = measure(shared_sampling_stage, model, task_set, problems, n, sizes["max_new_tokens"], shared, preload=LIBRARIES)
+            m = measure(shared_sampling_stage, model, task_set, problems, n, sizes["max_new_tokens"], shared, packed, preload=LIBRARIES)
             out = m["value"]
             gflops = forward_gflops(out["parameters"], out["computed"], out["seconds"])
             note = f"{out['computed']} tokens computed; {gflops:.3g} GFLOP/s, fp32 matmul {matmul:.3g} GFLOP/s"
@@ -261,8 +281,10 @@ def measure_shared_sampling(model: str, task_set: str, sizes: dict) -> list[dict
                 decode = out["seconds"] - out["prefill_seconds"]
                 note += f"; its prefill alone {out['prefill_seconds']:.3g} s: with a free prefill and its decoding, {out['seconds'] / decode:.3g}x"
             row = result_row(label, out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, note)
-            plain_rate = plain_rate or row["rate"]
-            rows.append({**row, "ratio": significant(row["rate"] / plain_rate), "n": n})
+            rates[(shared, packed)] = row["rate"]
+            if shared:
+                row["note"] += f"; {row['rate'] / rates[(False, True)]:.3g}x plain generate with packed layers"
+            rows.append({**row, "ratio": significant(row["rate"] / rates[(False, False)]), "n": n})
     return rows
 
 

@@ -89,8 +89,12 @@ def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
         for row in rows:
             assert row["seconds"] > 0 and row["rate"] > 0 and row["peak_rss_mb"] > 0
             assert row["peak_rss_with_workers_mb"] >= row["peak_rss_mb"]
-    plain = [row for row in sections["shared_sampling"] if row["variant"].startswith("plain")]
-    assert len(plain) == 2 and all("its prefill alone" in row["note"] for row in plain)
+    variants = [row["variant"].split(",")[0] for row in sections["shared_sampling"]]
+    assert variants == ["plain generate", "plain generate", "shared-prefix sampler"] * 2  # n = 1, then n = 8
+    plain, packed, shared = (sections["shared_sampling"][i::3] for i in range(3))
+    assert all("its prefill alone" in row["note"] for row in plain) and not any("prefill alone" in row["note"] for row in packed)
+    assert all("packed linear layers" in row["variant"] for row in packed)
+    assert all("x plain generate with packed layers" in row["note"] for row in shared)
 
 
 def test_speed_trains_on_spider_prompts_one_database_after_another(tmp_path, tiny_model_dir):
