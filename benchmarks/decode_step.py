@@ -7,9 +7,13 @@ Two parts the sampler replaced, each timed side by side on the same inputs:
   `codelutra.generation.sampler.sampling_distribution` and a draw over the top-k;
 * one forward step of the model (the embedded default unless `--model`) over 32 rows with 200 cached tokens: transformers' `DynamicCache`
   (each step concatenated onto the whole cache) against `codelutra.generation.prefix_cache.growing_cache`
-  (written in place); the logits of the two are checked to be equal.
+  (written in place); the logits of the two are checked to be equal;
+* the same step's linear layers: plain `nn.Linear` against the weights packed once for oneDNN
+  (`codelutra.generation.packed_linear`, as the sampling backend runs them), both on the growing cache;
+  the logits are checked to agree within float32 rounding.
 
-Usage: python benchmarks/decode_step.py [--model PATH] [--rows 32] [--context 200] [--repeats 10] [--results DIR]
+Usage: python benchmarks/decode_step.py [--model PATH] [--rows 32] [--context 200] [--repeats 10] [--results DIR] [--tag T]
+(results: DIR/decode-step[-T].{json,md})
 """
 
 from __future__ import annotations
@@ -44,10 +48,12 @@ def token_choice(rows: int, vocabulary: int, repeats: int) -> tuple[float, float
     return plain, per_call_ms(lambda: choose(logits), repeats)
 
 
-def forward_step(model, rows: int, context: int, repeats: int) -> tuple[float, float]:
+def forward_step(model, rows: int, context: int, repeats: int) -> tuple[float, float, float]:
+    """ms per step: DynamicCache, the growing cache, the growing cache with packed linear layers."""
     import torch
     from transformers import DynamicCache
 
+    from codelutra.generation.packed_linear import packed_linear_layers
     from codelutra.generation.prefix_cache import growing_cache
 
     model.eval()
@@ -56,20 +62,26 @@ def forward_step(model, rows: int, context: int, repeats: int) -> tuple[float, f
     tokens = torch.randint(0, vocabulary, (repeats + 1, rows, 1))
     with torch.inference_mode():
         kv = [(layer.keys.clone(), layer.values.clone()) for layer in model(input_ids=torch.randint(0, vocabulary, (rows, context)), use_cache=True).past_key_values.layers]
-        timings, logits = [], []
-        for make in (lambda: DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in kv], config=model.config), lambda: growing_cache([(k.clone(), v.clone()) for k, v in kv])):
-            cache, mask, steps = make(), torch.ones(rows, context, dtype=torch.long), []
+
+        def steps(cache) -> tuple[float, torch.Tensor]:
+            mask, seconds, logits = torch.ones(rows, context, dtype=torch.long), [], []
             for step in range(repeats + 1):
                 mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
                 start = time.perf_counter()
                 out = model(input_ids=tokens[step], attention_mask=mask, position_ids=torch.full((rows, 1), context + step), cache=cache, use_cache=True)
-                steps.append(time.perf_counter() - start)
+                seconds.append(time.perf_counter() - start)
                 logits.append(out.logits[:, -1])
-            timings.append(1000 * sum(steps[1:]) / repeats)  # the first step is a warm-up
-        half = len(logits) // 2
-        if not torch.equal(torch.stack(logits[:half]), torch.stack(logits[half:])):
-            raise SystemExit("decode_step: the growing cache's logits differ from DynamicCache's")
-    return timings[0], timings[1]
+            return 1000 * sum(seconds[1:]) / repeats, torch.stack(logits)  # the first step is a warm-up
+
+        dynamic_ms, dynamic = steps(DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in kv], config=model.config))
+        growing_ms, growing = steps(growing_cache([(k.clone(), v.clone()) for k, v in kv]))
+        with packed_linear_layers(model):
+            packed_ms, packed = steps(growing_cache([(k.clone(), v.clone()) for k, v in kv]))
+    if not torch.equal(dynamic, growing):
+        raise SystemExit("decode_step: the growing cache's logits differ from DynamicCache's")
+    if not torch.allclose(packed, growing, rtol=1e-4, atol=1e-4):
+        raise SystemExit("decode_step: the packed linear layers' logits differ from the plain layers'")
+    return dynamic_ms, growing_ms, packed_ms
 
 
 def main() -> int:
@@ -79,6 +91,7 @@ def main() -> int:
     parser.add_argument("--context", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--tag", help="results go to decode-step-TAG.{json,md}")
     args = parser.parse_args()
     from codelutra.models import EMBEDDED_DEFAULT, load_model, resolve_model
 
@@ -88,6 +101,7 @@ def main() -> int:
     rows = [
         {"part": "next-token choice", "plain": "transformers' warpers, full-vocabulary draw", "project": "sampling_distribution, top-k draw", "plain_ms": round(choice[0], 1), "project_ms": round(choice[1], 1)},
         {"part": "forward step", "plain": "DynamicCache (concatenated)", "project": "growing_cache (in place)", "plain_ms": round(step[0], 1), "project_ms": round(step[1], 1)},
+        {"part": "forward step's linear layers", "plain": "nn.Linear", "project": "packed_linear_layers (oneDNN)", "plain_ms": round(step[1], 1), "project_ms": round(step[2], 1)},
     ]  # fmt: skip
     result = {"benchmark": "decode_step", **provenance(), "model": args.model or EMBEDDED_DEFAULT, "rows_decoded": args.rows, "context": args.context, "repeats": args.repeats, "parts": rows}
     lines = ["# One decode step, part by part", "", provenance_markdown(result), f"{args.rows} rows, {args.context} cached tokens, mean of {args.repeats} calls.", ""]
@@ -95,7 +109,7 @@ def main() -> int:
     lines += [f"| {r['part']} | {r['plain']} | {r['plain_ms']} | {r['project']} | {r['project_ms']} |" for r in rows] + [""]
     for r in rows:
         print(f"{r['part']}: {r['plain']} {r['plain_ms']} ms, {r['project']} {r['project_ms']} ms")
-    for path in write_results(Path(args.results), "decode-step", result, "\n".join(lines)):
+    for path in write_results(Path(args.results), "decode-step" + (f"-{args.tag}" if args.tag else ""), result, "\n".join(lines)):
         print(f"wrote {path}")
     return 0
 

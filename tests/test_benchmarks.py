@@ -153,7 +153,7 @@ def test_default_run_compares_two_commits(tmp_path, tiny_model_dir):
     assert not (tmp_path / "scratch" / "before").exists(), "the checkouts are removed after the runs"
 
 
-def test_decode_step_times_both_parts_and_checks_the_caches_agree(tmp_path, tiny_model_dir):
+def test_decode_step_times_each_part_and_checks_the_logits_agree(tmp_path, tiny_model_dir):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     args = ["--model", tiny_model_dir, "--rows", "3", "--context", "8", "--repeats", "2", "--results", str(tmp_path)]
     done = subprocess.run(
@@ -162,7 +162,7 @@ def test_decode_step_times_both_parts_and_checks_the_caches_agree(tmp_path, tiny
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads((tmp_path / "decode-step.json").read_text())
     assert PROVENANCE <= result.keys() and result["model"] == tiny_model_dir
-    assert [part["part"] for part in result["parts"]] == ["next-token choice", "forward step"]
+    assert [part["part"] for part in result["parts"]] == ["next-token choice", "forward step", "forward step's linear layers"]
     assert all(part["plain_ms"] > 0 and part["project_ms"] > 0 for part in result["parts"])
 
 

@@ -1,13 +1,12 @@
 """Linear layers with their weights packed once for oneDNN, for the forward-only passes on a CPU.
 
 A sampling stage runs the same weights thousands of times, a decode step over a few dozen rows each
-time. On this project's CPU the plain `torch.nn.functional.linear` (MKL) does that shape badly: SmolLM2's
-output layer over 64 rows runs at about a third of the fp32 matmul's GFLOP/s, the other layers at
-about two thirds. oneDNN's linear on a weight reordered into its blocked layout once
-(what torch's own compiler does for CPU inference) is 1.3-2.7x faster per layer at the same shapes, and
-1.4x for the prefill's 512 rows (`benchmarks/speed.py`'s shared-sampling rows show what it gives a stage).
-The results are those of the same float32 products summed in another order: within float32 rounding
-of the plain layer.
+time. On this project's CPU the plain `torch.nn.functional.linear` (MKL) runs those shapes well below
+the fp32 matmul's GFLOP/s. oneDNN's linear on a weight reordered once into its blocked layout (what
+torch's own compiler does for CPU inference) runs the same products faster: `benchmarks/decode_step.py`
+times a decode step's linear layers both ways, and `benchmarks/speed.py`'s shared-sampling rows show
+what it gives a whole sampling call. The results are the same float32 products summed in another
+order: within float32 rounding of the plain layer's.
 
 Only forward-only code uses it, for as long as the weights stay as they are: a sampling backend for its
 lifetime, the reference pass before training. Both ops are torch internals (named here once, pinned by
