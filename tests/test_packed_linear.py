@@ -5,13 +5,15 @@ and every layer as it was afterwards."""
 import pytest
 import torch
 
-from codelutra.config import GenerationConfig
+from codelutra.config import GenerationConfig, TrainConfig
 from codelutra.generation import packed_linear
 from codelutra.generation.backends import open_backend
 from codelutra.generation.packed_linear import packable, packed_linear_layers
 from codelutra.generation.sampler import generate
 from codelutra.generation.types import SamplingParams
 from codelutra.models import load_model, load_tokenizer
+from codelutra.training.pairs import build_pairs
+from codelutra.training.trainer import build_trainer
 from tests.test_sampler import SAME_SCHEMA, UNRELATED, _assert_same_answers
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
@@ -79,3 +81,14 @@ def test_the_sampling_backend_runs_packed_layers_while_open(tiny_model_dir):
         assert all("forward" in m.__dict__ for m in model.modules() if type(m) is torch.nn.Linear)
         assert generate_(SAME_SCHEMA[:2], answer_prefix="```sql\n", params=SamplingParams(max_new_tokens=3))
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_the_reference_pass_runs_on_packed_layers(tiny_model_dir, tmp_path, monkeypatch):
+    """Answers with no kept log-prob get theirs from the packed trainer's reference pass, on packed layers (the
+    values themselves are checked against TRL's in tests/test_reference_logprobs.py)."""
+    real, calls = packed_linear.PACKED_LINEAR, []
+    monkeypatch.setattr(packed_linear, "PACKED_LINEAR", lambda *args: calls.append(args[0].shape) or real(*args))
+    prompt = [{"role": "user", "content": "t(a, b)\nQuestion: how many rows?"}]
+    pairs = build_pairs("p0", prompt, ["```sql\nSELECT 1\n```"], ["wrong_result"], "```sql\nSELECT count(*) FROM t\n```", max_pairs=1)
+    build_trainer(tiny_model_dir, pairs, tmp_path, TrainConfig(batch_size=1), seed=0)
+    assert calls, "the reference pass ran on the plain layers"
