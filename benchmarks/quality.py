@@ -39,8 +39,10 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+from paired import paired_difference
 from record import REPO, RESULTS, SPIDER, SPIDER_PATHS, provenance, provenance_markdown, write_results
 from rich.table import Table
 
@@ -153,60 +155,17 @@ def _arms(text: str) -> tuple[str, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--tasks",
-        choices=[*TASK_SETS, "all"],
-        help="task sets to run (default: all; quick: builtin)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="small problem counts and steps: minutes on a CPU",
-    )
-    parser.add_argument(
-        "--iterations",
-        type=int,
-        default=None,
-        help="iterations per arm (default 3; quick: 2)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=_seeds,
-        default=None,
-        help="seeds, comma-separated (default 0,1; quick: 0)",
-    )
-    parser.add_argument(
-        "--arms",
-        type=_arms,
-        default=ARMS,
-        help=f"arms to run, comma-separated (default: {','.join(ARMS)}; a knob study may run codelutra alone)",
-    )
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="model for every arm (default: the embedded default)",
-    )
-    parser.add_argument(
-        "--output",
-        default=str(REPO / "benchmarks"),
-        help="folder that runs/ goes into (default: benchmarks/)",
-    )
-    parser.add_argument(
-        "--results",
-        default=str(RESULTS),
-        help="folder for the result files (default: benchmarks/results/)",
-    )
-    parser.add_argument(
-        "--tag",
-        help="suffix of the result files and run names, e.g. a recipe: quality-builtin-TAG.md",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every arm",
-    )
+    parser.add_argument("--tasks", choices=[*TASK_SETS, "all"], help="task sets to run (default: all; quick: builtin)")
+    parser.add_argument("--quick", action="store_true", help="small problem counts and steps: minutes on a CPU")
+    parser.add_argument("--iterations", type=int, default=None, help="iterations per arm (default 3; quick: 2)")
+    parser.add_argument("--seeds", type=_seeds, default=None, help="seeds, comma-separated (default 0,1; quick: 0)")
+    arms_help = f"arms to run, comma-separated (default: {','.join(ARMS)}; a knob study may run codelutra alone)"
+    parser.add_argument("--arms", type=_arms, default=ARMS, help=arms_help)
+    parser.add_argument("--model", default=None, help="model for every arm (default: the embedded default)")
+    parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ goes into (default: benchmarks/)")
+    parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
+    parser.add_argument("--tag", help="suffix of the result files and run names, e.g. a recipe: quality-builtin-TAG.md")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every arm")
     return parser
 
 
@@ -261,6 +220,7 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
         "settings": _settings(cfg, first_run, seeds),
         "base": _base(read_json(first_run.iteration(0).eval.result), cfg.sampling.n),
         "arms": {arm: _across_seeds([per_seed[seed][arm] for seed in seeds]) for arm in args.arms},
+        "paired": {f"codelutra_minus_{b}": paired(per_seed, "codelutra", b) for b in ("sft", "dpo") if b in args.arms[1:]},
         "per_seed": {str(seed): per_seed[seed] for seed in seeds},
         "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
     }
@@ -330,11 +290,36 @@ def _iteration(row: dict, run: RunLayout) -> dict:
         "train_pass@n": _mean(pass_at_k(n, c, n) for c in correct),
         "pairs": len(pairs),
         "pairs_gold_chosen": sum(p["chosen_source"] == "gold" for p in pairs),
+        "rejected_kinds": dict(Counter(p["rejected_kind"] for p in pairs)),
+        "dpo_term": dpo_term(it),
+        "verdicts": {r["id"]: r["verdicts"][0] for r in read_jsonl(it.eval.verdicts)},
         "train_seconds": times["train"],
         # sample + verify + pair + train, then evaluate; iteration 1 of sft/dpo reuses the first arm's samples
         "stage_seconds": times,
         "wall_seconds": round(sum(times.values()), 1),
     }
+
+
+def dpo_term(it) -> dict:
+    """What training did to the answers, from the trainer's log: chosen and rejected summed log-probs and the reward
+    margin at the first and the last logged step (the chosen answers' log-prob change is rewards/chosen / beta)."""
+    log = [row for row in read_jsonl(it.train_log) if "logps/chosen" in row] if it.train_log.exists() else []
+    keys = ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/margins")
+    return {key: [log[0][key], log[-1][key]] for key in keys} if log else {}
+
+
+def paired(per_seed: dict, a: str, b: str) -> list[dict]:
+    """Per iteration, arm a minus arm b over every (seed, held-out problem): mean and 95% bootstrap interval."""
+    rows = []
+    for k, _ in enumerate(next(iter(per_seed.values()))[a]):
+        verdicts = {
+            arm: {(seed, pid): v == "correct" for seed, runs in per_seed.items() for pid, v in runs[arm][k]["verdicts"].items()}
+            for arm in (a, b)
+        }
+        diff = paired_difference(verdicts[a], verdicts[b])
+        only = {f"only_{a}": diff["only_a"], f"only_{b}": diff["only_b"]}
+        rows.append({"iteration": k + 1, "mean": diff["mean"], "ci95": diff["ci95"], "n": diff["n"], **only})
+    return rows
 
 
 def _across_seeds(histories: list[list[dict]]) -> list[dict]:
@@ -358,6 +343,8 @@ def _across_seeds(histories: list[list[dict]]) -> list[dict]:
             "train_pass@n",
             "pairs",
             "pairs_gold_chosen",
+            "rejected_kinds",
+            "dpo_term",
             "train_seconds",
             "wall_seconds",
         ):
@@ -370,19 +357,7 @@ def _rows(result: dict):
     """(arm, iteration, mean, min, max, per-seed accuracies, train pass@1, pass@n, pairs, gold-chosen, wall s)."""
     base = result["base"]
     acc = base["heldout_pass@1_greedy"]
-    yield (
-        "base model",
-        0,
-        acc,
-        acc,
-        acc,
-        [acc],
-        None,
-        None,
-        None,
-        None,
-        base["eval_seconds"],
-    )
+    yield ("base model", 0, acc, acc, acc, [acc], None, None, None, None, base["eval_seconds"])
     for arm, history in result["arms"].items():
         for r in history:
             yield (
@@ -400,18 +375,7 @@ def _cells(row) -> list[str]:
     ]  # fmt: skip
 
 
-HEADERS = (
-    "arm",
-    "iter",
-    "mean",
-    "min - max",
-    "per seed",
-    "train pass@1",
-    "train pass@n",
-    "pairs",
-    "gold chosen",
-    "wall s",
-)
+HEADERS = ("arm", "iter", "mean", "min - max", "per seed", "train pass@1", "train pass@n", "pairs", "gold chosen", "wall s")
 
 
 def summary_table(result: dict) -> Table:
@@ -456,6 +420,7 @@ def markdown(result: dict, png: str) -> str:
             "iteration 1 of the sft and dpo arms reuses the codelutra arm's samples, so it has no sampling time."
         ),
         "",
+        *paired_markdown(result),
         f"![accuracy per iteration]({png})",
         "",
         f"Configuration of the codelutra arm, seed {s['seeds'][0]} (the others differ only in `train.loss`, `seed` and `name`):",
@@ -466,6 +431,35 @@ def markdown(result: dict, png: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def paired_markdown(result: dict) -> list[str]:
+    """The paired differences (the comparison that decides) and, per iteration, the pairs' rejected kinds and the DPO term."""
+    lines = []
+    for name, rows in result.get("paired", {}).items():
+        lines += [
+            f"Paired, {name.replace('_minus_', ' - ')} (per held-out problem and seed; 95% bootstrap interval, "
+            "problems resampled within seeds; an interval holding 0 is a tie):",
+            "",
+            "| iteration | mean | 95% interval | verdicts paired |",
+            "|---:|---:|---|---:|",
+        ]
+        lines += [f"| {r['iteration']} | {r['mean']:+.1%} | [{r['ci95'][0]:+.1%}, {r['ci95'][1]:+.1%}] | {r['n']} |" for r in rows]
+        lines.append("")
+    lines += [
+        "| arm | iter | rejected kinds (seed mean) | chosen logp first -> last | rejected logp first -> last |",
+        "|---|---:|---|---|---|",
+    ]
+    for arm, history in result["arms"].items():
+        for r in history:
+            kinds = Counter()
+            for mix in r["rejected_kinds"]:
+                kinds.update(mix)
+            term = r["dpo_term"][0] or {}
+            logps = [" -> ".join(f"{v:.2f}" for v in term.get(key, [])) for key in ("logps/chosen", "logps/rejected")]
+            mix = ", ".join(f"{kind} {count / len(r['rejected_kinds']):.0f}" for kind, count in kinds.most_common())
+            lines.append(f"| {arm} | {r['iteration']} | {mix} | {logps[0]} | {logps[1]} |")
+    return [*lines, ""]
 
 
 def plot_curves(result: dict, path: Path) -> None:

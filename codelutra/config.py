@@ -127,6 +127,12 @@ class TrainConfig(_Section):
     loss: Literal["codelutra", "dpo", "sft"] = "codelutra"
     beta: float = Field(default=0.1, gt=0)
     sft_weight: float = Field(default=1.0, ge=0)  # lambda of the dual loss
+    # DPO-Positive's lambda (codelutra/training/loss.py): the DPO margin loses anchor x the chosen answer's fall
+    # below the reference, so the preference term cannot push a chosen answer down with its near-miss rejected one.
+    anchor: float = Field(default=0.0, ge=0)
+    # The DPO term sees each rejected answer only up to this many tokens past where it leaves the chosen answer
+    # (the first wrong tokens, as Step-DPO contrasts the first wrong step); null: the whole rejected answer.
+    rejected_window: int | None = Field(default=None, ge=1)
     lora: bool = True  # False: full fine-tuning
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)
@@ -160,6 +166,12 @@ class TrainConfig(_Section):
     # Pack each batch as a prefix tree (shared prompt prefix once, each token computed once); false: TRL's own
     # batches (two padded sequences per pair), for comparison. Same loss either way (tests/test_packing.py).
     packing: bool = True
+
+    @model_validator(mode="after")
+    def _the_anchor_needs_packing(self):
+        if self.anchor and not self.packing:
+            raise ValueError("anchor (DPO-Positive) is computed by the packed trainer only, so it needs packing: true")
+        return self
 
     @model_validator(mode="after")
     def _a_continued_adapter_needs_lora(self):

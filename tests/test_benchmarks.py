@@ -65,6 +65,20 @@ def test_quality_quick_runs_three_arms_per_seed_from_one_base_evaluation(tmp_pat
         assert len({(runs[arm, seed] / "iter_1/pairs.jsonl").read_text() for arm in result["arms"]}) == 1
     markdown = (results / "quality-builtin-quick.md").read_text()
     assert "Seeds: 0, 1." in markdown and "| codelutra | 2 |" in markdown
+    # The comparison that decides: per iteration, codelutra - sft over every (seed, problem), with its interval.
+    for k, row in enumerate(result["paired"]["codelutra_minus_sft"], 1):
+        per_problem = [
+            (result["per_seed"][seed]["codelutra"][k - 1]["verdicts"][pid] == "correct")
+            - (result["per_seed"][seed]["sft"][k - 1]["verdicts"][pid] == "correct")
+            for seed in ("0", "1") for pid in result["per_seed"][seed]["sft"][k - 1]["verdicts"]
+        ]  # fmt: skip
+        assert row["iteration"] == k and row["n"] == 4 and row["mean"] == sum(per_problem) / 4
+        assert row["ci95"][0] <= row["mean"] <= row["ci95"][1]
+    assert [r["iteration"] for r in result["paired"]["codelutra_minus_dpo"]] == [1, 2]
+    first = result["per_seed"]["0"]["codelutra"][0]
+    assert first["rejected_kinds"] and sum(first["rejected_kinds"].values()) == first["pairs"]
+    assert set(first["dpo_term"]) >= {"logps/chosen", "logps/rejected"} and len(first["dpo_term"]["logps/chosen"]) == 2
+    assert "Paired, codelutra - sft" in markdown
 
 
 def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):

@@ -162,3 +162,35 @@ def test_full_fine_tuning_trains_and_saves(tiny_model_dir, tmp_path):
     assert not (tmp_path / "adapter").exists()
     base, trained = load_model(tiny_model_dir), load_model(str(model_dir))
     assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), trained.parameters()))
+
+
+@FLOAT32_ONLY
+def test_a_rejected_window_cuts_each_rejected_answer_after_its_divergence(iteration_1, tmp_path):
+    """train.rejected_window: the rejected side keeps its tokens up to `window` past the first one that differs
+    from the chosen side; the loss is still the formula, on the cut answers, with their references computed anew."""
+    beta, lam, window = 0.3, 0.7, 2
+    whole = build_trainer(iteration_1, _pairs(), tmp_path / "whole", TrainConfig(beta=beta, sft_weight=lam, batch_size=2), seed=0)
+    cfg = TrainConfig(beta=beta, sft_weight=lam, batch_size=2, rejected_window=window)
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path / "cut", cfg, seed=0)
+    for full, cut in zip(whole.train_dataset, trainer.train_dataset):
+        start = next(i for i, (c, r) in enumerate(zip(full["chosen_ids"], full["rejected_ids"])) if c != r)
+        assert cut["rejected_ids"] == full["rejected_ids"][: start + window]
+        assert len(cut["rejected_ids"]) < len(full["rejected_ids"]), "the test's rejected answers run on past the window"
+        assert cut["chosen_ids"] == full["chosen_ids"]
+    _perturb_adapter(trainer.model, seed=1)
+    loss, batch = _trainer_loss(trainer)
+    assert loss == pytest.approx(_loss_by_hand(trainer.model, load_model(iteration_1), batch, beta, lam), rel=1e-4, abs=1e-5)
+
+
+@FLOAT32_ONLY
+def test_the_anchor_raises_the_loss_where_the_chosen_answer_fell(iteration_1, tmp_path):
+    """train.anchor (DPO-Positive) through the packed trainer: equal to plain DPO until a chosen answer falls below
+    its reference, higher after."""
+    plain = build_trainer(iteration_1, _pairs(), tmp_path / "plain", TrainConfig(loss="dpo", batch_size=2), seed=0)
+    anchored_cfg = TrainConfig(loss="dpo", batch_size=2, anchor=20.0)
+    anchored = build_trainer(iteration_1, _pairs(), tmp_path / "anchored", anchored_cfg, seed=0)
+    assert _trainer_loss(anchored)[0] == pytest.approx(_trainer_loss(plain)[0], abs=1e-6) == pytest.approx(math.log(2), abs=1e-5)
+    for trainer in (plain, anchored):
+        _perturb_adapter(trainer.model, seed=3)
+    plain_loss, anchored_loss = _trainer_loss(plain)[0], _trainer_loss(anchored)[0]
+    assert anchored_loss > plain_loss + 1e-3, "the perturbed adapter lowers a chosen answer, which the anchor penalises"

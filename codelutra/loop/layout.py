@@ -84,6 +84,11 @@ class IterationFiles:
         return self.dir / "train.json"
 
     @property
+    def train_log(self) -> Path:
+        """The trainer's logged steps: loss, reward margins, the chosen and rejected answers' log-probs."""
+        return self.dir / "train_log.jsonl"
+
+    @property
     def checkpoints(self) -> Path:
         return self.dir / "checkpoints"
 

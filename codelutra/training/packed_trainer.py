@@ -4,9 +4,10 @@ TRL keeps everything it does well: tokenizing the rows, the optimizer, schedule,
 LoRA and the adapter-disabled reference, accelerate's processes, the fused LM head. Replaced are only
 the three places TRL has no packing for (codelutra/training/packing.py says why it has none): the
 collator (one packed tree per batch), the order of the pairs (batches that share a prompt prefix), and
-`compute_loss`, which reads the answers' log-probs off the tree and computes exactly TRL's loss for
-codelutra's settings: sigmoid DPO against the kept reference log-probs, plus the SFT term, the chosen
-answers' negative log-likelihood averaged over their tokens (pooled over the batch), with TRL's weights.
+`compute_loss`, which reads the answers' log-probs off the tree and hands them to `preference_loss`
+(codelutra/training/loss.py): exactly TRL's loss for codelutra's settings (sigmoid DPO against the kept
+reference log-probs, plus the SFT term, the chosen answers' negative log-likelihood averaged over their
+tokens, pooled over the batch, with TRL's weights), and DPO-Positive's anchor, which TRL has no loss type for.
 Any other TRL loss setting is refused (`trl_internals.loss_terms`), never approximated.
 """
 
@@ -15,12 +16,12 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from trl import DPOTrainer
 
 from codelutra.errors import UserError
 from codelutra.generation.packed_linear import packed_linear_layers
 from codelutra.training import trl_internals
+from codelutra.training.loss import preference_loss
 from codelutra.training.packing import (
     PackedPreferenceCollator,
     PrefixGroupedSampler,
@@ -39,7 +40,7 @@ REFERENCE_TREE_TOKENS = 768
 
 
 class PackedDPOTrainer(DPOTrainer):
-    def __init__(self, *, model, args, **kwargs):
+    def __init__(self, *, model, args, anchor: float = 0.0, **kwargs):
         attention = getattr(model.config, "_attn_implementation", None)
         if attention not in MASKED_ATTENTION:
             raise UserError(
@@ -47,6 +48,7 @@ class PackedDPOTrainer(DPOTrainer):
                 f"this model uses {attention!r}: set train.packing=false"
             )
         super().__init__(model=model, args=args, data_collator=PackedPreferenceCollator(args.max_length), **kwargs)
+        self.anchor = anchor  # train.anchor: DPO-Positive's lambda (codelutra/training/loss.py)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -80,18 +82,23 @@ class PackedDPOTrainer(DPOTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs:
             raise ValueError("the packed trainer computes no logits to return (evaluate with train.packing=false)")
-        terms = trl_internals.loss_terms(self)
+        terms = dict(trl_internals.loss_terms(self))
         chosen, rejected = answer_logps(model, inputs)
-        chosen_ratio = chosen - inputs["ref_chosen_logps"].to(chosen.dtype)
-        rejected_ratio = rejected - inputs["ref_rejected_logps"].to(rejected.dtype)
-        loss = 0.0
-        for loss_type, weight in terms:
-            if loss_type == "sigmoid":
-                term = -F.logsigmoid(self.beta * (chosen_ratio - rejected_ratio)).mean()
-            else:  # "sft": pooled over the batch's chosen tokens, as TRL's mask-and-mean pools them
-                term = -chosen.sum() / chosen_token_count(inputs)
-            loss = loss + term * weight
-        self._log_rewards(chosen, rejected, chosen_ratio.detach(), rejected_ratio.detach(), inputs["input_ids"].numel())
+        ref_chosen = inputs["ref_chosen_logps"].to(chosen.dtype)
+        ref_rejected = inputs["ref_rejected_logps"].to(rejected.dtype)
+        loss = preference_loss(
+            chosen,
+            rejected,
+            ref_chosen,
+            ref_rejected,
+            chosen_token_count(inputs),
+            beta=self.beta,
+            dpo_weight=terms.get("sigmoid", 0.0),
+            sft_weight=terms.get("sft", 0.0),
+            anchor=self.anchor,
+        )
+        chosen_ratio, rejected_ratio = chosen.detach() - ref_chosen, rejected.detach() - ref_rejected
+        self._log_rewards(chosen, rejected, chosen_ratio, rejected_ratio, inputs["input_ids"].numel())
         return loss
 
     def _log_rewards(self, chosen, rejected, chosen_ratio, rejected_ratio, tokens: int) -> None:

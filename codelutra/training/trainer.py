@@ -30,10 +30,12 @@ Training runs unchanged under `accelerate launch` or torchrun with several proce
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
 
+from codelutra.artifacts import write_jsonl
 from codelutra.config import TrainConfig
 from codelutra.errors import UserError
 from codelutra.generation.types import render_prompt
@@ -75,6 +77,7 @@ def dpo_config(cfg: TrainConfig, output_dir: str | Path, seed: int):
         use_cpu=not _has_accelerator(),
         seed=seed,
         logging_steps=5,
+        logging_first_step=True,  # train_log.jsonl starts where training starts (what the DPO term did)
         save_strategy="steps",
         save_steps=cfg.checkpoint_steps,
         save_total_limit=1,
@@ -130,7 +133,9 @@ def build_trainer(
         )
     dataset = Dataset.from_list([preference_row(p, tokenizer) for p in pairs])
     if cfg.packing:
-        from codelutra.training.packed_trainer import PackedDPOTrainer as trainer_class
+        from codelutra.training.packed_trainer import PackedDPOTrainer
+
+        trainer_class = functools.partial(PackedDPOTrainer, anchor=cfg.anchor)
     else:
         trainer_class = DPOTrainer
     # None: the reference is the adapter-disabled policy (LoRA) or TRL's frozen copy of policy_path (full fine-tuning)
@@ -144,7 +149,10 @@ def build_trainer(
         peft_config=peft_config,
     )
     reuse_kept = reference_path == policy_path  # the sampler scored its answers under policy_path
-    trainer.train_dataset = _with_reference_logprobs(trainer, trainer.train_dataset, reuse_kept=reuse_kept)
+    dataset = trainer.train_dataset
+    if cfg.rejected_window is not None:
+        dataset = _rejected_cut_after_divergence(dataset, cfg.rejected_window)
+    trainer.train_dataset = _with_reference_logprobs(trainer, dataset, reuse_kept=reuse_kept)
     trl_internals.keep_reference_logprobs(trainer)
     trainer.ref_model = None  # a separate reference (or full fine-tuning's frozen copy) is no longer needed
     return trainer
@@ -180,6 +188,7 @@ def train_and_save(trainer, out_dir: str | Path, cfg: TrainConfig) -> Path:
 
     accelerator = trainer.accelerator
     if accelerator.is_main_process:
+        write_jsonl(files.train_log, [row for row in trainer.state.log_history if "loss" in row])
         trained, tokenizer = trainer.model, trainer.processing_class
         if cfg.lora:
             _save_atomically(trained, tokenizer, files.adapter)
@@ -236,6 +245,22 @@ def preference_row(pair: dict, tokenizer) -> dict:
         row[f"{side}_sampled_ids"] = sample.get("token_ids")
         row[f"{side}_sampled_logprob"] = sample.get("logprob")
     return row
+
+
+def _rejected_cut_after_divergence(dataset, window: int):
+    """Each rejected answer cut `window` tokens after the first token where it leaves its chosen answer.
+
+    The DPO term then pushes down where the failure starts, not the tokens after it, which a near miss shares
+    with right answers (`train.rejected_window`). The tokens before the divergence cancel in the log-ratio
+    difference anyway. A cut answer no longer matches what the sampler scored, so its reference is computed.
+    """
+    from codelutra.training.packing import common_prefix_length
+
+    def cut(row: dict) -> dict:
+        start = common_prefix_length([row["chosen_ids"], row["rejected_ids"]])
+        return {"rejected_ids": row["rejected_ids"][: start + window]}
+
+    return dataset.map(cut, desc="cutting rejected answers after their divergence")
 
 
 def _with_reference_logprobs(trainer, dataset, reuse_kept: bool = True):
