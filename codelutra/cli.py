@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from codelutra.config import MAX_VOTE
+
     parser = argparse.ArgumentParser(prog="codelutra", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -51,10 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], help="how to generate (config: generation.backend)")
     ev.add_argument("--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:8000/v1 (config: generation.base_url)")
     ev.add_argument("--vote", type=int, default=None, metavar="N",
-                    help="SQL: also answer by voting over N sampled candidates, reported beside greedy (config: eval.vote)")
+                    help=f"SQL: also answer by voting over N (at most {MAX_VOTE}) sampled candidates, reported beside "
+                         "greedy (config: eval.vote)")
     ev.set_defaults(handler=_eval)
 
-    _add_serving_commands(sub)
+    _add_serving_commands(sub, MAX_VOTE)
 
     ver = sub.add_parser("verify", help="judge a JSONL batch of candidates (SQL, Python, DS-1000) in the sandbox")
     ver.add_argument("candidates", help="input JSONL: one candidate per line")
@@ -134,13 +137,14 @@ def _eval(args) -> int:
     return 0
 
 
-def _add_serving_commands(sub) -> None:
+def _add_serving_commands(sub, max_vote: int) -> None:
     """`ask` and `export`: using a refined model (`codelutra/serving/`)."""
     ask = sub.add_parser("ask", help="answer a question about a database with a query and its result")
     ask.add_argument("question", help="the question, in words")
     ask.add_argument("--model", default=None, help="RUN_DIR/iter_K, a model directory or Hub id (default: embedded)")
     ask.add_argument("--db", required=True, help="the database the query runs on (a SQLite file)")
-    ask.add_argument("--vote", type=int, default=None, metavar="N", help="sample N queries and answer with the voted one (config: eval.vote)")
+    ask.add_argument("--vote", type=int, default=None, metavar="N",
+                     help=f"sample N queries (at most {max_vote}) and answer with the voted one (config: eval.vote)")
     ask.add_argument("--show-schema", action="store_true", help="print the schema the model is shown")
     ask.add_argument("--max-rows", type=int, default=20, help="rows of the result to print (default 20)")
     ask.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
@@ -158,8 +162,10 @@ def _add_serving_commands(sub) -> None:
 def _vote_override(args) -> list[str]:
     if args.vote is None:
         return []
-    if args.vote < 0:
-        raise UserError(f"--vote: expected 0 (off) or a number of candidates, got {args.vote}")
+    from codelutra.config import MAX_VOTE
+
+    if not 0 <= args.vote <= MAX_VOTE:
+        raise UserError(f"--vote: expected 0 (off) to {MAX_VOTE} candidates (config.py's MAX_VOTE says why), got {args.vote}")
     return [f"eval.vote={args.vote}"]
 
 
