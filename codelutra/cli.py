@@ -210,7 +210,9 @@ def _export(args) -> int:
     path = Path(args.model).expanduser()
     if not path.exists():
         raise UserError(f"--model {args.model}: no such directory")
-    written = export_model(path, _model_of(str(path)), args.format, Path(args.out).expanduser(), tensor_type=args.type)
+    out = Path(args.out).expanduser()
+    _require_writable_folder(out.parent, "--out", named=out)
+    written = export_model(path, _model_of(str(path)), args.format, out, tensor_type=args.type)
     console.print(f"wrote {written}")
     return 0
 
