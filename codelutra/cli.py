@@ -10,22 +10,37 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
-from codelutra.errors import UserError
+from codelutra.errors import SetupWarning, UserError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _setup_warnings_on_one_line(warnings.showwarning)
+            return args.handler(args)
     except UserError as e:
         print(f"codelutra: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("codelutra: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _setup_warnings_on_one_line(show):
+    """`warnings.showwarning` that prints a SetupWarning as one line, like an error, and leaves the others to `show`."""
+
+    def shown(message, category, *where, **more) -> None:
+        if issubclass(category, SetupWarning):
+            print(f"codelutra: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *where, **more)
+
+    return shown
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from codelutra.cli import main
 from codelutra.config import MAX_VOTE, load_config
+from codelutra.errors import UserError
+from codelutra.execution.engines import BadAddress, usable_address
 from tests.test_bad_input import _refused, unwritable_dir  # noqa: F401  (a fixture, used by name)
 
 
@@ -97,3 +100,53 @@ def test_export_to_a_folder_it_cannot_write_is_one_line(tmp_path, capsys, tiny_m
            "below-a-file": tmp_path / "notes.txt" / "sub" / "m.gguf"}[where]  # fmt: skip
     line = _refused(capsys, tmp_path, ["export", "--model", tiny_model_dir, "--format", "gguf", "--out", str(out)], "--out")
     assert ("is a file" in line) if where == "below-a-file" else ("cannot write" in line)
+
+
+# --- database addresses ---------------------------------------------------------------------------
+
+
+def test_one_home_for_database_addresses(tmp_path, shop_db):
+    assert usable_address(f"sqlite://{shop_db}") == str(shop_db)
+    assert usable_address(str(shop_db)) == str(shop_db)
+    assert usable_address("postgresql://reader@/shop?host=/tmp") == "postgresql://reader@/shop?host=/tmp"
+    for address, problem in [(str(tmp_path), "is a folder"), (f"sqlite://{tmp_path}", "is a folder"),
+                             (str(tmp_path / "missing.sqlite"), "database not found"),
+                             (f"duckdb://{shop_db}", "is a SQLite database, not a DuckDB one"),
+                             ("postgresql://reader:pw@/shop", "password")]:  # fmt: skip
+        with pytest.raises(BadAddress, match=problem):
+            usable_address(address)
+
+
+def test_a_duckdb_file_named_as_sqlite_says_so(tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    path = tmp_path / "shop.duckdb"
+    duckdb.connect(str(path)).close()
+    assert usable_address(f"duckdb://{path}") == f"duckdb://{path}"
+    with pytest.raises(BadAddress, match=f"a DuckDB database, not a SQLite one: name it as duckdb://{path}"):
+        usable_address(str(path))
+
+
+def _sql_line(db: str, gold: str, candidate: str, id=1) -> str:
+    return json.dumps({"id": id, "task": "sql", "db": db, "gold": gold, "candidate": candidate}) + "\n"
+
+
+def test_verify_takes_sqlite_addresses_and_names_bad_databases(tmp_path, shop_db):
+    candidates, out = tmp_path / "candidates.jsonl", tmp_path / "verdicts.jsonl"
+    count = "SELECT count(*) FROM item"
+    candidates.write_text(_sql_line(f"sqlite://{shop_db}", count, count, 1) + _sql_line(str(tmp_path), count, count, 2)
+                          + _sql_line(f"duckdb://{shop_db}", count, count, 3))  # fmt: skip
+    assert main(["verify", str(candidates), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["verdict"] for row in rows] == ["correct", "invalid", "invalid"]
+    assert "line 2: field 'db'" in rows[1]["detail"] and "is a folder" in rows[1]["detail"]
+    assert "line 3: field 'db'" in rows[2]["detail"] and "is a SQLite database" in rows[2]["detail"]
+
+
+def test_a_task_file_naming_a_folder_as_database_skips_the_problem_saying_so(tmp_path):
+    from codelutra.tasks.sql import load_sql_tasks
+
+    (tmp_path / "db").mkdir()
+    rows = [{"id": "q1", "question": "How many?", "gold_sql": "SELECT 1", "db_path": "db"}]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match=f"no task left: .* {tmp_path / 'db'} is a folder, not a database file"):
+        load_sql_tasks(tmp_path / "tasks.jsonl")

@@ -6,8 +6,9 @@ Input, one JSON object a line (blank lines are skipped):
     {"id": ..., "task": "python", "candidate": CODE or null, "tests": [CODE, ...], "setup": CODE, "entry_point": NAME}
     {"id": ..., "task": "ds1000", "candidate": CODE or null, "code_context": CODE}
 
-("setup" and "entry_point" are optional; "db" is a database address as given: a SQLite path,
-relative to the working dir, `duckdb:///file.duckdb` or `postgresql://user@host/db`, never with a password.)
+("setup" and "entry_point" are optional; "db" is a database address as given: a SQLite path (or
+`sqlite:///path`), relative to the working dir, `duckdb:///file.duckdb` or `postgresql://user@host/db`,
+never with a password.)
 Output: one line per input line, in input order, {"id", "verdict", "detail", "seconds"}. A line
 that cannot be judged (not JSON, a field missing or of the wrong type, an unknown task) gets the
 verdict "invalid" and a detail naming the line and the field; the batch goes on.
@@ -21,7 +22,7 @@ from pathlib import Path
 from codelutra.artifacts import string_list_field, write_jsonl
 from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
-from codelutra.execution.engines import BadAddress, check_address
+from codelutra.execution.engines import BadAddress, usable_address
 from codelutra.execution.python import PythonCheck, verify_python
 from codelutra.execution.sql import SqlCheck, verify_sql
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict
@@ -124,12 +125,10 @@ def _text(record: dict, name: str, *, default: object = _REQUIRED) -> str:
 
 
 def _address(record: dict, name: str) -> str:
-    address = _text(record, name)
     try:
-        check_address(address)
+        return usable_address(_text(record, name))
     except BadAddress as error:
         raise _BadField(f"field '{name}': {error}") from None
-    return address
 
 
 def _code(record: dict, name: str) -> str | None:
