@@ -77,9 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="judge a JSONL batch of candidates (SQL, Python, DS-1000) in the sandbox")
     ver.add_argument("candidates", help="input JSONL: one candidate per line")
     ver.add_argument("--out", required=True, help="output JSONL: one verdict per input line, in input order")
+    ver.add_argument("--overwrite", action="store_true", help="replace --out if it exists (else an existing file is refused)")
     ver.add_argument("--timeout", type=float, default=None, help="seconds per candidate (default: the config's verify.timeout_s)")
     ver.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per CPU core)")
     ver.add_argument("--python", default=None, help="interpreter for Python/DS-1000 candidates (default: this one)")
+    ver.add_argument("--config", help="YAML config whose verify settings to use (verify.match, verify.variants, ...)")
+    ver.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. verify.match=spider")
     ver.set_defaults(handler=_verify)
     return parser
 
@@ -233,13 +237,14 @@ def _export(args) -> int:
 
 
 def _verify(args) -> int:
-    from codelutra.config import VerifyConfig
+    from codelutra.config import VerifyConfig, load_config
     from codelutra.console import tables
     from codelutra.execution.batch import verify_jsonl
 
     flags = {"timeout_s": args.timeout, "workers": args.workers, "python": args.python}
-    verify = _validated(VerifyConfig, **{field: value for field, value in flags.items() if value is not None})
-    _require_writable_file(args.out, "--out", not_the_same_as=args.candidates)
+    configured = load_config(args.config, args.set).verify.model_dump()
+    verify = _validated(VerifyConfig, **{**configured, **{field: value for field, value in flags.items() if value is not None}})
+    _require_writable_file(args.out, "--out", not_the_same_as=args.candidates, overwrite=args.overwrite)
     counts = verify_jsonl(args.candidates, args.out, verify)
     tables.print(" ".join(f"{kind}={n}" for kind, n in counts.items()) + f"  -> {args.out}")
     return 0
@@ -278,13 +283,16 @@ def _require_writable_folder(path: str | Path, flag: str, *, named: str | Path |
         raise UserError(f"{flag} {shown}: cannot write in {existing} ({e.strerror or e})") from None
 
 
-def _require_writable_file(path: str | Path, flag: str, *, not_the_same_as: str | Path) -> None:
-    """`path` is a file we may (re)write in a writable folder, and not the input file under another name."""
+def _require_writable_file(path: str | Path, flag: str, *, not_the_same_as: str | Path, overwrite: bool) -> None:
+    """`path` is a file we may write in a writable folder: not the input file under another name, and new
+    unless `overwrite` (the `--overwrite` flag) says to replace it."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder; name the output file")
     if path.exists() and Path(not_the_same_as).exists() and os.path.samefile(path, not_the_same_as):
         raise UserError(f"{flag} {path}: is the input file {not_the_same_as}; writing it would overwrite the input")
+    if path.exists() and not overwrite:
+        raise UserError(f"{flag} {path}: already exists; pass --overwrite to replace it (nothing is overwritten unasked)")
     _require_writable_folder(path.parent, flag, named=path)
 
 

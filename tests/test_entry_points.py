@@ -150,3 +150,38 @@ def test_a_task_file_naming_a_folder_as_database_skips_the_problem_saying_so(tmp
     (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(UserError, match=f"no task left: .* {tmp_path / 'db'} is a folder, not a database file"):
         load_sql_tasks(tmp_path / "tasks.jsonl")
+
+
+# --- verify ---------------------------------------------------------------------------------------
+
+
+def test_verify_refuses_to_replace_an_existing_file_unless_told(tmp_path, capsys, shop_db):
+    candidates, out = tmp_path / "candidates.jsonl", tmp_path / "verdicts.jsonl"
+    candidates.write_text(_sql_line(str(shop_db), "SELECT count(*) FROM item", "SELECT count(*) FROM item"))
+    out.write_text("an unrelated file\n")
+    _refused(capsys, tmp_path, ["verify", str(candidates), "--out", str(out)], str(out), "already exists", "--overwrite")
+    assert main(["verify", str(candidates), "--out", str(out), "--overwrite"]) == 0
+    assert [json.loads(line)["verdict"] for line in out.read_text().splitlines()] == ["correct"]
+
+
+def test_verify_refuses_a_file_without_candidates(tmp_path, capsys):
+    candidates = tmp_path / "candidates.jsonl"
+    candidates.write_text("\n  \n")
+    out = tmp_path / "verdicts.jsonl"
+    _refused(capsys, tmp_path, ["verify", str(candidates), "--out", str(out)], str(candidates), "no candidates")
+
+
+def test_verify_takes_the_scoring_rule_from_the_config(tmp_path, capsys, shop_db):
+    # DISTINCT in the gold only: a multiset differs (execution); the Spider rule removes DISTINCT from both.
+    candidates = tmp_path / "candidates.jsonl"
+    candidates.write_text(_sql_line(str(shop_db), "SELECT DISTINCT name FROM item", "SELECT name FROM item"))
+    config = tmp_path / "spider.yaml"
+    config.write_text("verify:\n  match: spider\n")
+    verdicts = {}
+    for name, flags in [("default", []), ("set", ["--set", "verify.match=spider"]), ("config", ["--config", str(config)])]:
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["verify", str(candidates), "--out", str(out), *flags]) == 0
+        verdicts[name] = json.loads(out.read_text())["verdict"]
+    assert verdicts == {"default": "wrong_result", "set": "correct", "config": "correct"}
+    _refused(capsys, tmp_path, ["verify", str(candidates), "--out", str(tmp_path / "x.jsonl"), "--set", "verify.match=nope"],
+             "verify.match")  # fmt: skip

@@ -23,8 +23,8 @@ from codelutra.artifacts import string_list_field, write_jsonl
 from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.engines import BadAddress, usable_address
-from codelutra.execution.python import PythonCheck, verify_python
-from codelutra.execution.sql import SqlCheck, verify_sql
+from codelutra.execution.python import PythonCheck
+from codelutra.execution.sql import SqlCheck
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 
 INVALID = "invalid"  # the verdict on a line that cannot be judged; not one of VERDICT_KINDS
@@ -39,20 +39,23 @@ def verify_jsonl(in_path: str | Path, out_path: str | Path, verify: VerifyConfig
     """Judge every candidate in `in_path`, write the verdicts to `out_path` (atomically).
 
     Returns the number of verdicts of each kind, every kind listed (VERDICT_KINDS, then "invalid").
-    SQL candidates run in one `verify_sql` batch, Python and DS-1000 ones in one `verify_python`
-    batch (started from `verify.python`, default this interpreter), each with `verify`'s time limit and workers.
+    SQL candidates run in one batch, Python and DS-1000 ones in another, each judged as `run` and `eval`
+    judge their kind under `verify` (time limit, workers, `python`, and for SQL `match` and `variants`).
+    A file without a single candidate is the user's error: nothing is written.
     """
+    from codelutra.tasks.kinds import PYTHON, SQL
+
     parsed = [_parse(number, line) for number, line in _read_lines(in_path)]
+    if not parsed:
+        raise UserError(f"{in_path}: no candidates (the file is empty or holds only blank lines); nothing written")
     ids = [record_id for record_id, _ in parsed]
     checks = [check for _, check in parsed]
 
     verdicts = [Verdict(INVALID, check, 0.0) if isinstance(check, str) else None for check in checks]
     sql = [i for i, check in enumerate(checks) if isinstance(check, SqlCheck)]
     code = [i for i, check in enumerate(checks) if isinstance(check, PythonCheck)]
-    sql_verdicts = verify_sql([checks[i] for i in sql], timeout_s=verify.timeout_s, workers=verify.workers)
-    code_verdicts = verify_python(
-        [checks[i] for i in code], timeout_s=verify.timeout_s, workers=verify.workers, python=verify.python
-    )
+    sql_verdicts = SQL.verify([checks[i] for i in sql], verify, None)
+    code_verdicts = PYTHON.verify([checks[i] for i in code], verify, None)
     for position, verdict in zip(sql + code, sql_verdicts + code_verdicts):
         verdicts[position] = verdict
 
