@@ -159,9 +159,12 @@ def _eval(args) -> int:
 def _add_serving_commands(sub, max_vote: int) -> None:
     """`ask` and `export`: using a refined model (`codelutra/serving/`)."""
     ask = sub.add_parser("ask", help="answer a question about a database with a query and its result")
-    ask.add_argument("question", help="the question, in words")
+    ask.add_argument("question", nargs="?", help="the question, in words (or --question-file)")
+    ask.add_argument("--question-file", metavar="PATH", help="read the question from this UTF-8 file ('-': standard input)")
     ask.add_argument("--model", default=None, help="RUN_DIR/iter_K, a model directory or Hub id (default: embedded)")
-    ask.add_argument("--db", required=True, help="the database the query runs on (a SQLite file)")
+    ask.add_argument("--db", required=True,
+                     help="the database the query runs on: a SQLite file (or sqlite:///PATH), duckdb:///PATH, "
+                          "or a PostgreSQL address (postgresql://user@host/db, service=NAME; never with a password)")
     ask.add_argument("--vote", type=int, default=None, metavar="N",
                      help=f"sample N queries (at most {max_vote}) and answer with the voted one (config: eval.vote)")
     ask.add_argument("--show-schema", action="store_true", help="print the schema the model is shown")
@@ -191,19 +194,25 @@ def _vote_override(args) -> list[str]:
 def _ask(args) -> int:
     from codelutra.config import load_config
     from codelutra.console import console, tables
+    from codelutra.execution.engines import BadAddress, usable_address
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
     from codelutra.serving.ask import ask, read_schema, result_table
 
     if args.max_rows < 1:
         raise UserError(f"--max-rows: expected at least 1, got {args.max_rows}")
+    question = _question(args)
+    try:
+        db = usable_address(args.db)
+    except BadAddress as error:
+        raise UserError(f"--db: {error}") from None  # not echoed: it may hold a password
     cfg = load_config(args.config, list(args.set) + _vote_override(args))
     if cfg.generation.backend == "openai" and not args.model:
         raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
-    schema = read_schema(args.db, cfg.prompt.schema_style)
+    model = args.model if cfg.generation.backend == "openai" else resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
+    schema = read_schema(db, cfg.prompt.schema_style)
     if args.show_schema:
         tables.print(schema, markup=False, highlight=False)
-    model = args.model if cfg.generation.backend == "openai" else resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
-    answer = ask(model, args.db, args.question, cfg, vote=cfg.eval.vote)
+    answer = ask(model, db, question, cfg, vote=cfg.eval.vote)
     if answer.vote is not None:
         agreeing = answer.vote.group_sizes[0] if answer.vote.group_sizes else 0
         console.print(f"voted: {agreeing} of {answer.candidates} candidates agree on this result "
@@ -220,6 +229,22 @@ def _ask(args) -> int:
         return 1
     tables.print(result_table(answer.result.rows, args.max_rows))
     return 0
+
+
+def _question(args) -> str:
+    """The question: the argument, or the UTF-8 text of --question-file ('-': standard input)."""
+    if (args.question is None) == (args.question_file is None):
+        raise UserError("question: give it as an argument or with --question-file, one of the two")
+    if args.question_file is None:
+        return args.question
+    source = args.question_file
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).expanduser().read_bytes()
+        return data.decode("utf-8").strip()
+    except OSError as e:
+        raise UserError(f"--question-file {source}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"--question-file {source}: not UTF-8 text (byte {e.start})") from None
 
 
 def _export(args) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,72 @@ def test_verify_takes_the_scoring_rule_from_the_config(tmp_path, capsys, shop_db
     assert verdicts == {"default": "wrong_result", "set": "correct", "config": "correct"}
     _refused(capsys, tmp_path, ["verify", str(candidates), "--out", str(tmp_path / "x.jsonl"), "--set", "verify.match=nope"],
              "verify.match")  # fmt: skip
+
+
+# --- ask ------------------------------------------------------------------------------------------
+
+
+def _must_not_load_weights(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded for a question that should have been refused")
+
+    monkeypatch.setattr("codelutra.generation.backends.open_backend", refuse)
+
+
+@pytest.mark.parametrize("address", ["postgresql://reader:secret@/shop?host=/tmp", "host=/tmp dbname=shop password=secret"])
+def test_ask_refuses_a_password_in_the_address_without_echoing_it(tmp_path, capsys, address):
+    line = _refused(capsys, tmp_path, ["ask", "How many?", "--db", address], "--db", "password")
+    assert "secret" not in line
+
+
+def test_ask_refuses_an_empty_question(tmp_path, capsys, tiny_model_dir, shop_db, monkeypatch):
+    _must_not_load_weights(monkeypatch)
+    _refused(capsys, tmp_path, ["ask", "  \n", "--model", tiny_model_dir, "--db", str(shop_db)], "question", "empty")
+    (tmp_path / "q.txt").write_text("\n")
+    _refused(capsys, tmp_path, ["ask", "--question-file", str(tmp_path / "q.txt"), "--model", tiny_model_dir, "--db", str(shop_db)],
+             "question", "empty")  # fmt: skip
+
+
+def test_ask_refuses_a_question_longer_than_the_context_before_loading_the_model(tmp_path, capsys, tiny_model_dir, shop_db,
+                                                                                 monkeypatch):
+    _must_not_load_weights(monkeypatch)
+    question = tmp_path / "long.txt"
+    question.write_text("How many items are there? " * 1000)  # the tiny model's context: 2048 tokens
+    line = _refused(capsys, tmp_path, ["ask", "--question-file", str(question), "--model", tiny_model_dir, "--db", str(shop_db)],
+                    "question", "too long", "context of 2048")  # fmt: skip
+    assert "tokens" in line
+
+
+def test_ask_takes_the_question_from_a_file_or_standard_input(tmp_path, capsys, tiny_model_dir, shop_db, monkeypatch):
+    asked = []
+    monkeypatch.setattr("codelutra.serving.ask.ask", lambda model, db, question, cfg, vote: asked.append(question) or 1 / 0)
+    (tmp_path / "q.txt").write_text("How many pens?\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("Combien de stylos ?".encode())))
+    for source in (str(tmp_path / "q.txt"), "-"):
+        with pytest.raises(ZeroDivisionError):  # stopped where the question reaches the model
+            main(["ask", "--question-file", source, "--model", tiny_model_dir, "--db", str(shop_db)])
+    assert asked == ["How many pens?", "Combien de stylos ?"]
+    _refused(capsys, tmp_path, ["ask", "--db", str(shop_db)], "question", "--question-file")
+    _refused(capsys, tmp_path, ["ask", "Why?", "--question-file", str(tmp_path / "q.txt"), "--db", str(shop_db)], "question")
+    (tmp_path / "latin1.txt").write_bytes("Combien co\xfbte ?".encode("latin-1"))
+    _refused(capsys, tmp_path, ["ask", "--question-file", str(tmp_path / "latin1.txt"), "--db", str(shop_db)],
+             str(tmp_path / "latin1.txt"), "UTF-8")  # fmt: skip
+    missing = str(tmp_path / "none.txt")
+    _refused(capsys, tmp_path, ["ask", "--question-file", missing, "--db", str(shop_db)], missing, "cannot read")
+
+
+def test_ask_help_names_every_engine(capsys):
+    with pytest.raises(SystemExit):
+        main(["ask", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "duckdb:///" in text and "postgresql://" in text and "sqlite:///" in text and "--question-file" in text
+
+
+def test_ask_takes_a_sqlite_address(tmp_path, capsys, tiny_model_dir, shop_db):
+    code = main(["ask", "How many items are there?", "--model", tiny_model_dir, "--db", f"sqlite://{shop_db}",
+                 "--set", "eval.max_new_tokens=8"])  # fmt: skip
+    assert code in (0, 1), capsys.readouterr().err  # a random model's query may fail, but the database was found
+
+
+def test_ask_refuses_a_folder_as_database(tmp_path, capsys):
+    _refused(capsys, tmp_path, ["ask", "How many?", "--db", str(tmp_path)], "--db", "is a folder")
