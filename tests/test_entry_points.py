@@ -185,6 +185,12 @@ def test_verify_takes_the_scoring_rule_from_the_config(tmp_path, capsys, shop_db
         assert main(["verify", str(candidates), "--out", str(out), *flags]) == 0
         verdicts[name] = json.loads(out.read_text())["verdict"]
     assert verdicts == {"default": "wrong_result", "set": "correct", "config": "correct"}
+    # Right by coincidence on the database, not on its perturbed copies (verify.variants).
+    candidates.write_text(_sql_line(str(shop_db), "SELECT count(*) FROM item", "SELECT 3"))
+    out, variants = tmp_path / "variants.jsonl", ["--set", "verify.variants=2", "--set", f"verify.variants_dir={tmp_path}/copies"]
+    assert main(["verify", str(candidates), "--out", str(out), *variants]) == 0
+    row = json.loads(out.read_text())
+    assert row["verdict"] == "wrong_result" and "not on variant" in row["detail"], row
     _refused(capsys, tmp_path, ["verify", str(candidates), "--out", str(tmp_path / "x.jsonl"), "--set", "verify.match=nope"],
              "verify.match")  # fmt: skip
 
