@@ -10,16 +10,19 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
-from codelutra.errors import UserError
+from codelutra.errors import SetupWarning, UserError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _setup_warnings_on_one_line(warnings.showwarning)
+            return args.handler(args)
     except UserError as e:
         print(f"codelutra: error: {e}", file=sys.stderr)
         return 2
@@ -28,7 +31,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _setup_warnings_on_one_line(show):
+    """`warnings.showwarning` that prints a SetupWarning as one line, like an error, and leaves the others to `show`."""
+
+    def shown(message, category, *where, **more) -> None:
+        if issubclass(category, SetupWarning):
+            print(f"codelutra: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *where, **more)
+
+    return shown
+
+
 def _parser() -> argparse.ArgumentParser:
+    from codelutra.config import MAX_VOTE
+
     parser = argparse.ArgumentParser(prog="codelutra", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -51,17 +68,22 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], help="how to generate (config: generation.backend)")
     ev.add_argument("--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:8000/v1 (config: generation.base_url)")
     ev.add_argument("--vote", type=int, default=None, metavar="N",
-                    help="SQL: also answer by voting over N sampled candidates, reported beside greedy (config: eval.vote)")
+                    help=f"SQL: also answer by voting over N (at most {MAX_VOTE}) sampled candidates, reported beside "
+                         "greedy (config: eval.vote)")
     ev.set_defaults(handler=_eval)
 
-    _add_serving_commands(sub)
+    _add_serving_commands(sub, MAX_VOTE)
 
     ver = sub.add_parser("verify", help="judge a JSONL batch of candidates (SQL, Python, DS-1000) in the sandbox")
     ver.add_argument("candidates", help="input JSONL: one candidate per line")
     ver.add_argument("--out", required=True, help="output JSONL: one verdict per input line, in input order")
+    ver.add_argument("--overwrite", action="store_true", help="replace --out if it exists (else an existing file is refused)")
     ver.add_argument("--timeout", type=float, default=None, help="seconds per candidate (default: the config's verify.timeout_s)")
     ver.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per CPU core)")
     ver.add_argument("--python", default=None, help="interpreter for Python/DS-1000 candidates (default: this one)")
+    ver.add_argument("--config", help="YAML config whose verify settings to use (verify.match, verify.variants, ...)")
+    ver.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. verify.match=spider")
     ver.set_defaults(handler=_verify)
     return parser
 
@@ -134,13 +156,17 @@ def _eval(args) -> int:
     return 0
 
 
-def _add_serving_commands(sub) -> None:
+def _add_serving_commands(sub, max_vote: int) -> None:
     """`ask` and `export`: using a refined model (`codelutra/serving/`)."""
     ask = sub.add_parser("ask", help="answer a question about a database with a query and its result")
-    ask.add_argument("question", help="the question, in words")
+    ask.add_argument("question", nargs="?", help="the question, in words (or --question-file)")
+    ask.add_argument("--question-file", metavar="PATH", help="read the question from this UTF-8 file ('-': standard input)")
     ask.add_argument("--model", default=None, help="RUN_DIR/iter_K, a model directory or Hub id (default: embedded)")
-    ask.add_argument("--db", required=True, help="the database the query runs on (a SQLite file)")
-    ask.add_argument("--vote", type=int, default=None, metavar="N", help="sample N queries and answer with the voted one (config: eval.vote)")
+    ask.add_argument("--db", required=True,
+                     help="the database the query runs on: a SQLite file (or sqlite:///PATH), duckdb:///PATH, "
+                          "or a PostgreSQL address (postgresql://user@host/db, service=NAME; never with a password)")
+    ask.add_argument("--vote", type=int, default=None, metavar="N",
+                     help=f"sample N queries (at most {max_vote}) and answer with the voted one (config: eval.vote)")
     ask.add_argument("--show-schema", action="store_true", help="print the schema the model is shown")
     ask.add_argument("--max-rows", type=int, default=20, help="rows of the result to print (default 20)")
     ask.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
@@ -158,27 +184,35 @@ def _add_serving_commands(sub) -> None:
 def _vote_override(args) -> list[str]:
     if args.vote is None:
         return []
-    if args.vote < 0:
-        raise UserError(f"--vote: expected 0 (off) or a number of candidates, got {args.vote}")
+    from codelutra.config import MAX_VOTE
+
+    if not 0 <= args.vote <= MAX_VOTE:
+        raise UserError(f"--vote: expected 0 (off) to {MAX_VOTE} candidates (config.py's MAX_VOTE says why), got {args.vote}")
     return [f"eval.vote={args.vote}"]
 
 
 def _ask(args) -> int:
     from codelutra.config import load_config
     from codelutra.console import console, tables
+    from codelutra.execution.engines import BadAddress, usable_address
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
     from codelutra.serving.ask import ask, read_schema, result_table
 
     if args.max_rows < 1:
         raise UserError(f"--max-rows: expected at least 1, got {args.max_rows}")
+    question = _question(args)
+    try:
+        db = usable_address(args.db)
+    except BadAddress as error:
+        raise UserError(f"--db: {error}") from None  # not echoed: it may hold a password
     cfg = load_config(args.config, list(args.set) + _vote_override(args))
     if cfg.generation.backend == "openai" and not args.model:
         raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
-    schema = read_schema(args.db, cfg.prompt.schema_style)
+    model = args.model if cfg.generation.backend == "openai" else resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
+    schema = read_schema(db, cfg.prompt.schema_style)
     if args.show_schema:
         tables.print(schema, markup=False, highlight=False)
-    model = args.model if cfg.generation.backend == "openai" else resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
-    answer = ask(model, args.db, args.question, cfg, vote=cfg.eval.vote)
+    answer = ask(model, db, question, cfg, vote=cfg.eval.vote)
     if answer.vote is not None:
         agreeing = answer.vote.group_sizes[0] if answer.vote.group_sizes else 0
         console.print(f"voted: {agreeing} of {answer.candidates} candidates agree on this result "
@@ -197,6 +231,22 @@ def _ask(args) -> int:
     return 0
 
 
+def _question(args) -> str:
+    """The question: the argument, or the UTF-8 text of --question-file ('-': standard input)."""
+    if (args.question is None) == (args.question_file is None):
+        raise UserError("question: give it as an argument or with --question-file, one of the two")
+    if args.question_file is None:
+        return args.question
+    source = args.question_file
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).expanduser().read_bytes()
+        return data.decode("utf-8").strip()
+    except OSError as e:
+        raise UserError(f"--question-file {source}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"--question-file {source}: not UTF-8 text (byte {e.start})") from None
+
+
 def _export(args) -> int:
     from codelutra.console import console
     from codelutra.serving.export import export_model
@@ -204,19 +254,22 @@ def _export(args) -> int:
     path = Path(args.model).expanduser()
     if not path.exists():
         raise UserError(f"--model {args.model}: no such directory")
-    written = export_model(path, _model_of(str(path)), args.format, Path(args.out).expanduser(), tensor_type=args.type)
+    out = Path(args.out).expanduser()
+    _require_writable_folder(out.parent, "--out", named=out)
+    written = export_model(path, _model_of(str(path)), args.format, out, tensor_type=args.type)
     console.print(f"wrote {written}")
     return 0
 
 
 def _verify(args) -> int:
-    from codelutra.config import VerifyConfig
+    from codelutra.config import VerifyConfig, load_config
     from codelutra.console import tables
     from codelutra.execution.batch import verify_jsonl
 
     flags = {"timeout_s": args.timeout, "workers": args.workers, "python": args.python}
-    verify = _validated(VerifyConfig, **{field: value for field, value in flags.items() if value is not None})
-    _require_writable_file(args.out, "--out", not_the_same_as=args.candidates)
+    configured = load_config(args.config, args.set).verify.model_dump()
+    verify = _validated(VerifyConfig, **{**configured, **{field: value for field, value in flags.items() if value is not None}})
+    _require_writable_file(args.out, "--out", not_the_same_as=args.candidates, overwrite=args.overwrite)
     counts = verify_jsonl(args.candidates, args.out, verify)
     tables.print(" ".join(f"{kind}={n}" for kind, n in counts.items()) + f"  -> {args.out}")
     return 0
@@ -255,13 +308,16 @@ def _require_writable_folder(path: str | Path, flag: str, *, named: str | Path |
         raise UserError(f"{flag} {shown}: cannot write in {existing} ({e.strerror or e})") from None
 
 
-def _require_writable_file(path: str | Path, flag: str, *, not_the_same_as: str | Path) -> None:
-    """`path` is a file we may (re)write in a writable folder, and not the input file under another name."""
+def _require_writable_file(path: str | Path, flag: str, *, not_the_same_as: str | Path, overwrite: bool) -> None:
+    """`path` is a file we may write in a writable folder: not the input file under another name, and new
+    unless `overwrite` (the `--overwrite` flag) says to replace it."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder; name the output file")
     if path.exists() and Path(not_the_same_as).exists() and os.path.samefile(path, not_the_same_as):
         raise UserError(f"{flag} {path}: is the input file {not_the_same_as}; writing it would overwrite the input")
+    if path.exists() and not overwrite:
+        raise UserError(f"{flag} {path}: already exists; pass --overwrite to replace it (nothing is overwritten unasked)")
     _require_writable_folder(path.parent, flag, named=path)
 
 

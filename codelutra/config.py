@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import (
@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -25,6 +26,20 @@ from codelutra.models import EMBEDDED_DEFAULT
 class _Section(BaseModel):
     # Every float finite: `.inf` or `1e400` (read as inf) would pass a `gt=0` check and poison training or sampling.
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _a_number_is_not_a_bool(cls, value: object, info: ValidationInfo) -> object:
+        """`true` for a number is a mistake, which pydantic's lax mode would take as 1 (`strict` would also
+        refuse the strings YAML makes of `1e-4`, which must stay floats)."""
+        if isinstance(value, bool) and _takes_a_number_not_a_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _takes_a_number_not_a_bool(annotation: object) -> bool:
+    kinds = get_args(annotation) or (annotation,)
+    return bool not in kinds and any(kind in (int, float) for kind in kinds)
 
 
 class ModelConfig(_Section):
@@ -180,12 +195,18 @@ class TrainConfig(_Section):
         return self
 
 
+# The most candidates a vote samples per problem. A problem's candidates are decoded together whatever
+# eval.batch_size says, and an OpenAI-compatible endpoint gets them as one request's `n` (OpenAI's own API takes
+# at most 128). Voting over 8 gained 8 points (README); 64 leaves room to measure more, not to exhaust the memory.
+MAX_VOTE = 64
+
+
 class EvalConfig(_Section):
     max_new_tokens: int | None = Field(default=None, ge=8)  # None: the task kind's budget (TaskKind.default_max_new_tokens)
     batch_size: int = Field(default=64, ge=1)  # as sampling.batch_size
     # SQL only: also answer by execution-guided voting over this many sampled candidates
-    # (`codelutra.loop.vote`) and report it beside greedy; 0: greedy only.
-    vote: int = Field(default=0, ge=0)
+    # (`codelutra.loop.vote`) and report it beside greedy; 0: greedy only. At most MAX_VOTE.
+    vote: int = Field(default=0, ge=0, le=MAX_VOTE)
     vote_temperature: float = Field(default=0.8, gt=0)  # the voting candidates' sampling temperature
     vote_top_p: float = Field(default=0.95, gt=0, le=1)
 

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad configuration or data: the message names the file, record and field, and says what is wrong."""
+
+
+class SetupWarning(UserWarning):
+    """Something in the user's setup worth fixing that does not stop the command; the command line prints it as one line."""

@@ -30,10 +30,26 @@ def resolve_model(name: str) -> str:
     if name == EMBEDDED_DEFAULT:
         return str(_embedded_default_dir())
     if Path(name).expanduser().exists():
-        return str(Path(name).expanduser().resolve())
+        path = Path(name).expanduser().resolve()
+        check_model_dir(path, name, "model")
+        return str(path)
     if name.startswith((".", "/", "~")):
         raise UserError(f"model: no such directory: {name}")
     return name  # a Hub id; transformers reports it clearly if it can't be fetched
+
+
+def check_model_dir(path: Path, shown: str | Path, flag: str) -> None:
+    """Refuse a local model that `from_pretrained` cannot load: checked before anything is written,
+    where transformers would fail only once loading starts (after a run has claimed its folder)."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    if not path.is_dir():
+        raise UserError(f"{flag} {shown}: not a model folder (a file)")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{flag} {shown}: not a model folder (no config.json)")
+    weights = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+    if not any((path / name).is_file() for name in weights):
+        raise UserError(f"{flag} {shown}: the model folder has no weights (none of {', '.join(weights)})")
 
 
 def _embedded_default_dir() -> Path:

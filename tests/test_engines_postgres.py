@@ -138,6 +138,17 @@ def test_a_role_that_can_write_gets_a_warning(postgres_server, concert):
     assert postgres_server.snapshot("concert")["counts"]["concert"] == len(CONCERTS)
 
 
+def test_the_command_line_prints_the_writer_warning_as_one_line(postgres_server, concert, tmp_path, capsys):
+    from codelutra.cli import main
+
+    writer = postgres_server.address("concert", WRITER)
+    line = {"id": 1, "task": "sql", "db": writer, "gold": "SELECT fee FROM concert", "candidate": "SELECT fee FROM concert"}
+    (tmp_path / "candidates.jsonl").write_text(json.dumps(line) + "\n")
+    assert main(["verify", str(tmp_path / "candidates.jsonl"), "--out", str(tmp_path / "verdicts.jsonl")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"codelutra: warning: {writer}: PostgreSQL role '{WRITER}' can write"), err
+
+
 @pytest.mark.parametrize(
     "address",
     ["postgresql://reader:secret@/concert?host=/tmp", "postgresql://reader@/concert?password=secret", "host=/tmp password=secret"],

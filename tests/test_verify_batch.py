@@ -103,11 +103,11 @@ def test_mixed_batch_gives_one_verdict_per_line_in_order(tmp_path, db):
     assert counts == {kind: sum(verdict == kind for _, verdict, _ in cases) for kind in counts}
 
 
-def test_empty_file(tmp_path):
+def test_a_file_without_candidates_is_a_user_error(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n\n")
-    counts = verify_jsonl(tmp_path / "empty.jsonl", tmp_path / "verdicts.jsonl")
-    assert set(counts.values()) == {0}
-    assert (tmp_path / "verdicts.jsonl").read_text() == ""
+    with pytest.raises(UserError, match="no candidates"):
+        verify_jsonl(tmp_path / "empty.jsonl", tmp_path / "verdicts.jsonl")
+    assert not (tmp_path / "verdicts.jsonl").exists()
 
 
 def test_unreadable_input_is_a_user_error(tmp_path):
@@ -131,5 +131,5 @@ def test_command_line(tmp_path, capsys):
     write_lines(candidates, [{"id": 1, "task": "python", "candidate": ADD, "tests": ["assert add(2, 2) == 4"]}])
     assert main(["verify", str(candidates), "--out", str(out), "--timeout", "5", "--workers", "1"]) == 0
     assert [row["verdict"] for row in read_jsonl(out)] == ["correct"]
-    assert main(["verify", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
+    assert main(["verify", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "other.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err

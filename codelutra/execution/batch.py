@@ -6,8 +6,9 @@ Input, one JSON object a line (blank lines are skipped):
     {"id": ..., "task": "python", "candidate": CODE or null, "tests": [CODE, ...], "setup": CODE, "entry_point": NAME}
     {"id": ..., "task": "ds1000", "candidate": CODE or null, "code_context": CODE}
 
-("setup" and "entry_point" are optional; "db" is a database address as given: a SQLite path,
-relative to the working dir, `duckdb:///file.duckdb` or `postgresql://user@host/db`, never with a password.)
+("setup" and "entry_point" are optional; "db" is a database address as given: a SQLite path (or
+`sqlite:///path`), relative to the working dir, `duckdb:///file.duckdb` or `postgresql://user@host/db`,
+never with a password.)
 Output: one line per input line, in input order, {"id", "verdict", "detail", "seconds"}. A line
 that cannot be judged (not JSON, a field missing or of the wrong type, an unknown task) gets the
 verdict "invalid" and a detail naming the line and the field; the batch goes on.
@@ -21,9 +22,9 @@ from pathlib import Path
 from codelutra.artifacts import string_list_field, write_jsonl
 from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
-from codelutra.execution.engines import BadAddress, check_address
-from codelutra.execution.python import PythonCheck, verify_python
-from codelutra.execution.sql import SqlCheck, verify_sql
+from codelutra.execution.engines import BadAddress, usable_address
+from codelutra.execution.python import PythonCheck
+from codelutra.execution.sql import SqlCheck
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 
 INVALID = "invalid"  # the verdict on a line that cannot be judged; not one of VERDICT_KINDS
@@ -38,20 +39,23 @@ def verify_jsonl(in_path: str | Path, out_path: str | Path, verify: VerifyConfig
     """Judge every candidate in `in_path`, write the verdicts to `out_path` (atomically).
 
     Returns the number of verdicts of each kind, every kind listed (VERDICT_KINDS, then "invalid").
-    SQL candidates run in one `verify_sql` batch, Python and DS-1000 ones in one `verify_python`
-    batch (started from `verify.python`, default this interpreter), each with `verify`'s time limit and workers.
+    SQL candidates run in one batch, Python and DS-1000 ones in another, each judged as `run` and `eval`
+    judge their kind under `verify` (time limit, workers, `python`, and for SQL `match` and `variants`).
+    A file without a single candidate is the user's error: nothing is written.
     """
+    from codelutra.tasks.kinds import PYTHON, SQL
+
     parsed = [_parse(number, line) for number, line in _read_lines(in_path)]
+    if not parsed:
+        raise UserError(f"{in_path}: no candidates (the file is empty or holds only blank lines); nothing written")
     ids = [record_id for record_id, _ in parsed]
     checks = [check for _, check in parsed]
 
     verdicts = [Verdict(INVALID, check, 0.0) if isinstance(check, str) else None for check in checks]
     sql = [i for i, check in enumerate(checks) if isinstance(check, SqlCheck)]
     code = [i for i, check in enumerate(checks) if isinstance(check, PythonCheck)]
-    sql_verdicts = verify_sql([checks[i] for i in sql], timeout_s=verify.timeout_s, workers=verify.workers)
-    code_verdicts = verify_python(
-        [checks[i] for i in code], timeout_s=verify.timeout_s, workers=verify.workers, python=verify.python
-    )
+    sql_verdicts = SQL.verify([checks[i] for i in sql], verify, None)
+    code_verdicts = PYTHON.verify([checks[i] for i in code], verify, None)
     for position, verdict in zip(sql + code, sql_verdicts + code_verdicts):
         verdicts[position] = verdict
 
@@ -124,12 +128,10 @@ def _text(record: dict, name: str, *, default: object = _REQUIRED) -> str:
 
 
 def _address(record: dict, name: str) -> str:
-    address = _text(record, name)
     try:
-        check_address(address)
+        return usable_address(_text(record, name))
     except BadAddress as error:
         raise _BadField(f"field '{name}': {error}") from None
-    return address
 
 
 def _code(record: dict, name: str) -> str | None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from codelutra.errors import UserError
+from codelutra.errors import SetupWarning, UserError
 from codelutra.execution import engines
 from codelutra.execution.canonical import sql_key, trim_sql
 from codelutra.execution.engines import QueryResult
@@ -193,6 +193,7 @@ def _check_postgres_role(address: str) -> None:
         warnings.warn(
             f"{address}: PostgreSQL role {role!r} can write or create things; only the READ ONLY transaction "
             "keeps candidates from changing data. Use a SELECT-only role (see the README).",
+            SetupWarning,
             stacklevel=3,
         )
 

@@ -33,15 +33,35 @@ def prompts_that_fit(
     generation: GenerationConfig,
     max_length: int | None = None,
 ) -> tuple[list[Task], list[Skipped]]:
-    """The tasks whose prompt leaves `max_new_tokens` of room in the model's context; the others as `Skipped`.
+    """The tasks whose prompt fits (`prompts_too_long`); the others as `Skipped`. None fitting is the user's error."""
+    reasons = prompts_too_long(
+        tasks, model_path, prompt=prompt, max_new_tokens=max_new_tokens, generation=generation, max_length=max_length
+    )
+    kept = [task for task, why in zip(tasks, reasons) if why is None]
+    skipped = [Skipped(source, task.id, why) for task, why in zip(tasks, reasons) if why is not None]
+    if not kept and skipped:
+        raise UserError(f"{source}: no task left: every prompt is too long ({skipped[0].reason})")
+    return kept, skipped
+
+
+def prompts_too_long(
+    tasks: list[Task],
+    model_path: str,
+    *,
+    prompt: PromptConfig,
+    max_new_tokens: int,
+    generation: GenerationConfig,
+    max_length: int | None = None,
+) -> list[str | None]:
+    """For each task, why its prompt leaves no room for `max_new_tokens` in the model's context (None: it fits).
 
     Checked before generation, where an over-long prompt fails only after allocating memory for it.
-    `max_length` (training's `train.max_length`) also skips prompts that leave no token of it for an answer.
+    `max_length` (training's `train.max_length`) also counts prompts that leave no token of it for an answer.
     Loading the tokenizer also tells a model path that does not load, before anything is written. The
     openai backend's model is not here to ask: its endpoint judges its own prompts.
     """
     if generation.backend == "openai" or not tasks:
-        return tasks, []
+        return [None] * len(tasks)
     from transformers import AutoConfig
 
     from codelutra.models import load_tokenizer
@@ -55,18 +75,13 @@ def prompts_that_fit(
     limits = [(context - max_new_tokens, f"the model's context of {context} leaves no room for {max_new_tokens} answer tokens")]
     if max_length is not None:
         limits.append((max_length - 1, f"train.max_length is {max_length}"))
-    kept, skipped = [], []
+    reasons = []
     for task in tasks:
         text = render_prompt(tokenizer, kind.messages(task, prompt), kind.answer_prefix(prompt))
         length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         why = next((reason for limit, reason in limits if length > limit), None)
-        if why is None:
-            kept.append(task)
-        else:
-            skipped.append(Skipped(source, task.id, f"prompt too long: {length} tokens, and {why}"))
-    if not kept:
-        raise UserError(f"{source}: no task left: every prompt is too long ({skipped[0].reason})")
-    return kept, skipped
+        reasons.append(None if why is None else f"prompt too long: {length} tokens, and {why}")
+    return reasons
 
 
 def generate_completions(

@@ -37,13 +37,24 @@ def read_schema(db: str, style: str) -> str:
 
 
 def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 0) -> Answer:
-    """Generate a query for `question` (greedily, or `vote` samples and vote) and run it on `db`."""
-    from codelutra.generation.backends import open_backend
+    """Generate a query for `question` (greedily, or `vote` samples and vote) and run it on `db`.
 
-    read_schema(db, cfg.prompt.schema_style)  # a bad --db fails here, before the model loads
+    `db` is an address as `engines.usable_address` returns it. An empty question, a bad database or a
+    prompt longer than the model's context is refused here, before the model's weights load.
+    """
+    from codelutra.generation.backends import open_backend
+    from codelutra.loop.stages import prompts_too_long
+
+    if not question.strip():
+        raise UserError("question: empty; ask something about the database")
+    read_schema(db, cfg.prompt.schema_style)
     task = Task(id="ask", question=question, gold="", db_path=db)
+    max_new_tokens = SQL.max_new_tokens(cfg.eval.max_new_tokens)
+    [too_long] = prompts_too_long([task], model_path, prompt=cfg.prompt, max_new_tokens=max_new_tokens, generation=cfg.generation)
+    if too_long:
+        raise UserError(f"question: {too_long}")
     sampling = dict(n=vote, temperature=cfg.eval.vote_temperature, top_p=cfg.eval.vote_top_p) if vote else {}
-    params = SamplingParams(max_new_tokens=SQL.max_new_tokens(cfg.eval.max_new_tokens), batch_size=cfg.eval.batch_size, keep_logprobs=True, **sampling)
+    params = SamplingParams(max_new_tokens=max_new_tokens, batch_size=cfg.eval.batch_size, keep_logprobs=True, **sampling)
     with open_backend(cfg.generation, model_path) as generate:
         [completions] = generate([SQL.messages(task, cfg.prompt)], answer_prefix=SQL.answer_prefix(cfg.prompt), params=params)
     sqls = [SQL.extract(c.text) for c in completions]

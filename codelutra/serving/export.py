@@ -15,13 +15,13 @@ import yaml
 
 from codelutra.errors import UserError
 from codelutra.loop.layout import RunLayout
+from codelutra.models import check_model_dir
 
 
 def export_model(spec: Path, model_dir: str, format: str, out: Path, *, tensor_type: str = "f16") -> Path:
     """Write the model of `spec` (RUN_DIR/iter_K or a model folder; `model_dir` is its weights) to `out`."""
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"--model {spec}: not a model folder (no config.json); give RUN_DIR/iter_K (K >= 1) or a model folder")
+    check_model_dir(model_dir, spec, "--model")
     if out.exists():
         raise UserError(f"--out {out}: already exists; remove it or choose another path (nothing is overwritten)")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -193,10 +193,13 @@ def _written_address(file: Path, line_number: int, record: dict, db_urls: dict[s
 
 
 def _resolve(address: str, folder: Path) -> str:
-    """The address with a SQLite or DuckDB file made absolute (relative to `folder`); the file must exist."""
-    if engines.engine_of(address) == "postgres":
-        return address
-    return engines.with_file(address, _find_database([folder / engines.local_file(address)]))
+    """The address with a SQLite or DuckDB file made absolute (relative to `folder`), checked (`engines.usable_address`)."""
+    if engines.engine_of(address) != "postgres":
+        address = engines.with_file(address, (folder / engines.local_file(address)).resolve())
+    try:
+        return engines.usable_address(address)
+    except engines.BadAddress as error:
+        raise BadRecord(str(error)) from None
 
 
 def _find_database(looked_for: list[Path]) -> str:

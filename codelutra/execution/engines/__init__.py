@@ -36,6 +36,8 @@ _DUCKDB_SCHEME = "duckdb://"
 _SQLITE_SCHEME = "sqlite://"
 _LIBPQ_KEYWORDS = re.compile(r"^\s*[a-z_]+\s*=")  # `service=...`, `host=... dbname=...`
 _LIBPQ_PASSWORD = re.compile(r"(^|\s)password\s*=")
+_SQLITE_HEADER = b"SQLite format 3\x00"  # a SQLite file's first bytes (an empty file is an empty database too)
+_DUCKDB_MAGIC = b"DUCK"  # a DuckDB file's bytes 8-11
 
 
 class BadAddress(ValueError):
@@ -74,6 +76,34 @@ def local_file(address: str) -> str:
 def with_file(address: str, path: str | Path) -> str:
     """The same kind of address with its file replaced by `path` (e.g. made absolute)."""
     return f"{_DUCKDB_SCHEME}{path}" if engine_of(address) == "duckdb" else str(path)
+
+
+def usable_address(address: str) -> str:
+    """`address` as the sandbox and the schema reader take it (a SQLite one as its bare path), once checked.
+
+    Raises BadAddress for a password in it (`check_address`), or for a SQLite or DuckDB file that is
+    missing, a folder, or another engine's database: said here, where the engine would say "unable to
+    open database file", "disk I/O error" or "Loading external extensions is disabled".
+    """
+    check_address(address)
+    engine = engine_of(address)
+    if engine == "postgres":
+        return address
+    path = Path(local_file(address))
+    if path.is_dir():
+        raise BadAddress(f"{path} is a folder, not a database file")
+    if not path.is_file():
+        raise BadAddress(f"database not found: {path}")
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as error:
+        raise BadAddress(f"cannot read {path} ({error.strerror or error})") from None
+    found = "sqlite" if header.startswith(_SQLITE_HEADER) else "duckdb" if header[8:12] == _DUCKDB_MAGIC else None
+    if found is not None and found != engine:
+        written = f"{_DUCKDB_SCHEME}{path}" if found == "duckdb" else f"its path or {_SQLITE_SCHEME}{path}"
+        raise BadAddress(f"{path} is a {DIALECTS[found]} database, not a {DIALECTS[engine]} one: name it as {written}")
+    return with_file(address, path)
 
 
 def check_address(address: str) -> None:
