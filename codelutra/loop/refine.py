@@ -38,6 +38,9 @@ from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import iteration_pairs
 
 HEARTBEAT_S = 5.0  # how often a running stage's seconds so far are written to timings.json
+# Settings a finished or moved run may be resumed with: none changes an iteration already done. More
+# iterations or a lower min_gain extend the run; output_dir and name are where its folder now lies.
+RESUMABLE_CHANGES = ("max_iterations", "min_gain", "output_dir", "name")
 
 
 class Refiner:
@@ -83,7 +86,9 @@ class Refiner:
 
         The stored config is read back through the current schema, so a setting added since (with
         its default) does not stop a run from resuming; token budgets compare as resolved, so a run
-        stored with `max_new_tokens: 64` resumes where the task kind's budget is 64.
+        stored with `max_new_tokens: 64` resumes where the task kind's budget is 64. The settings in
+        `RESUMABLE_CHANGES` may differ: the stored config takes the new values (atomically), and the
+        run goes on from its last finished iteration, or stops earlier.
         """
         path = self.layout.config
         if not path.exists():
@@ -91,7 +96,8 @@ class Refiner:
             console.print(f"run folder: {self.run_dir}")
             return
         try:
-            same = self._comparable(load_config(path)) == self._comparable(self.cfg)
+            stored = load_config(path)
+            same = self._comparable(stored) == self._comparable(self.cfg)
         except UserError:
             same = False
         if not same:
@@ -99,11 +105,16 @@ class Refiner:
                 f"{path}: this run was started with a different configuration; "
                 "choose another name (--set name=...) or delete the folder to start over"
             )
-        console.print(f"resuming run in {self.run_dir}")
+        changes = {key: (getattr(stored, key), getattr(self.cfg, key)) for key in RESUMABLE_CHANGES}
+        changes = {key: values for key, values in changes.items() if values[0] != values[1]}
+        if changes:
+            atomic_write_text(path, dump_config(stored.model_copy(update={key: new for key, (_, new) in changes.items()})))
+        shown = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changes.items())
+        console.print(f"resuming run in {self.run_dir}" + (f" ({shown})" if shown else ""))
 
     def _comparable(self, cfg: RunConfig) -> dict:
-        """`cfg` as it runs: the token budgets resolved to the task kinds' where they are null."""
-        data = cfg.model_dump()
+        """`cfg` as it runs, less the settings a run may change when resumed; token budgets resolved where null."""
+        data = cfg.model_dump(exclude=set(RESUMABLE_CHANGES))
         data["sampling"]["max_new_tokens"] = kind_of(self.train_tasks).max_new_tokens(cfg.sampling.max_new_tokens)
         data["eval"]["max_new_tokens"] = kind_of(self.eval_tasks).max_new_tokens(cfg.eval.max_new_tokens)
         return data
@@ -141,6 +152,7 @@ class Refiner:
                 verify=self.cfg.verify,
                 label=f"iter {k} eval",
                 generation=self.cfg.generation,
+                model_name=self.cfg.model.name if k == 0 else str(it.model.relative_to(self.run_dir)),
             )
         console.print(f"iter {k}: held-out accuracy {result['accuracy']:.1%} ({result['n']} problems)")
         return {"iteration": k, **result}
