@@ -244,3 +244,28 @@ def test_a_run_recorded_with_absolute_paths_resumes_in_place(tmp_path, tiny_mode
     assert all(after[p] == before[p] for p in before if p.name in ("eval.json", "timings.json")), "an evaluation was redone"
     now = _eval_inputs(run_dir)
     assert now[1]["version"] == 2 and now[1]["model"] == "iter_1/model" and now[0]["model"] == tiny_model_dir
+
+
+def test_a_run_lists_its_skipped_problems_in_its_folder(tmp_path, tiny_model_dir, capsys):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "shop.sqlite")
+    db.execute("CREATE TABLE item (item_id INTEGER PRIMARY KEY, name TEXT)")
+    db.executemany("INSERT INTO item VALUES (?, ?)", [(1, "pen"), (2, "book")])
+    db.commit()
+    db.close()
+    rows = [{"id": f"q{i}", "question": "N?", "gold_sql": "SELECT count(*) FROM item", "db_path": "shop.sqlite"} for i in (0, 1)]
+    rows += [{"id": f"g{i}", "question": f"Gone {i}?", "gold_sql": "SELECT 1", "db_path": "gone.sqlite"} for i in (0, 1, 2)]
+    tasks = tmp_path / "eval.jsonl"
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    Refiner(_config(tmp_path, tiny_model_dir, "max_iterations=1", f"eval_tasks.path={tasks}")).run()
+    run_dir = tmp_path / "runs" / "tiny"
+    printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("skipped", "eval_tasks"))]
+    assert printed == [
+        f"skipped 3 problems of {tasks}: database not found: {tmp_path / 'gone.sqlite'}",
+        f"eval_tasks: 2 problems (3 skipped, each listed in {run_dir / 'skipped_eval_tasks.jsonl'})",
+    ]
+    listed = [json.loads(line) for line in (run_dir / "skipped_eval_tasks.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in listed] == ["g0", "g1", "g2"]
+    assert not (run_dir / "skipped_train_tasks.jsonl").exists()

@@ -21,8 +21,9 @@ from codelutra.loop.stages import (
     judge_completions,
 )
 from codelutra.loop.vote import evaluate_voted, require_votable
-from codelutra.tasks import Task
+from codelutra.tasks import Skipped, Task
 from codelutra.tasks.kinds import kind_of
+from codelutra.tasks.sources import print_skipped, write_skipped
 
 
 def evaluate_model(
@@ -36,6 +37,7 @@ def evaluate_model(
     label: str,
     generation: GenerationConfig = GenerationConfig(),
     model_name: str | None = None,
+    skipped: list[Skipped] = (),
 ) -> dict:
     """Evaluate `model_path` on `tasks`; write `out_dir/eval.json` (accuracy, n, counts) and its samples.
 
@@ -46,13 +48,17 @@ def evaluate_model(
     model, tasks and settings; otherwise this raises `UserError` before anything is written.
     `model_name` is the model as `eval_inputs.json` records it (default: `model_path`): a run names
     its base model as configured and its iterations' models relative to the run folder, so that the
-    folder still resumes after it is moved to another disk or machine.
+    folder still resumes after it is moved to another disk or machine. `skipped`, the problems left out
+    of `tasks` (`codelutra eval`), are listed in the folder and summarized once it is claimed.
     """
     files = EvalFiles(Path(out_dir))
     require_votable(tasks, eval_cfg.vote)  # before the folder is claimed: a refused command writes nothing
     max_new_tokens = kind_of(tasks).max_new_tokens(eval_cfg.max_new_tokens)
     settings = (prompt, eval_cfg, max_new_tokens, verify, generation)
     _claim_eval_dir(files, _inputs(model_name or model_path, tasks, *settings), _inputs_v1(model_path, tasks, *settings))
+    if skipped:
+        write_skipped(files.skipped, skipped)
+        print_skipped(label, len(tasks), skipped, files.skipped)
     if files.result.exists():
         return _with_current_kinds(read_json(files.result))
     start = time.monotonic()

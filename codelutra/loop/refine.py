@@ -32,9 +32,9 @@ from codelutra.loop.stages import (
     prompts_that_fit,
 )
 from codelutra.models import resolve_model
-from codelutra.tasks import Task
+from codelutra.tasks import Skipped, Task
 from codelutra.tasks.kinds import kind_of
-from codelutra.tasks.sources import load_tasks
+from codelutra.tasks.sources import load_tasks, print_skipped, write_skipped
 from codelutra.training.pairs import iteration_pairs
 
 HEARTBEAT_S = 5.0  # how often a running stage's seconds so far are written to timings.json
@@ -58,6 +58,7 @@ class Refiner:
         self.base_model = ""  # the base model's folder, once resolved
         self.train_tasks: list[Task] = []
         self.eval_tasks: list[Task] = []
+        self.skipped: dict[str, list[Skipped]] = {}  # per task set: the problems left out
 
     def run(self) -> list[dict]:
         # The run claims its name only once the model and both task sets have loaded, so that a corrected
@@ -66,6 +67,10 @@ class Refiner:
         self.train_tasks = self._load("train_tasks", policy)
         self.eval_tasks = self._load("eval_tasks", policy)
         self._claim_run_dir()
+        for which, tasks in (("train_tasks", self.train_tasks), ("eval_tasks", self.eval_tasks)):
+            if self.skipped[which]:
+                write_skipped(self.layout.skipped(which), self.skipped[which])
+            print_skipped(which, len(tasks), self.skipped[which], self.layout.skipped(which))
         overlap = ({t.db_id for t in self.train_tasks} & {t.db_id for t in self.eval_tasks}) - {""}
         if overlap:
             console.print(f"[yellow]note:[/] train and eval tasks share databases: {', '.join(sorted(overlap))}")
@@ -120,7 +125,7 @@ class Refiner:
         return data
 
     def _load(self, which: str, policy: str) -> list[Task]:
-        """A task set, less the problems whose prompt does not fit the model (reported like any bad problem)."""
+        """A task set, less the problems whose prompt does not fit the model (kept in `skipped` like any bad problem)."""
         source = getattr(self.cfg, which)
         tasks, skipped = load_tasks(source, self.cfg.verify)
         training = which == "train_tasks"
@@ -134,10 +139,7 @@ class Refiner:
             generation=self.cfg.generation,
             max_length=self.cfg.train.max_length if training else None,
         )
-        skipped += too_long
-        for s in skipped:
-            console.print(f"[yellow]skipped[/] {s}")
-        console.print(f"{which}: {len(tasks)} problems" + (f" ({len(skipped)} skipped)" if skipped else ""))
+        self.skipped[which] = skipped + too_long  # reported once the run folder is claimed
         return tasks
 
     def _evaluate(self, policy: str, k: int) -> dict:

@@ -63,7 +63,7 @@ def prompts_that_fit(
         if why is None:
             kept.append(task)
         else:
-            skipped.append(Skipped(source, task.id, f"prompt too long: {length} tokens, and {why}"))
+            skipped.append(Skipped(source, task.id, f"prompt too long: {why}", detail=f"{length} tokens"))
     if not kept:
         raise UserError(f"{source}: no task left: every prompt is too long ({skipped[0].reason})")
     return kept, skipped
