@@ -67,10 +67,7 @@ class Refiner:
         self.train_tasks = self._load("train_tasks", policy)
         self.eval_tasks = self._load("eval_tasks", policy)
         self._claim_run_dir()
-        for which, tasks in (("train_tasks", self.train_tasks), ("eval_tasks", self.eval_tasks)):
-            if self.skipped[which]:
-                write_skipped(self.layout.skipped(which), self.skipped[which])
-            print_skipped(which, len(tasks), self.skipped[which], self.layout.skipped(which))
+        self._report_skipped()
         overlap = ({t.db_id for t in self.train_tasks} & {t.db_id for t in self.eval_tasks}) - {""}
         if overlap:
             console.print(f"[yellow]note:[/] train and eval tasks share databases: {', '.join(sorted(overlap))}")
@@ -141,6 +138,13 @@ class Refiner:
         )
         self.skipped[which] = skipped + too_long  # reported once the run folder is claimed
         return tasks
+
+    def _report_skipped(self) -> None:
+        """List each task set's skipped problems in the run folder (once it is claimed) and print them by cause."""
+        for which, tasks in (("train_tasks", self.train_tasks), ("eval_tasks", self.eval_tasks)):
+            if self.skipped[which]:
+                write_skipped(self.layout.skipped(which), self.skipped[which])
+            print_skipped(which, len(tasks), self.skipped[which], self.layout.skipped(which))
 
     def _evaluate(self, policy: str, k: int) -> dict:
         it = self.layout.iteration(k)
