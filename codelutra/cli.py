@@ -143,11 +143,8 @@ def _eval(args) -> int:
         max_new_tokens=kind_of(tasks).max_new_tokens(cfg.eval.max_new_tokens),
         generation=cfg.generation,
     )
-    for s in skipped + too_long:
-        console.print(f"[yellow]skipped[/] {s}")
-    result = evaluate_model(
-        model, tasks, out, prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, label="eval", generation=cfg.generation
-    )
+    settings = dict(prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, generation=cfg.generation)
+    result = evaluate_model(model, tasks, out, label="eval", skipped=skipped + too_long, **settings)
     tables.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
     console.print(f"results: {out / 'eval.json'}")
     if tasks and tasks[0].kind == "sql":

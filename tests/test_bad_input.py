@@ -186,6 +186,23 @@ def test_eval_folder_is_reused_only_for_the_same_inputs(tmp_path, capsys, tiny_m
     _refused(capsys, tmp_path, [*base[:-1], "eval.max_new_tokens=9", "--limit", "2"], "settings.eval.max_new_tokens")
 
 
+def test_eval_folder_counts_a_database_by_its_file_name_not_its_folder(tmp_path, capsys, tiny_model_dir):
+    """Databases elsewhere (another machine, another disk) are the same evaluation; another database is not."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    tasks = _sql_tasks(here, ["How many items are there?"])
+    out = tmp_path / "out"
+    base = ["eval", "--model", tiny_model_dir, "--output", str(out), "--set", "eval.max_new_tokens=8"]
+    assert main([*base, "--tasks", str(tasks)]) == 0
+    result = (out / "eval.json").read_bytes()
+    here.rename(there)
+    assert main([*base, "--tasks", str(there / "tasks.jsonl")]) == 0
+    assert (out / "eval.json").read_bytes() == result, "the evaluation was redone"
+    (there / "shop.sqlite").rename(there / "store.sqlite")
+    (there / "tasks.jsonl").write_text((there / "tasks.jsonl").read_text().replace("shop.sqlite", "store.sqlite"))
+    _refused(capsys, tmp_path, [*base, "--tasks", str(there / "tasks.jsonl")], str(out), "tasks")
+
+
 def test_eval_folder_from_an_older_version_is_checked_by_its_eval_json(tmp_path, capsys, tiny_model_dir):
     out = tmp_path / "out"
     out.mkdir()

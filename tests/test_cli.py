@@ -72,6 +72,31 @@ def test_eval_on_a_spider_layout(tmp_path, tiny_model_dir, questions_file):
     assert sum(result["counts"].values()) == 2
 
 
+def test_eval_prints_one_line_per_cause_of_skipping_and_lists_each_problem_beside_its_output(tmp_path, tiny_model_dir, capsys):
+    gone = [{"db_id": "gone", "question": f"Question {i}?", "query": "SELECT 1"} for i in range(5)]
+    records = [
+        {"db_id": "shop", "question": "How many items are there?", "query": "SELECT count(*) FROM item"},
+        *gone,
+        {"db_id": "shop", "question": "Broken gold.", "query": "SELECT nope FROM item"},
+    ]
+    _spider_layout(tmp_path / "spider", "dev.json", records)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["eval", "--model", tiny_model_dir, "--tasks", str(tmp_path / "spider"), "--output", str(out),
+                 "--set", "eval.max_new_tokens=8"]) == 0
+    skipped_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("skipped", "eval: 1"))]
+    missing = tmp_path / "spider" / "database" / "gone" / "gone.sqlite"
+    assert skipped_lines == [
+        f"skipped 5 problems of {tmp_path / 'spider' / 'dev.json'}: database not found: {missing}",
+        f"skipped {tmp_path / 'spider' / 'dev.json'}: problem dev-6: gold query failed: no such column: nope",
+        f"eval: 1 problems (6 skipped, each listed in {out / 'skipped.jsonl'})",
+    ]
+    listed = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in listed] == [f"dev-{i}" for i in range(1, 7)]
+    assert {row["reason"] for row in listed[:5]} == {f"database not found: {missing}"}
+    assert json.loads((out / "eval.json").read_text())["n"] == 1
+
+
 def test_eval_accepts_a_run_iteration_folder(tmp_path, tiny_model_dir):
     run_iter = tmp_path / "runs" / "r" / "iter_1"
     shutil.copytree(tiny_model_dir, run_iter / "model")

@@ -175,3 +175,97 @@ def test_generation_resumes_from_partial_file(tmp_path, tiny_model_dir, monkeypa
     assert [r["id"] for r in rows] == [t.id for t in tasks]
     assert rows[0]["completions"] == ["kept"]
     assert out.exists() and not partial.exists()
+
+
+def test_a_finished_run_is_extended_by_more_iterations(tmp_path, tiny_model_dir):
+    Refiner(_config(tmp_path, tiny_model_dir, "max_iterations=1")).run()
+    run_dir = tmp_path / "runs" / "tiny"
+    before = _mtimes(run_dir)
+
+    history = Refiner(_config(tmp_path, tiny_model_dir, "max_iterations=2")).run()
+    assert [h["iteration"] for h in history] == [0, 1, 2]
+    after = _mtimes(run_dir)
+    redone = [p for p in before if p.parts[0].startswith("iter_") and after[p] != before[p]]
+    assert redone == [], "the finished iterations were redone"
+    assert load_config(run_dir / "config.yaml").max_iterations == 2
+    report = (run_dir / "report.md").read_text()
+    assert all(f"| {label} |" in report for label in ("base model", "iteration 1", "iteration 2"))
+
+
+def test_a_run_stopped_by_min_gain_goes_on_when_min_gain_is_lowered(tmp_path, tiny_model_dir):
+    assert len(Refiner(_config(tmp_path, tiny_model_dir, "min_gain=1.0")).run()) == 2  # no iteration gains 100 points
+    run_dir = tmp_path / "runs" / "tiny"
+    assert not (run_dir / "iter_2").exists()
+
+    assert len(Refiner(_config(tmp_path, tiny_model_dir, "min_gain=-1.0")).run()) == 3
+    assert load_config(run_dir / "config.yaml").min_gain == -1.0
+
+
+def _eval_inputs(run_dir):
+    return {k: json.loads((run_dir / f"iter_{k}" / "eval_inputs.json").read_text()) for k in (0, 1)}
+
+
+def test_a_moved_run_resumes_without_redoing_anything(tmp_path, tiny_model_dir):
+    first, second = tmp_path / "first", tmp_path / "second"
+    Refiner(_config(first, tiny_model_dir, "max_iterations=1")).run()
+    assert all(str(first) not in json.dumps(inputs) for inputs in _eval_inputs(first / "runs" / "tiny").values())
+    (second / "runs").mkdir(parents=True)
+    (first / "runs" / "tiny").rename(second / "runs" / "tiny")
+    run_dir = second / "runs" / "tiny"
+    before = _mtimes(run_dir)
+
+    history = Refiner(_config(second, tiny_model_dir, "max_iterations=1")).run()
+    assert len(history) == 2
+    after = _mtimes(run_dir)
+    assert [p for p in before if p.parts[0].startswith("iter_") and after[p] != before[p]] == []
+    assert load_config(run_dir / "config.yaml").output_dir == str(second)
+
+
+def test_a_run_recorded_with_absolute_paths_resumes_in_place(tmp_path, tiny_model_dir, monkeypatch):
+    """eval_inputs.json as versions before 2 wrote it (no version, absolute paths) is accepted, then made movable."""
+    from codelutra.loop import evaluate
+
+    run_dir = tmp_path / "runs" / "tiny"
+    as_v1 = evaluate._inputs_v1
+
+    def old_inputs(model, *rest):  # the model's path as the older version was given it: absolute
+        return as_v1(str(run_dir / model) if model.startswith("iter_") else model, *rest)
+
+    monkeypatch.setattr(evaluate, "_inputs", old_inputs)
+    Refiner(_config(tmp_path, tiny_model_dir, "max_iterations=1")).run()
+    old = _eval_inputs(run_dir)
+    assert "version" not in old[1] and old[1]["model"] == str(run_dir / "iter_1" / "model")
+    monkeypatch.undo()
+    before = _mtimes(run_dir)
+
+    assert len(Refiner(_config(tmp_path, tiny_model_dir, "max_iterations=1")).run()) == 2
+    after = _mtimes(run_dir)
+    assert [p for p in before if p.suffix != ".json" and p.parts[0].startswith("iter_") and after[p] != before[p]] == []
+    assert all(after[p] == before[p] for p in before if p.name in ("eval.json", "timings.json")), "an evaluation was redone"
+    now = _eval_inputs(run_dir)
+    assert now[1]["version"] == 2 and now[1]["model"] == "iter_1/model" and now[0]["model"] == tiny_model_dir
+
+
+def test_a_run_lists_its_skipped_problems_in_its_folder(tmp_path, tiny_model_dir, capsys):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "shop.sqlite")
+    db.execute("CREATE TABLE item (item_id INTEGER PRIMARY KEY, name TEXT)")
+    db.executemany("INSERT INTO item VALUES (?, ?)", [(1, "pen"), (2, "book")])
+    db.commit()
+    db.close()
+    rows = [{"id": f"q{i}", "question": "N?", "gold_sql": "SELECT count(*) FROM item", "db_path": "shop.sqlite"} for i in (0, 1)]
+    rows += [{"id": f"g{i}", "question": f"Gone {i}?", "gold_sql": "SELECT 1", "db_path": "gone.sqlite"} for i in (0, 1, 2)]
+    tasks = tmp_path / "eval.jsonl"
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    Refiner(_config(tmp_path, tiny_model_dir, "max_iterations=1", f"eval_tasks.path={tasks}")).run()
+    run_dir = tmp_path / "runs" / "tiny"
+    printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("skipped", "eval_tasks"))]
+    assert printed == [
+        f"skipped 3 problems of {tasks}: database not found: {tmp_path / 'gone.sqlite'}",
+        f"eval_tasks: 2 problems (3 skipped, each listed in {run_dir / 'skipped_eval_tasks.jsonl'})",
+    ]
+    listed = [json.loads(line) for line in (run_dir / "skipped_eval_tasks.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in listed] == ["g0", "g1", "g2"]
+    assert not (run_dir / "skipped_train_tasks.jsonl").exists()

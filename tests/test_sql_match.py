@@ -102,7 +102,9 @@ def test_the_gold_itself_is_correct_under_every_rule(db):
     "gold, candidate, ordered, expected",
     [
         # (execution, spider, bird) on rows alone
-        ([(10621.67,)], [(10621.666666666666,)], False, (True, False, False)),
+        ([(10621.67,)], [(10621.666666666666,)], False, (True, False, False)),  # both 10621.7 to 6 digits
+        ([(10621.67,)], [(10621.61,)], False, (False, False, False)),  # 10621.7 against 10621.6
+        ([(0.3,)], [(0.1 + 0.2,)], False, (True, False, False)),
         ([(1,)], [(1.0,)], False, (True, True, True)),  # Python's 1 == 1.0, in the official code too
         ([(1,), (1,), (2,)], [(1,), (2,)], False, (False, False, True)),
         ([(1,), (2,), (2,)], [(1,), (1,), (2,)], False, (False, False, True)),
@@ -133,10 +135,18 @@ def test_a_wrong_result_says_how_it_differs_under_every_rule():
         ('SELECT "distinct" FROM t', 'SELECT "distinct" FROM t'),  # a quoted name stays
         ("SELECT distinction, indistinct FROM t", "SELECT distinction, indistinct FROM t"),  # whole words only
         ("SELECT a FROM t WHERE a > = 3 AND b ! = 2", "SELECT a FROM t WHERE a >= 3 AND b != 2"),  # the official postprocess
+        ("SELECT price AS value FROM t", "SELECT price AS value FROM t"),  # the CLI's " value " -> " 1 " is not followed
     ],
 )
 def test_spider_prepare(sql, expected):
     assert spider_prepare(sql) == expected
+
+
+def test_the_spider_rule_scores_a_candidate_naming_something_value_as_written(db):
+    """The official CLI would run `SELECT name AS 1 FROM ...` (a syntax error); see the module's docstring."""
+    check = SqlCheck(db, "SELECT name FROM singer WHERE age > 40", "SELECT name AS value FROM singer WHERE age > 40")
+    [verdict] = verify_sql([check], match="spider", workers=1)
+    assert verdict.kind == "correct", verdict.detail
 
 
 @pytest.mark.parametrize(

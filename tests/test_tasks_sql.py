@@ -287,3 +287,16 @@ def test_a_password_in_db_urls_is_refused_naming_the_field(tmp_path):
     assert "train_tasks.db_urls" in one_line_error(excinfo) and "password" in str(excinfo.value)
     with pytest.raises(UserError, match=r"db_urls.music: .*password"):
         load_sql_tasks(spider_dir(tmp_path, [spider_record()]), db_urls={"music": "host=h password=x"})
+
+
+def test_the_skip_summary_counts_problems_per_cause_and_bounds_its_lines():
+    from codelutra.tasks import Skipped
+    from codelutra.tasks.sources import SHOWN_CAUSES, skip_summary
+
+    missing = [Skipped("dev.json", f"dev-{i}", "database not found: gone.sqlite") for i in range(62)]
+    own = [Skipped("dev.json", f"bad-{i}", f"gold query failed: error {i}", detail="x") for i in range(SHOWN_CAUSES + 2)]
+    lines = skip_summary(own[:1] + missing + own[1:])
+    assert lines[0] == "62 problems of dev.json: database not found: gone.sqlite"
+    assert lines[1] == "dev.json: problem bad-0: gold query failed: error 0 (x)"
+    assert len(lines) == SHOWN_CAUSES + 1 and lines[-1] == "3 more problems, for 3 other causes"
+    assert skip_summary([]) == []

@@ -4,9 +4,9 @@ Three rules, because a number is only comparable with a leaderboard's when it is
 
 * `execution` (the default): this project's own rule. Rows are compared as a multiset unless the
   outermost query orders them, column order is free, numbers compare by value and floats to 6
-  significant digits (10621.67 == 10621.666...67 is False; 0.1 + 0.2 == 0.3 is True). It agrees with
-  the official Spider evaluator run with `--keep_distinct` except where floats differ in the last
-  digits or ORDER BY sits in a subquery only.
+  significant digits (10621.67 == 10621.666...67 is True, both 10621.7; 10621.67 == 10621.61 is
+  False; 0.1 + 0.2 == 0.3 is True). It agrees with the official Spider evaluator run with
+  `--keep_distinct` except where floats differ in the last digits or ORDER BY sits in a subquery only.
 * `spider`: the official test-suite evaluator's default (taoyds/test-suite-sql-eval, `evaluation.py`
   with `--keep_distinct` off, its default). `exec_eval.eval_exec_match` first rewrites both queries
   with `postprocess` ("> =" -> ">=", "< =", "! =") and `parse.remove_distinct` (drops every token
@@ -16,7 +16,12 @@ Three rules, because a number is only comparable with a leaderboard's when it is
   with Python's `==` on the values (exact floats; 1 == 1.0). The official code also requires the
   match on every `.sqlite` file in the database's folder: the test suite's extra databases where
   they are installed, the one database in the plain Spider release; `verify.variants` (perturbed
-  copies, `variants.py`) plays that part here.
+  copies, `variants.py`) plays that part here. One step of the official command line is not
+  followed: `evaluation.py`'s `evaluate` rewrites `" value "` to `" 1 "` in every prediction (not
+  the gold) before it parses and runs it, so that predictions with the placeholder `value` where a
+  literal goes (from models that predict SQL without values) still parse and run. A candidate here
+  is a complete query with its own values, so the rewrite would only turn a column or alias named
+  value (`SELECT price AS value FROM ...`) into a wrong query; such candidates are scored as written.
 * `bird`: BIRD's execution accuracy (bird-bench/mini_dev `evaluation/evaluation_ex.py`,
   `calculate_ex`): `set(predicted_res) == set(ground_truth_res)`. Row sets, so duplicates and row
   order never count, but column order does, and values compare exactly.

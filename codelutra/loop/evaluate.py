@@ -11,6 +11,7 @@ from pathlib import Path
 from codelutra.artifacts import read_json, write_json
 from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.errors import UserError
+from codelutra.execution.engines import engine_of, local_file
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.layout import EvalFiles
@@ -20,8 +21,9 @@ from codelutra.loop.stages import (
     judge_completions,
 )
 from codelutra.loop.vote import evaluate_voted, require_votable
-from codelutra.tasks import Task
+from codelutra.tasks import Skipped, Task
 from codelutra.tasks.kinds import kind_of
+from codelutra.tasks.sources import print_skipped, write_skipped
 
 
 def evaluate_model(
@@ -34,6 +36,8 @@ def evaluate_model(
     verify: VerifyConfig,
     label: str,
     generation: GenerationConfig = GenerationConfig(),
+    model_name: str | None = None,
+    skipped: list[Skipped] = (),
 ) -> dict:
     """Evaluate `model_path` on `tasks`; write `out_dir/eval.json` (accuracy, n, counts) and its samples.
 
@@ -42,11 +46,19 @@ def evaluate_model(
     `generation` says where the completions come from; for the openai backend `model_path` is the
     endpoint's model name. A folder is reused (its results, or its samples so far) only for the same
     model, tasks and settings; otherwise this raises `UserError` before anything is written.
+    `model_name` is the model as `eval_inputs.json` records it (default: `model_path`): a run names
+    its base model as configured and its iterations' models relative to the run folder, so that the
+    folder still resumes after it is moved to another disk or machine. `skipped`, the problems left out
+    of `tasks` (`codelutra eval`), are listed in the folder and summarized once it is claimed.
     """
     files = EvalFiles(Path(out_dir))
     require_votable(tasks, eval_cfg.vote)  # before the folder is claimed: a refused command writes nothing
     max_new_tokens = kind_of(tasks).max_new_tokens(eval_cfg.max_new_tokens)
-    _claim_eval_dir(files, _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generation))
+    settings = (prompt, eval_cfg, max_new_tokens, verify, generation)
+    _claim_eval_dir(files, _inputs(model_name or model_path, tasks, *settings), _inputs_v1(model_path, tasks, *settings))
+    if skipped:
+        write_skipped(files.skipped, skipped)
+        print_skipped(label, len(tasks), skipped, files.skipped)
     if files.result.exists():
         return _with_current_kinds(read_json(files.result))
     start = time.monotonic()
@@ -76,11 +88,23 @@ def evaluate_model(
     return result
 
 
-def _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generation) -> dict:
-    """What the results of an evaluation depend on; parallelism (workers, batch sizes, concurrency) is left out."""
-    problems = json.dumps([(t.id, t.question, t.gold, t.db_path, t.tests, t.code_context) for t in tasks])
+INPUTS_VERSION = 2  # eval_inputs.json without "version" (1) held the model and the databases as absolute paths
+
+
+def _inputs(model, tasks, prompt, eval_cfg, max_new_tokens, verify, generation) -> dict:
+    """What the results of an evaluation depend on; parallelism (workers, batch sizes, concurrency) is left out.
+
+    Nothing in it depends on where the folder or the data lie: a database counts by its file's name
+    (or its server address), so a run moved to another machine, its databases elsewhere, still resumes.
+    """
+    return {"version": INPUTS_VERSION, **_inputs_v1(model, tasks, prompt, eval_cfg, max_new_tokens, verify, generation, _database)}
+
+
+def _inputs_v1(model, tasks, prompt, eval_cfg, max_new_tokens, verify, generation, database=lambda t: t.db_path) -> dict:
+    """The inputs as version 1 recorded them (each database by its absolute path); `database` names a task's database."""
+    problems = json.dumps([(t.id, t.question, t.gold, database(t), t.tests, t.code_context) for t in tasks])
     return {
-        "model": model_path,
+        "model": model,
         "tasks": {"n": len(tasks), "sha256": hashlib.sha256(problems.encode()).hexdigest()},
         "settings": {
             "prompt": prompt.model_dump(mode="json"),
@@ -91,17 +115,27 @@ def _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generat
     }
 
 
-def _claim_eval_dir(files: EvalFiles, inputs: dict) -> None:
+def _database(task: Task) -> str:
+    """A task's database as the inputs name it: a file by its name, a server by its address ('' for Python tasks)."""
+    if not task.db_path or engine_of(task.db_path) == "postgres":
+        return task.db_path
+    return Path(local_file(task.db_path)).name
+
+
+def _claim_eval_dir(files: EvalFiles, inputs: dict, inputs_v1: dict) -> None:
     """Record what the folder evaluates; refuse a folder that holds an evaluation of something else.
 
-    A folder from before `eval_inputs.json` existed is checked by what its eval.json says (model, n).
+    A folder recorded by version 1 is compared with `inputs_v1`, then recorded anew as movable; a
+    folder from before `eval_inputs.json` existed is checked by what its eval.json says (model, n).
     """
     path = files.inputs
-    if path.exists():
-        differs = _differences(read_json(path), inputs)
+    held = read_json(path) if path.exists() else None
+    if held is not None:
+        differs = _differences(held, inputs if "version" in held else inputs_v1)
     elif files.result.exists():
         old = read_json(files.result)
-        differs = _differences({"model": old.get("model"), "n": old.get("n")}, {"model": inputs["model"], "n": inputs["tasks"]["n"]})
+        held_then = {"model": old.get("model"), "n": old.get("n")}
+        differs = _differences(held_then, {"model": inputs_v1["model"], "n": inputs["tasks"]["n"]})
     else:
         differs = []
     if differs:
@@ -109,7 +143,7 @@ def _claim_eval_dir(files: EvalFiles, inputs: dict) -> None:
             f"{files.dir}: holds an evaluation with a different {', '.join(differs)}; "
             "choose another output folder (--output) or delete this one to start fresh"
         )
-    if not path.exists():
+    if held != inputs:
         write_json(path, inputs)
 
 

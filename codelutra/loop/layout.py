@@ -1,11 +1,12 @@
 """Where each artifact of a run lives: one object that every writer and reader of a run folder uses.
 
-    runs/<name>/config.yaml, report.md, accuracy.png
+    runs/<name>/config.yaml, report.md, accuracy.png, skipped_train_tasks.jsonl, skipped_eval_tasks.jsonl
     runs/<name>/iter_0/eval.json, eval_samples.jsonl, eval_verdicts.jsonl        the base model
     runs/<name>/iter_<k>/samples.jsonl, verdicts.jsonl, pairs.jsonl, timings.json,
                          checkpoints/, adapter/, model/, eval*.json(l)           iteration k
 
-An evaluation folder outside a run (`codelutra eval --output`) holds the same three eval files.
+An evaluation folder outside a run (`codelutra eval --output`) holds the same three eval files, and
+skipped.jsonl.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class EvalFiles:
     @property
     def verdicts(self) -> Path:
         return self.dir / "eval_verdicts.jsonl"
+
+    @property
+    def skipped(self) -> Path:
+        """`codelutra eval`: the problems of the task set left out, with their reasons (a run keeps its own)."""
+        return self.dir / "skipped.jsonl"
 
     @property
     def inputs(self) -> Path:
@@ -125,6 +131,10 @@ class RunLayout:
     @property
     def plot(self) -> Path:
         return self.root / "accuracy.png"
+
+    def skipped(self, which: str) -> Path:
+        """The problems of task set `which` (train_tasks, eval_tasks) left out, with their reasons."""
+        return self.root / f"skipped_{which}.jsonl"
 
     def iteration(self, k: int) -> IterationFiles:
         return IterationFiles(self.root / f"iter_{k}", k)

@@ -32,12 +32,15 @@ from codelutra.loop.stages import (
     prompts_that_fit,
 )
 from codelutra.models import resolve_model
-from codelutra.tasks import Task
+from codelutra.tasks import Skipped, Task
 from codelutra.tasks.kinds import kind_of
-from codelutra.tasks.sources import load_tasks
+from codelutra.tasks.sources import load_tasks, print_skipped, write_skipped
 from codelutra.training.pairs import iteration_pairs
 
 HEARTBEAT_S = 5.0  # how often a running stage's seconds so far are written to timings.json
+# Settings a finished or moved run may be resumed with: none changes an iteration already done. More
+# iterations or a lower min_gain extend the run; output_dir and name are where its folder now lies.
+RESUMABLE_CHANGES = ("max_iterations", "min_gain", "output_dir", "name")
 
 
 class Refiner:
@@ -55,6 +58,7 @@ class Refiner:
         self.base_model = ""  # the base model's folder, once resolved
         self.train_tasks: list[Task] = []
         self.eval_tasks: list[Task] = []
+        self.skipped: dict[str, list[Skipped]] = {}  # per task set: the problems left out
 
     def run(self) -> list[dict]:
         # The run claims its name only once the model and both task sets have loaded, so that a corrected
@@ -63,6 +67,7 @@ class Refiner:
         self.train_tasks = self._load("train_tasks", policy)
         self.eval_tasks = self._load("eval_tasks", policy)
         self._claim_run_dir()
+        self._report_skipped()
         overlap = ({t.db_id for t in self.train_tasks} & {t.db_id for t in self.eval_tasks}) - {""}
         if overlap:
             console.print(f"[yellow]note:[/] train and eval tasks share databases: {', '.join(sorted(overlap))}")
@@ -83,7 +88,9 @@ class Refiner:
 
         The stored config is read back through the current schema, so a setting added since (with
         its default) does not stop a run from resuming; token budgets compare as resolved, so a run
-        stored with `max_new_tokens: 64` resumes where the task kind's budget is 64.
+        stored with `max_new_tokens: 64` resumes where the task kind's budget is 64. The settings in
+        `RESUMABLE_CHANGES` may differ: the stored config takes the new values (atomically), and the
+        run goes on from its last finished iteration, or stops earlier.
         """
         path = self.layout.config
         if not path.exists():
@@ -91,7 +98,8 @@ class Refiner:
             console.print(f"run folder: {self.run_dir}")
             return
         try:
-            same = self._comparable(load_config(path)) == self._comparable(self.cfg)
+            stored = load_config(path)
+            same = self._comparable(stored) == self._comparable(self.cfg)
         except UserError:
             same = False
         if not same:
@@ -99,17 +107,22 @@ class Refiner:
                 f"{path}: this run was started with a different configuration; "
                 "choose another name (--set name=...) or delete the folder to start over"
             )
-        console.print(f"resuming run in {self.run_dir}")
+        changes = {key: (getattr(stored, key), getattr(self.cfg, key)) for key in RESUMABLE_CHANGES}
+        changes = {key: values for key, values in changes.items() if values[0] != values[1]}
+        if changes:
+            atomic_write_text(path, dump_config(stored.model_copy(update={key: new for key, (_, new) in changes.items()})))
+        shown = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changes.items())
+        console.print(f"resuming run in {self.run_dir}" + (f" ({shown})" if shown else ""))
 
     def _comparable(self, cfg: RunConfig) -> dict:
-        """`cfg` as it runs: the token budgets resolved to the task kinds' where they are null."""
-        data = cfg.model_dump()
+        """`cfg` as it runs, less the settings a run may change when resumed; token budgets resolved where null."""
+        data = cfg.model_dump(exclude=set(RESUMABLE_CHANGES))
         data["sampling"]["max_new_tokens"] = kind_of(self.train_tasks).max_new_tokens(cfg.sampling.max_new_tokens)
         data["eval"]["max_new_tokens"] = kind_of(self.eval_tasks).max_new_tokens(cfg.eval.max_new_tokens)
         return data
 
     def _load(self, which: str, policy: str) -> list[Task]:
-        """A task set, less the problems whose prompt does not fit the model (reported like any bad problem)."""
+        """A task set, less the problems whose prompt does not fit the model (kept in `skipped` like any bad problem)."""
         source = getattr(self.cfg, which)
         tasks, skipped = load_tasks(source, self.cfg.verify)
         training = which == "train_tasks"
@@ -123,11 +136,15 @@ class Refiner:
             generation=self.cfg.generation,
             max_length=self.cfg.train.max_length if training else None,
         )
-        skipped += too_long
-        for s in skipped:
-            console.print(f"[yellow]skipped[/] {s}")
-        console.print(f"{which}: {len(tasks)} problems" + (f" ({len(skipped)} skipped)" if skipped else ""))
+        self.skipped[which] = skipped + too_long  # reported once the run folder is claimed
         return tasks
+
+    def _report_skipped(self) -> None:
+        """List each task set's skipped problems in the run folder (once it is claimed) and print them by cause."""
+        for which, tasks in (("train_tasks", self.train_tasks), ("eval_tasks", self.eval_tasks)):
+            if self.skipped[which]:
+                write_skipped(self.layout.skipped(which), self.skipped[which])
+            print_skipped(which, len(tasks), self.skipped[which], self.layout.skipped(which))
 
     def _evaluate(self, policy: str, k: int) -> dict:
         it = self.layout.iteration(k)
@@ -141,6 +158,7 @@ class Refiner:
                 verify=self.cfg.verify,
                 label=f"iter {k} eval",
                 generation=self.cfg.generation,
+                model_name=self.cfg.model.name if k == 0 else str(it.model.relative_to(self.run_dir)),
             )
         console.print(f"iter {k}: held-out accuracy {result['accuracy']:.1%} ({result['n']} problems)")
         return {"iteration": k, **result}

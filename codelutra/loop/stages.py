@@ -38,7 +38,7 @@ def prompts_that_fit(
         tasks, model_path, prompt=prompt, max_new_tokens=max_new_tokens, generation=generation, max_length=max_length
     )
     kept = [task for task, why in zip(tasks, reasons) if why is None]
-    skipped = [Skipped(source, task.id, why) for task, why in zip(tasks, reasons) if why is not None]
+    skipped = [Skipped(source, task.id, *why) for task, why in zip(tasks, reasons) if why is not None]
     if not kept and skipped:
         raise UserError(f"{source}: no task left: every prompt is too long ({skipped[0].reason})")
     return kept, skipped
@@ -52,8 +52,9 @@ def prompts_too_long(
     max_new_tokens: int,
     generation: GenerationConfig,
     max_length: int | None = None,
-) -> list[str | None]:
-    """For each task, why its prompt leaves no room for `max_new_tokens` in the model's context (None: it fits).
+) -> list[tuple[str, str] | None]:
+    """For each task, why its prompt leaves no room for `max_new_tokens` in the model's context, and its length
+    (None: it fits).
 
     Checked before generation, where an over-long prompt fails only after allocating memory for it.
     `max_length` (training's `train.max_length`) also counts prompts that leave no token of it for an answer.
@@ -80,7 +81,7 @@ def prompts_too_long(
         text = render_prompt(tokenizer, kind.messages(task, prompt), kind.answer_prefix(prompt))
         length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         why = next((reason for limit, reason in limits if length > limit), None)
-        reasons.append(None if why is None else f"prompt too long: {length} tokens, and {why}")
+        reasons.append(None if why is None else (f"prompt too long: {why}", f"{length} tokens"))
     return reasons
 
 

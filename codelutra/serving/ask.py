@@ -52,7 +52,8 @@ def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 
     max_new_tokens = SQL.max_new_tokens(cfg.eval.max_new_tokens)
     [too_long] = prompts_too_long([task], model_path, prompt=cfg.prompt, max_new_tokens=max_new_tokens, generation=cfg.generation)
     if too_long:
-        raise UserError(f"question: {too_long}")
+        reason, length = too_long
+        raise UserError(f"question: {reason} ({length})")
     sampling = dict(n=vote, temperature=cfg.eval.vote_temperature, top_p=cfg.eval.vote_top_p) if vote else {}
     params = SamplingParams(max_new_tokens=max_new_tokens, batch_size=cfg.eval.batch_size, keep_logprobs=True, **sampling)
     with open_backend(cfg.generation, model_path) as generate:

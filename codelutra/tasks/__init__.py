@@ -31,11 +31,16 @@ class Task:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A problem that was reported and left out of a task set."""
+    """A problem that was reported and left out of a task set.
+
+    `reason` is the cause, which problems skipped for the same cause share (they are counted together);
+    `detail` what is particular to this problem.
+    """
 
     file: str
     id: str
     reason: str
+    detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.file}: problem {self.id}: {self.reason}"
+        return f"{self.file}: problem {self.id}: {self.reason}" + (f" ({self.detail})" if self.detail else "")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+from codelutra.artifacts import write_jsonl
 from codelutra.config import TaskSource, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.models import cache_dir
 from codelutra.tasks import Skipped, Task
 
 BUILTIN_SPLITS = ("train", "heldout")
+SHOWN_CAUSES = 10  # causes of skipping printed one a line; the others are counted together
 
 
 def load_tasks(source: TaskSource, verify: VerifyConfig | None = None) -> tuple[list[Task], list[Skipped]]:
@@ -34,3 +40,36 @@ def load_tasks(source: TaskSource, verify: VerifyConfig | None = None) -> tuple[
     if fmt in PYTHON_FORMATS:
         return load_python_tasks(path, format=fmt, verify=verify, **selection)
     return load_sql_tasks(path, format=fmt, db_urls=source.db_urls, verify=verify, **selection)
+
+
+def skip_summary(skipped: list[Skipped]) -> list[str]:
+    """What was skipped, one line per cause (file and reason) with its count, the most frequent first.
+
+    A missing database skips every problem of it for one reason: a line each would bury the rest.
+    A cause of one problem names it; past `SHOWN_CAUSES` causes, the rest share one line.
+    """
+    causes = Counter((s.file, s.reason) for s in skipped)
+    one_of = {(s.file, s.reason): s for s in skipped}  # a problem of each cause
+    shown = causes.most_common(SHOWN_CAUSES)
+    lines = [str(one_of[cause]) if n == 1 else f"{n} problems of {cause[0]}: {cause[1]}" for cause, n in shown]
+    rest = causes.most_common()[SHOWN_CAUSES:]
+    if rest:
+        lines.append(f"{sum(n for _, n in rest)} more problems, for {len(rest)} other causes")
+    return lines
+
+
+def print_skipped(which: str, kept: int, skipped: list[Skipped], details: Path) -> None:
+    """Print the problems a task set kept and `skip_summary`; `details` is the file that lists every skipped problem."""
+    from rich.markup import escape
+
+    from codelutra.console import console
+
+    for line in skip_summary(skipped):
+        console.print(f"[yellow]skipped[/] {escape(line)}", soft_wrap=True)
+    listed = f" ({len(skipped)} skipped, each listed in {escape(str(details))})" if skipped else ""
+    console.print(f"{escape(which)}: {kept} problems{listed}", soft_wrap=True)
+
+
+def write_skipped(path: Path, skipped: list[Skipped]) -> None:
+    """Every skipped problem, one JSON line each (file, id, reason, detail)."""
+    write_jsonl(path, map(asdict, skipped))
