@@ -23,7 +23,7 @@ from pathlib import Path
 from paired import paired_difference
 from record import RESULTS, provenance, provenance_markdown, write_results
 
-from codelutra.artifacts import read_json, read_jsonl, write_json
+from codelutra.artifacts import read_jsonl
 from codelutra.config import load_config
 from codelutra.console import console
 from codelutra.loop.evaluate import evaluate_model
@@ -43,6 +43,7 @@ def main() -> int:
     eval_source = base_cfg.eval_tasks.model_copy(update={"limit": args.eval_limit})
     eval_tasks, _ = load_tasks(eval_source, base_cfg.verify)
     info = provenance()
+    untrained = evaluate(policy, run.root / f"fixed-pairs-{k}" / "policy", base_cfg, eval_tasks)
     arms = {}
     for name, overrides in args.arm:
         cfg = load_config(run.config, overrides)
@@ -56,11 +57,15 @@ def main() -> int:
         arm["mean"] = sum(s["accuracy"] for s in arm["seeds"].values()) / len(arm["seeds"])
         if name != control:
             arm[f"minus_{control}"] = paired_difference(_verdicts(arm), _verdicts(arms[control]))
+        # the policy before this iteration, greedy, so the same verdicts for every training seed
+        before = {(seed, pid): v == "correct" for seed in args.seeds for pid, v in untrained["verdicts"].items()}
+        arm["minus_policy"] = paired_difference(_verdicts(arm), before)
     result = {
         **info,
         "run": str(run.root),
         "iteration": k,
         "policy": policy,
+        "policy_accuracy": untrained["accuracy"],
         "pairs": _pair_mix(pairs),
         "held_out": len(eval_tasks),
         "seeds": args.seeds,
@@ -72,35 +77,28 @@ def main() -> int:
 
 
 def train_and_evaluate(policy, pairs, out: Path, cfg, seed: int, eval_tasks) -> dict:
-    """Train `policy` on `pairs` under `cfg.train` (resuming), evaluate it; the trainer's log summary beside."""
-    summary = out / "summary.json"
-    if summary.exists():
-        return read_json(summary)
+    """Train `policy` on `pairs` under `cfg.train` and evaluate it (both resume); the trainer's log summary beside."""
     files = IterationFiles(out)
     if not files.trained:
         train_policy(policy, pairs, out, cfg.train, seed=seed)
     log = [row for row in read_jsonl(files.train_log) if "logps/chosen" in row]
-    result = evaluate_model(
-        str(files.model),
-        eval_tasks,
-        files.dir,
-        prompt=cfg.prompt,
-        eval_cfg=cfg.eval,
-        verify=cfg.verify,
-        label=out.name,
-        generation=cfg.generation,
-    )
+    return {**evaluate(str(files.model), out, cfg, eval_tasks), "trainer": _trainer_summary(log)}
+
+
+def evaluate(model: str, out: Path, cfg, eval_tasks) -> dict:
+    """Greedy accuracy, verdict counts and each problem's verdict (resumes in `out`)."""
+    files = IterationFiles(out)
+    settings = dict(prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, generation=cfg.generation)
+    result = evaluate_model(model, eval_tasks, files.dir, label=out.name, **settings)
     verdicts = {row["id"]: row["verdicts"][0] for row in read_jsonl(files.eval.verdicts)}
-    row = {"accuracy": result["accuracy"], "counts": result["counts"], "verdicts": verdicts, "trainer": _trainer_summary(log)}
-    write_json(summary, row)
-    return row
+    return {"accuracy": result["accuracy"], "counts": result["counts"], "verdicts": verdicts}
 
 
 def _trainer_summary(log: list[dict]) -> dict:
     """Chosen and rejected summed log-probs and the reward margin, at the first and last logged step."""
     if not log:
         return {}
-    keys = ("logps/chosen", "logps/rejected", "rewards/margins", "rewards/chosen", "loss")
+    keys = ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected", "rewards/margins", "loss")
     return {key: [round(log[0].get(key, float("nan")), 3), round(log[-1].get(key, float("nan")), 3)] for key in keys}
 
 
@@ -126,20 +124,24 @@ def markdown(result: dict, control: str) -> str:
         f"Paired difference against `{control}`: per problem and seed, mean and 95% bootstrap interval "
         "(problems resampled within seeds).",
         "",
-        "| arm | overrides | accuracy (mean) | per seed | minus control [95% CI] | chosen logp first -> last "
-        "| rejected logp first -> last |",
-        "|---|---|---:|---|---|---|---|",
+        f"The policy before the iteration (`{result['policy']}`) scores {result['policy_accuracy']:.1%} on them.",
+        "",
+        "| arm | overrides | accuracy (mean) | per seed | minus control [95% CI] | minus the policy [95% CI] "
+        "| chosen reward, last step | rejected reward, last step |",
+        "|---|---|---:|---|---|---|---|---|",
     ]
     for name, arm in result["arms"].items():
-        diff = arm.get(f"minus_{control}")
-        diff_cell = f"{diff['mean']:+.1%} [{diff['ci95'][0]:+.1%}, {diff['ci95'][1]:+.1%}]" if diff else ""
+        diff_cell, gain_cell = (_interval(arm.get(key)) for key in (f"minus_{control}", "minus_policy"))
         trainer = next(iter(arm["seeds"].values()))["trainer"]
-        chosen = " -> ".join(map(str, trainer.get("logps/chosen", [])))
-        rejected = " -> ".join(map(str, trainer.get("logps/rejected", [])))
+        chosen, rejected = (f"{trainer[key][-1]:+.2f}" if key in trainer else "" for key in ("rewards/chosen", "rewards/rejected"))
         per_seed = ", ".join(f"{s['accuracy']:.1%}" for s in arm["seeds"].values())
         overrides = " ".join(arm["overrides"]) or "-"
-        lines.append(f"| {name} | `{overrides}` | {arm['mean']:.1%} | {per_seed} | {diff_cell} | {chosen} | {rejected} |")
+        lines.append(f"| {name} | `{overrides}` | {arm['mean']:.1%} | {per_seed} | {diff_cell} | {gain_cell} | {chosen} | {rejected} |")
     return "\n".join(lines) + "\n"
+
+
+def _interval(diff: dict | None) -> str:
+    return f"{diff['mean']:+.1%} [{diff['ci95'][0]:+.1%}, {diff['ci95'][1]:+.1%}]" if diff else ""
 
 
 def _arm(text: str) -> tuple[str, list[str]]:

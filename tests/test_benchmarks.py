@@ -185,3 +185,38 @@ def test_quality_refuses_an_unknown_arm_in_one_line():
         [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--arms", "codelutra,ppo"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2 and "expected distinct arms of codelutra,sft,dpo; got 'codelutra,ppo'" in done.stderr
+
+
+def test_fixed_pairs_trains_one_iterations_pairs_once_per_arm_and_pairs_the_verdicts(tmp_path, tiny_model_dir):
+    from codelutra.config import load_config
+    from codelutra.loop.refine import Refiner
+
+    sizes = ["train_tasks.limit=3", "eval_tasks.limit=3", "sampling.max_new_tokens=8", "eval.max_new_tokens=8", "train.max_steps=1"]
+    cfg = load_config(None, [f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", "name=fixed", *sizes])
+    Refiner(cfg).run()
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "fixed_pairs.py"), str(tmp_path / "runs" / "fixed"), "--iteration", "1",
+        "--arm", "control:", "--arm", "cut:train.rejected_window=1,train.anchor=5", "--seeds", "0,1", "--eval-limit", "4",
+        "--tag", "t", "--results", str(results),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads((results / "fixed-pairs-t.json").read_text())
+    assert PROVENANCE <= set(result) and result["held_out"] == 4 and result["pairs"]["n"] == 3
+    control, cut = result["arms"]["control"], result["arms"]["cut"]
+    assert cut["overrides"] == ["train.rejected_window=1", "train.anchor=5"]
+    assert set(control["seeds"]) == {"0", "1"} and all(len(s["verdicts"]) == 4 for s in control["seeds"].values())
+    diff = cut["minus_control"]
+    by_hand = [
+        (cut["seeds"][s]["verdicts"][pid] == "correct") - (control["seeds"][s]["verdicts"][pid] == "correct")
+        for s in ("0", "1") for pid in control["seeds"][s]["verdicts"]
+    ]  # fmt: skip
+    assert diff["n"] == 8 and diff["mean"] == sum(by_hand) / 8 and diff["ci95"][0] <= diff["mean"] <= diff["ci95"][1]
+    assert set(control["seeds"]["0"]["trainer"]) >= {"logps/chosen", "logps/rejected"}
+    assert 0 <= result["policy_accuracy"] <= 1 and control["minus_policy"]["n"] == 8
+    assert "| cut |" in (results / "fixed-pairs-t.md").read_text()
+    # each arm and seed trained once, into its own folder
+    trained = sorted(p.parent.parent.name for p in (tmp_path / "runs" / "fixed" / "fixed-pairs-1").glob("*/model/config.json"))
+    assert trained == ["control-seed0", "control-seed1", "cut-seed0", "cut-seed1"]
