@@ -68,7 +68,7 @@ from codelutra.execution.sql import verify_sql
 from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.generation.types import SamplingParams
 from codelutra.models import EMBEDDED_DEFAULT, resolve_model
-from codelutra.tasks.kinds import SQL
+from codelutra.tasks.kinds import SQL, TaskSet
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import iteration_pairs
 
@@ -367,7 +367,7 @@ def measure_verification(tasks: dict, samples: list[dict]) -> tuple[list[dict], 
 def _pairs(task_set: str, tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[dict]:
     """Preference pairs the way the loop builds them, with the default settings."""
     rows = [{"id": row["id"], "verdicts": kinds} for row, kinds in zip(samples, verdicts)]
-    return iteration_pairs(list(tasks.values()), samples, rows, prompt=task_config(task_set).prompt, cfg=PairConfig(), seed=0)
+    return iteration_pairs(TaskSet.of(tasks.values()), samples, rows, prompt=task_config(task_set).prompt, cfg=PairConfig(), seed=0)
 
 
 def project_training_stage(model_path: str, task_set: str, pairs: list[dict], out_dir: str, packing: bool) -> dict:

@@ -94,7 +94,6 @@ def _eval(args) -> int:
     from codelutra.loop.report import accuracy_table
     from codelutra.loop.stages import prompts_that_fit
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
-    from codelutra.tasks.kinds import kind_of
     from codelutra.tasks.sources import load_tasks
 
     overrides = list(args.set)
@@ -118,7 +117,7 @@ def _eval(args) -> int:
         model,
         source=args.tasks,
         prompt=cfg.prompt,
-        max_new_tokens=kind_of(tasks).max_new_tokens(cfg.eval.max_new_tokens),
+        max_new_tokens=tasks.kind.max_new_tokens(cfg.eval.max_new_tokens),
         generation=cfg.generation,
     )
     for s in skipped + too_long:
@@ -128,7 +127,7 @@ def _eval(args) -> int:
     )
     tables.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
     console.print(f"results: {out / 'eval.json'}")
-    if tasks and tasks[0].kind == "sql":
+    if tasks.kind.name == "sql":
         copies = f" and on {result['variants']} perturbed copies of it" if result.get("variants") else ""
         console.print(f"scoring: the {result.get('match', 'execution')} rule (verify.match), on each task's database{copies}")
     return 0

@@ -8,13 +8,14 @@ from codelutra.cli import main
 from codelutra.config import TaskSource, VerifyConfig
 from codelutra.loop.stages import judge_completions
 from codelutra.tasks import Task
+from codelutra.tasks.kinds import TaskSet
 from codelutra.tasks.prompts import format_answer, format_python_answer
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import build_pairs
 
 
 def _judge(tmp_path, tasks, rows):
-    return judge_completions(tasks, rows, tmp_path / "verdicts.jsonl", verify=VerifyConfig(), description="t")
+    return judge_completions(TaskSet.of(tasks), rows, tmp_path / "verdicts.jsonl", verify=VerifyConfig(), description="t")
 
 
 def test_sql_cut_answers(tmp_path):

@@ -20,13 +20,12 @@ from codelutra.loop.stages import (
     judge_completions,
 )
 from codelutra.loop.vote import evaluate_voted, require_votable
-from codelutra.tasks import Task
-from codelutra.tasks.kinds import kind_of
+from codelutra.tasks.kinds import TaskSet
 
 
 def evaluate_model(
     model_path: str,
-    tasks: list[Task],
+    tasks: TaskSet,
     out_dir: Path,
     *,
     prompt: PromptConfig,
@@ -45,7 +44,7 @@ def evaluate_model(
     """
     files = EvalFiles(Path(out_dir))
     require_votable(tasks, eval_cfg.vote)  # before the folder is claimed: a refused command writes nothing
-    max_new_tokens = kind_of(tasks).max_new_tokens(eval_cfg.max_new_tokens)
+    max_new_tokens = tasks.kind.max_new_tokens(eval_cfg.max_new_tokens)
     _claim_eval_dir(files, _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generation))
     if files.result.exists():
         return _with_current_kinds(read_json(files.result))

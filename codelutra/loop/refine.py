@@ -32,8 +32,7 @@ from codelutra.loop.stages import (
     prompts_that_fit,
 )
 from codelutra.models import resolve_model
-from codelutra.tasks import Task
-from codelutra.tasks.kinds import kind_of
+from codelutra.tasks.kinds import TaskSet
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.pairs import iteration_pairs
 
@@ -53,8 +52,8 @@ class Refiner:
         self.layout = RunLayout.of(cfg.output_dir, cfg.name)
         self.run_dir = self.layout.root
         self.base_model = ""  # the base model's folder, once resolved
-        self.train_tasks: list[Task] = []
-        self.eval_tasks: list[Task] = []
+        self.train_tasks = TaskSet.of([])
+        self.eval_tasks = TaskSet.of([])
 
     def run(self) -> list[dict]:
         # The run claims its name only once the model and both task sets have loaded, so that a corrected
@@ -104,11 +103,11 @@ class Refiner:
     def _comparable(self, cfg: RunConfig) -> dict:
         """`cfg` as it runs: the token budgets resolved to the task kinds' where they are null."""
         data = cfg.model_dump()
-        data["sampling"]["max_new_tokens"] = kind_of(self.train_tasks).max_new_tokens(cfg.sampling.max_new_tokens)
-        data["eval"]["max_new_tokens"] = kind_of(self.eval_tasks).max_new_tokens(cfg.eval.max_new_tokens)
+        data["sampling"]["max_new_tokens"] = self.train_tasks.kind.max_new_tokens(cfg.sampling.max_new_tokens)
+        data["eval"]["max_new_tokens"] = self.eval_tasks.kind.max_new_tokens(cfg.eval.max_new_tokens)
         return data
 
-    def _load(self, which: str, policy: str) -> list[Task]:
+    def _load(self, which: str, policy: str) -> TaskSet:
         """A task set, less the problems whose prompt does not fit the model (reported like any bad problem)."""
         source = getattr(self.cfg, which)
         tasks, skipped = load_tasks(source, self.cfg.verify)
@@ -119,7 +118,7 @@ class Refiner:
             policy,
             source=source.path,
             prompt=self.cfg.prompt,
-            max_new_tokens=kind_of(tasks).max_new_tokens(budget),
+            max_new_tokens=tasks.kind.max_new_tokens(budget),
             generation=self.cfg.generation,
             max_length=self.cfg.train.max_length if training else None,
         )
@@ -162,7 +161,7 @@ class Refiner:
                     n=s.n,
                     temperature=s.temperature,
                     top_p=s.top_p,
-                    max_new_tokens=kind_of(self.train_tasks).max_new_tokens(s.max_new_tokens),
+                    max_new_tokens=self.train_tasks.kind.max_new_tokens(s.max_new_tokens),
                     batch_size=s.batch_size,
                     seed=cfg.seed * 1000 + k,
                     keep_logprobs=True,
@@ -197,7 +196,7 @@ class Refiner:
         write_json(it.train_info, {"pairs": len(pairs)})  # its seconds are timings.json's "train"
         return str(new_policy)
 
-    def _iteration_tasks(self, k: int) -> list[Task]:
+    def _iteration_tasks(self, k: int) -> TaskSet:
         """The training problems of iteration k: all of them, or `train_tasks.per_iteration` drawn from the pool.
 
         "fresh": iteration k takes the next slice of one seeded shuffle of the pool (wrapping round), so
@@ -213,17 +212,17 @@ class Refiner:
         start = (k - 1) * m
         fresh = [order[(start + i) % len(order)] for i in range(m)]
         if source.per_iteration_order == "fresh" or k == 1:
-            return fresh
+            return pool.subset(fresh)
         previous = self.layout.iteration(k - 1).verdicts
         failed = {row["id"] for row in read_jsonl(previous) if "correct" not in row["verdicts"]} if previous.exists() else set()
         chosen = [t for t in order if t.id in failed][:m]
         taken = {t.id for t in chosen}
-        return chosen + [t for t in fresh if t.id not in taken][: m - len(chosen)]
+        return pool.subset(chosen + [t for t in fresh if t.id not in taken][: m - len(chosen)])
 
     def _timed(self, it: IterationFiles, stage: str, artifact: Path):
         return stage_timer(it.timings, stage, artifact)
 
-    def _pairs(self, k: int, tasks: list[Task], samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
+    def _pairs(self, k: int, tasks: TaskSet, samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
         if path.exists():
             return read_jsonl(path)
         pairs = iteration_pairs(tasks, samples, verdicts, prompt=self.cfg.prompt, cfg=self.cfg.pairs, seed=self.cfg.seed + k)

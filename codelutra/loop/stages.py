@@ -17,14 +17,14 @@ from codelutra.console import progress_bar
 from codelutra.errors import UserError
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict, verdict_kind
 from codelutra.generation.types import Sampled, SamplingParams, render_prompt
-from codelutra.tasks import Skipped, Task
-from codelutra.tasks.kinds import kind_of
+from codelutra.tasks import Skipped
+from codelutra.tasks.kinds import TaskSet
 
 CHUNK_PROBLEMS = 64  # problems generated between two appends to the .partial file
 
 
 def prompts_that_fit(
-    tasks: list[Task],
+    tasks: TaskSet,
     model_path: str,
     *,
     source: str,
@@ -32,7 +32,7 @@ def prompts_that_fit(
     max_new_tokens: int,
     generation: GenerationConfig,
     max_length: int | None = None,
-) -> tuple[list[Task], list[Skipped]]:
+) -> tuple[TaskSet, list[Skipped]]:
     """The tasks whose prompt leaves `max_new_tokens` of room in the model's context; the others as `Skipped`.
 
     Checked before generation, where an over-long prompt fails only after allocating memory for it.
@@ -51,7 +51,7 @@ def prompts_that_fit(
         context = AutoConfig.from_pretrained(model_path).max_position_embeddings
     except (OSError, ValueError) as e:
         raise UserError(f"model {model_path}: cannot be loaded ({str(e).strip().splitlines()[0]})") from None
-    kind = kind_of(tasks)
+    kind = tasks.kind
     limits = [(context - max_new_tokens, f"the model's context of {context} leaves no room for {max_new_tokens} answer tokens")]
     if max_length is not None:
         limits.append((max_length - 1, f"train.max_length is {max_length}"))
@@ -66,12 +66,12 @@ def prompts_that_fit(
             skipped.append(Skipped(source, task.id, f"prompt too long: {length} tokens, and {why}"))
     if not kept:
         raise UserError(f"{source}: no task left: every prompt is too long ({skipped[0].reason})")
-    return kept, skipped
+    return tasks.subset(kept), skipped
 
 
 def generate_completions(
     model_path: str,
-    tasks: list[Task],
+    tasks: TaskSet,
     out_path: Path,
     *,
     prompt: PromptConfig,
@@ -87,7 +87,7 @@ def generate_completions(
     """
     if out_path.exists():
         return read_jsonl(out_path)
-    kind = kind_of(tasks)
+    kind = tasks.kind
     from codelutra.generation.backends import open_backend
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def sample_row(task_id: str, completions: list[Sampled]) -> dict:
 
 
 def judge_completions(
-    tasks: list[Task], samples: list[dict], out_path: Path, *, verify: VerifyConfig, description: str
+    tasks: TaskSet, samples: list[dict], out_path: Path, *, verify: VerifyConfig, description: str
 ) -> list[dict]:
     """Extract the code from every completion and judge it in its kind's sandbox; write `out_path`.
 
@@ -148,7 +148,7 @@ def judge_completions(
     """
     if out_path.exists():
         return read_jsonl(out_path)
-    kind = kind_of(tasks)
+    kind = tasks.kind
     by_id = {t.id: t for t in tasks}
     checks, codes, owners, cut = [], [], [], []
     for row in samples:

@@ -38,8 +38,7 @@ from codelutra.loop.stages import (
     generate_completions,
     judge_completions,
 )
-from codelutra.tasks import Task
-from codelutra.tasks.kinds import SQL, kind_of
+from codelutra.tasks.kinds import SQL, TaskSet
 
 PYTHON_REFUSAL = (
     "voting needs SQL tasks: Python candidates are judged only by graded tests, and without the tests "
@@ -67,9 +66,9 @@ class Vote:
     failed: int  # candidates that held no SQL or whose query failed
 
 
-def require_votable(tasks: Sequence[Task], vote: int) -> None:
+def require_votable(tasks: TaskSet, vote: int) -> None:
     """Refuse voting on a task set it cannot apply to (before any model is loaded)."""
-    if vote and kind_of(tasks).name != SQL.name:
+    if vote and tasks.kind is not SQL:
         raise UserError(f"--vote / eval.vote: {PYTHON_REFUSAL}")
 
 
@@ -135,7 +134,7 @@ def cast_ballots(
 
 def evaluate_voted(
     model_path: str,
-    tasks: list[Task],
+    tasks: TaskSet,
     files: EvalFiles,
     *,
     prompt: PromptConfig,
@@ -161,7 +160,7 @@ def evaluate_voted(
             n=eval_cfg.vote,
             temperature=eval_cfg.vote_temperature,
             top_p=eval_cfg.vote_top_p,
-            max_new_tokens=kind_of(tasks).max_new_tokens(eval_cfg.max_new_tokens),
+            max_new_tokens=tasks.kind.max_new_tokens(eval_cfg.max_new_tokens),
             batch_size=eval_cfg.batch_size,
             keep_logprobs=True,
         ),
@@ -182,7 +181,7 @@ def evaluate_voted(
     }
 
 
-def _choices(tasks: list[Task], samples: list[dict], out_path: Path, verify: VerifyConfig) -> list[dict]:
+def _choices(tasks: TaskSet, samples: list[dict], out_path: Path, verify: VerifyConfig) -> list[dict]:
     if out_path.exists():
         return read_jsonl(out_path)
     by_id = {t.id: t for t in tasks}

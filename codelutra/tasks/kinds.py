@@ -7,7 +7,7 @@ how candidates are judged in its sandbox.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from codelutra.config import PromptConfig, VerifyConfig
@@ -89,9 +89,32 @@ PYTHON = TaskKind(
 KINDS = {kind.name: kind for kind in (SQL, PYTHON)}
 
 
-def kind_of(tasks: Sequence[Task]) -> TaskKind:
-    """The one kind of a task set (every loader yields one kind per source)."""
-    names = {task.kind for task in tasks} or {"sql"}
-    if len(names) > 1:
-        raise UserError(f"a task set mixes kinds ({', '.join(sorted(names))}); load each kind as its own source")
-    return KINDS[names.pop()]
+@dataclass(frozen=True)
+class TaskSet(Sequence[Task]):
+    """The problems of one source and their one kind, told once when the set is loaded.
+
+    Every loader yields one kind per source; a set keeps its kind when filtered or sliced (`subset`),
+    even to nothing, so no stage has to tell it again from the tasks.
+    """
+
+    tasks: tuple[Task, ...]
+    kind: TaskKind
+
+    @classmethod
+    def of(cls, tasks: Iterable[Task]) -> TaskSet:
+        """The set of `tasks`, of their one kind (SQL where there are none); mixed kinds are refused."""
+        tasks = tuple(tasks)
+        names = {task.kind for task in tasks} or {"sql"}
+        if len(names) > 1:
+            raise UserError(f"a task set mixes kinds ({', '.join(sorted(names))}); load each kind as its own source")
+        return cls(tasks, KINDS[names.pop()])
+
+    def subset(self, tasks: Iterable[Task]) -> TaskSet:
+        """Some of these problems (kept, drawn): the same kind."""
+        return TaskSet(tuple(tasks), self.kind)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index):
+        return self.tasks[index]

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
 
 from codelutra.config import PairConfig, PromptConfig
-from codelutra.tasks import Task
-from codelutra.tasks.kinds import kind_of
+from codelutra.tasks.kinds import TaskSet
 
 # pairs.rejected_order "ran_first": failures that ran (a wrong result is closest to right) before those that did not.
 _RAN_FIRST = {"wrong_result": 0, "timeout": 1, "memory": 1, "runtime_error": 2, "truncated": 3, "syntax_error": 4}
 
 
 def iteration_pairs(
-    tasks: Sequence[Task], samples: list[dict], verdicts: list[dict], *, prompt: PromptConfig, cfg: PairConfig, seed: int
+    tasks: TaskSet, samples: list[dict], verdicts: list[dict], *, prompt: PromptConfig, cfg: PairConfig, seed: int
 ) -> list[dict]:
     """The pairs of one iteration: samples.jsonl and verdicts.jsonl rows (same order) of `tasks`' problems."""
-    kind = kind_of(tasks)
+    kind = tasks.kind
     by_id = {t.id: t for t in tasks}
     pairs = []
     for sample, verdict in zip(samples, verdicts):
