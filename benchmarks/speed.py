@@ -57,6 +57,7 @@ from rich.table import Table
 from stage import LIBRARIES, measure, result_row, significant, with_ratios
 
 from codelutra.artifacts import read_json, read_jsonl
+from codelutra.candidates import Pair, sampled_candidates
 from codelutra.config import (
     PairConfig,
     RunConfig,
@@ -165,7 +166,7 @@ def sample_stage(model_path: str, task_set: str, problems: int, samples: int, ba
     backend does, packed linear layers; time the generation only."""
     from codelutra.generation.packed_linear import packed_linear_layers
     from codelutra.generation.sampler import generate
-    from codelutra.loop.stages import sample_row
+    from codelutra.candidates import sample_row
     from codelutra.models import load_model, load_tokenizer
 
     cfg = task_config(task_set)
@@ -364,13 +365,13 @@ def measure_verification(tasks: dict, samples: list[dict]) -> tuple[list[dict], 
 # Training
 
 
-def _pairs(task_set: str, tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[dict]:
+def _pairs(task_set: str, tasks: dict, samples: list[dict], verdicts: list[list[str]]) -> list[Pair]:
     """Preference pairs the way the loop builds them, with the default settings."""
-    rows = [{"id": row["id"], "verdicts": kinds} for row, kinds in zip(samples, verdicts)]
-    return iteration_pairs(TaskSet.of(tasks.values()), samples, rows, prompt=task_config(task_set).prompt, cfg=PairConfig(), seed=0)
+    judged = [[dataclasses.replace(c, verdict=v) for c, v in zip(sampled_candidates(row), kinds)] for row, kinds in zip(samples, verdicts)]
+    return iteration_pairs(TaskSet.of(tasks.values()), judged, prompt=task_config(task_set).prompt, cfg=PairConfig(), seed=0)
 
 
-def project_training_stage(model_path: str, task_set: str, pairs: list[dict], out_dir: str, packing: bool) -> dict:
+def project_training_stage(model_path: str, task_set: str, pairs: list[Pair], out_dir: str, packing: bool) -> dict:
     """`train_policy` with the task set's TrainConfig (packing on or off), one epoch; returns what the FLOP count needs."""
     from codelutra.training import trl_internals
     from codelutra.training.trainer import build_trainer, train_and_save
@@ -382,7 +383,7 @@ def project_training_stage(model_path: str, task_set: str, pairs: list[dict], ou
     return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 1}
 
 
-def trl_defaults_stage(model_path: str, task_set: str, pairs: list[dict], out_dir: str) -> dict:
+def trl_defaults_stage(model_path: str, task_set: str, pairs: list[Pair], out_dir: str) -> dict:
     """TRL's DPOTrainer as a newcomer starts it: DPOConfig and PEFT's LoraConfig at their defaults.
 
     Changed only where needed: one epoch (as the project's stage here, so both see each pair once; TRL's
@@ -417,9 +418,9 @@ def trl_defaults_stage(model_path: str, task_set: str, pairs: list[dict], out_di
     return {"tokens": trl_internals.tokens_computed(trainer), "parameters": parameters, "forward_passes_per_step": 2}  # + reference
 
 
-def measure_training(model: str, task_set: str, pairs: list[dict], scratch: Path) -> list[dict]:
+def measure_training(model: str, task_set: str, pairs: list[Pair], scratch: Path) -> list[dict]:
     """Pairs/s of each whole training stage: loading the model, training one epoch, saving the result."""
-    kept = sum((p[f"{side}_sample"] or {}).get("logprob") is not None for p in pairs for side in ("chosen", "rejected"))
+    kept = sum(answer.logprob is not None for p in pairs for answer in (p.chosen, p.rejected))
     kept_note = f"{kept} of {2 * len(pairs)} sequences kept"
     variants = (
         (trl_defaults_stage, (pairs,), "TRL DPOTrainer, defaults", ""),

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from codelutra.candidates import sampled_candidates, verdict_row
 from codelutra.cli import main
 from codelutra.config import PromptConfig, TaskSource, VerifyConfig, load_config
 from codelutra.errors import UserError
@@ -58,7 +59,9 @@ def test_judge_stage_extracts_and_runs_python_completions(tmp_path):
         },
         {"id": "602", "completions": ["```python\ndef square(x):\n    return x *\n```", "```python\nimport socket\nsocket.socket().connect(('1.1.1.1', 80))\n```"]},
     ]
-    rows = judge_completions(tasks, samples, tmp_path / "verdicts.jsonl", verify=VerifyConfig(), description="judging")
+    sampled = [sampled_candidates(row) for row in samples]
+    judged = judge_completions(tasks, sampled, tmp_path / "verdicts.jsonl", verify=VerifyConfig(), description="judging")
+    rows = [verdict_row(row["id"], candidates, "python") for row, candidates in zip(samples, judged)]
     assert [row["verdicts"] for row in rows] == [["correct", "wrong_result", "no_code"], ["syntax_error", "forbidden"]]
     assert rows[0]["python"] == ["def double(x):\n    return x + x", "def double(x):\n    return x", None]
     assert "assert double(1) == 2" in rows[0]["details"][1]

@@ -5,7 +5,8 @@ and every layer as it was afterwards."""
 import pytest
 import torch
 
-from codelutra.config import GenerationConfig, TrainConfig
+from codelutra.candidates import Candidate
+from codelutra.config import GenerationConfig, PairConfig, TrainConfig
 from codelutra.generation import packed_linear
 from codelutra.generation.backends import open_backend
 from codelutra.generation.packed_linear import packable, packed_linear_layers
@@ -89,6 +90,7 @@ def test_the_reference_pass_runs_on_packed_layers(tiny_model_dir, tmp_path, monk
     real, calls = packed_linear.PACKED_LINEAR, []
     monkeypatch.setattr(packed_linear, "PACKED_LINEAR", lambda *args: calls.append(args[0].shape) or real(*args))
     prompt = [{"role": "user", "content": "t(a, b)\nQuestion: how many rows?"}]
-    pairs = build_pairs("p0", prompt, ["```sql\nSELECT 1\n```"], ["wrong_result"], "```sql\nSELECT count(*) FROM t\n```", max_pairs=1)
+    wrong = Candidate("```sql\nSELECT 1\n```", problem_id="p0", verdict="wrong_result")
+    pairs = build_pairs(prompt, [wrong], "```sql\nSELECT count(*) FROM t\n```", cfg=PairConfig())
     build_trainer(tiny_model_dir, pairs, tmp_path, TrainConfig(batch_size=1), seed=0)
     assert calls, "the reference pass ran on the plain layers"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from codelutra.cli import main
-from codelutra.config import TaskSource, VerifyConfig
+from codelutra.candidates import Candidate, pair_row, sampled_candidates, verdict_row
+from codelutra.config import PairConfig, TaskSource, VerifyConfig
 from codelutra.loop.stages import judge_completions
 from codelutra.tasks import Task
 from codelutra.tasks.kinds import TaskSet
@@ -15,7 +16,11 @@ from codelutra.training.pairs import build_pairs
 
 
 def _judge(tmp_path, tasks, rows):
-    return judge_completions(TaskSet.of(tasks), rows, tmp_path / "verdicts.jsonl", verify=VerifyConfig(), description="t")
+    """samples.jsonl `rows` judged, as verdicts.jsonl rows."""
+    judged = judge_completions(
+        TaskSet.of(tasks), [sampled_candidates(row) for row in rows], tmp_path / "verdicts.jsonl", verify=VerifyConfig(), description="t"
+    )
+    return [verdict_row(row["id"], candidates, TaskSet.of(tasks).kind.name) for row, candidates in zip(rows, judged)]
 
 
 def test_sql_cut_answers(tmp_path):
@@ -46,7 +51,8 @@ def test_python_cut_answers(tmp_path):
 
 
 def test_a_truncated_answer_is_a_rejected_side_of_a_pair():
-    [pair] = build_pairs("p", [{"role": "user", "content": "q"}], ["good", "cut"], ["correct", "truncated"], "gold", max_pairs=1)
+    candidates = [Candidate("good", problem_id="p", verdict="correct"), Candidate("cut", truncated=True, problem_id="p", verdict="truncated")]
+    [pair] = [pair_row(p) for p in build_pairs([{"role": "user", "content": "q"}], candidates, "gold", cfg=PairConfig())]
     assert (pair["chosen"], pair["rejected"], pair["rejected_kind"]) == ("good", "cut", "truncated")
 
 

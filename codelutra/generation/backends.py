@@ -17,7 +17,8 @@ from functools import partial
 from typing import Callable, Iterator, Protocol, Sequence
 
 from codelutra.config import GenerationConfig
-from codelutra.generation.types import Messages, Sampled, SamplingParams
+from codelutra.candidates import Candidate
+from codelutra.generation.types import Messages, SamplingParams
 
 
 class Generate(Protocol):
@@ -28,7 +29,7 @@ class Generate(Protocol):
         answer_prefix: str,
         params: SamplingParams,
         progress: Callable[[int], None] | None = None,
-    ) -> list[list[Sampled]]:
+    ) -> list[list[Candidate]]:
         """For each chat prompt, in input order, `params.n` completions.
 
         Every completion is the whole answer: it starts with `answer_prefix` (an opening code fence)

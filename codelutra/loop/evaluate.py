@@ -49,7 +49,7 @@ def evaluate_model(
     if files.result.exists():
         return _with_current_kinds(read_json(files.result))
     start = time.monotonic()
-    samples = generate_completions(
+    sampled = generate_completions(
         model_path,
         tasks,
         files.samples,
@@ -58,12 +58,10 @@ def evaluate_model(
         description=f"{label}: generating (greedy)",
         generation=generation,
     )
-    verdicts = judge_completions(
-        tasks, samples, files.verdicts, verify=verify, description=f"{label}: verifying"
-    )
+    judged = judge_completions(tasks, sampled, files.verdicts, verify=verify, description=f"{label}: verifying")
     result = {
         "model": model_path,
-        **first_answer_scores(verdicts),
+        **first_answer_scores(judged),
         "seconds": round(time.monotonic() - start, 1),
         "match": verify.match,  # the scoring rule (SQL tasks; see execution/sql_match.py)
         "variants": verify.variants,  # perturbed database copies a SQL answer also had to match on

@@ -12,13 +12,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from codelutra.artifacts import (
-    atomic_write_text,
-    read_json,
-    read_jsonl,
-    write_json,
-    write_jsonl,
-)
+from codelutra.artifacts import atomic_write_text, read_json, write_json
+from codelutra.candidates import Candidate, Pair, read_pairs, unsolved_problems, write_pairs
 from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console
 from codelutra.errors import UserError
@@ -152,7 +147,7 @@ class Refiner:
         s = cfg.sampling
         tasks = self._iteration_tasks(k)
         with self._timed(it, "sample", it.samples):
-            samples = generate_completions(
+            sampled = generate_completions(
                 policy,
                 tasks,
                 it.samples,
@@ -170,11 +165,9 @@ class Refiner:
                 generation=cfg.generation,
             )
         with self._timed(it, "verify", it.verdicts):
-            verdicts = judge_completions(
-                tasks, samples, it.verdicts, verify=cfg.verify, description=f"iter {k}: verifying"
-            )
+            judged = judge_completions(tasks, sampled, it.verdicts, verify=cfg.verify, description=f"iter {k}: verifying")
         with self._timed(it, "pair", it.pairs):
-            pairs = self._pairs(k, tasks, samples, verdicts, it.pairs)
+            pairs = self._pairs(k, tasks, judged, it.pairs)
         if not pairs:
             raise UserError(f"iteration {k}: no preference pairs (every sample was correct); nothing left to learn")
         from codelutra.training.launch import launch_training
@@ -214,7 +207,7 @@ class Refiner:
         if source.per_iteration_order == "fresh" or k == 1:
             return pool.subset(fresh)
         previous = self.layout.iteration(k - 1).verdicts
-        failed = {row["id"] for row in read_jsonl(previous) if "correct" not in row["verdicts"]} if previous.exists() else set()
+        failed = unsolved_problems(previous) if previous.exists() else set()
         chosen = [t for t in order if t.id in failed][:m]
         taken = {t.id for t in chosen}
         return pool.subset(chosen + [t for t in fresh if t.id not in taken][: m - len(chosen)])
@@ -222,12 +215,12 @@ class Refiner:
     def _timed(self, it: IterationFiles, stage: str, artifact: Path):
         return stage_timer(it.timings, stage, artifact)
 
-    def _pairs(self, k: int, tasks: TaskSet, samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
+    def _pairs(self, k: int, tasks: TaskSet, judged: list[list[Candidate]], path: Path) -> list[Pair]:
         if path.exists():
-            return read_jsonl(path)
-        pairs = iteration_pairs(tasks, samples, verdicts, prompt=self.cfg.prompt, cfg=self.cfg.pairs, seed=self.cfg.seed + k)
-        write_jsonl(path, pairs)
-        from_gold = sum(p["chosen_source"] == "gold" for p in pairs)
+            return read_pairs(path)
+        pairs = iteration_pairs(tasks, judged, prompt=self.cfg.prompt, cfg=self.cfg.pairs, seed=self.cfg.seed + k)
+        write_pairs(path, pairs)
+        from_gold = sum(p.chosen_source == "gold" for p in pairs)
         console.print(f"iter {k}: {len(pairs)} pairs ({from_gold} with the gold code as the correct side)")
         return pairs
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codelutra.artifacts import read_jsonl, write_jsonl
+from codelutra.candidates import Candidate
 from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.canonical import sql_key
@@ -151,7 +152,7 @@ def evaluate_voted(
     """
     require_votable(tasks, eval_cfg.vote)
     start = time.monotonic()
-    samples = generate_completions(
+    sampled = generate_completions(
         model_path,
         tasks,
         files.vote_samples,
@@ -167,37 +168,35 @@ def evaluate_voted(
         description=f"{label}: sampling {eval_cfg.vote} candidates to vote on",
         generation=generation,
     )
-    choices = _choices(tasks, samples, files.vote_choices, verify)
-    chosen = [{"id": c["id"], "completions": [c["completion"]]} for c in choices]
-    verdicts = judge_completions(
-        tasks, chosen, files.vote_verdicts, verify=verify, description=f"{label}: verifying voted answers"
-    )
+    choices = _choices(tasks, sampled, files.vote_choices, verify)
+    chosen = [[candidates[choice["chosen"]]] for candidates, choice in zip(sampled, choices)]
+    judged = judge_completions(tasks, chosen, files.vote_verdicts, verify=verify, description=f"{label}: verifying voted answers")
     return {
         "candidates": eval_cfg.vote,
         "temperature": eval_cfg.vote_temperature,
-        **first_answer_scores(verdicts),
+        **first_answer_scores(judged),
         "none_ran": sum(1 for c in choices if not c["group_sizes"]),
         "seconds": round(time.monotonic() - start, 1),
     }
 
 
-def _choices(tasks: TaskSet, samples: list[dict], out_path: Path, verify: VerifyConfig) -> list[dict]:
+def _choices(tasks: TaskSet, sampled: list[list[Candidate]], out_path: Path, verify: VerifyConfig) -> list[dict]:
     if out_path.exists():
         return read_jsonl(out_path)
     by_id = {t.id: t for t in tasks}
     problems = []
-    for row in samples:
-        sqls = [SQL.extract(c) for c in row["completions"]]
-        problems.append((by_id[row["id"]].db_path, sqls, row.get("logprobs") or [None] * len(sqls)))
+    for candidates in sampled:
+        sqls = [SQL.extract(c.text) for c in candidates]
+        problems.append((by_id[candidates[0].problem_id].db_path, sqls, [c.logprob for c in candidates]))
     ballots = cast_ballots(problems, timeout_s=verify.timeout_s, workers=verify.workers)
     rows = []
-    for row, (_, sqls, _), problem_ballots in zip(samples, problems, ballots):
+    for candidates, (_, sqls, _), problem_ballots in zip(sampled, problems, ballots):
         vote = choose(problem_ballots)
         rows.append({
-            "id": row["id"],
+            "id": candidates[0].problem_id,
             "chosen": vote.chosen,
             "sql": sqls[vote.chosen],
-            "completion": row["completions"][vote.chosen],
+            "completion": candidates[vote.chosen].text,
             "group_sizes": vote.group_sizes,
             "failed": vote.failed,
         })
