@@ -35,7 +35,7 @@ from rich.table import Table
 
 from codelutra.artifacts import read_json
 from codelutra.console import console, tables
-from codelutra.loop.layout import RunLayout
+from codelutra.layout import RunLayout
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""The package's shape: no import loops, no file too long to read, every module importable on its own."""
+"""The package's shape: imports point down the layers, no import loops, no file too long to read, every module importable on its own."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "codelutra"
 MAX_LINES = 500
 DATA_TABLES = {"tasks/builtin/domains.py", "tasks/builtin/questions.py"}  # the built-in data, not logic
+# The package's top-level modules and folders, lowest first: each may import its own layer and those below it only.
+LAYERS = (
+    ("errors", "artifacts", "console", "layout", "candidates"),  # what every layer may use
+    ("models",),  # where a model comes from
+    ("execution",),  # the sandbox: runs candidates, knows no configuration
+    ("config",),  # the validated settings (its checks ask execution)
+    ("generation",),  # sampling backends
+    ("tasks",),  # problems and their kinds (prompts, extraction, judging)
+    ("training",),  # pairs and the trainer
+    ("loop",),  # the stages, the refinement loop, evaluation
+    ("serving",),  # using the result
+    ("cli",),  # the command line
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -58,6 +71,35 @@ def test_no_import_loops():
         if name not in state:
             visit(name, [name])
     assert not loops, "import loops: " + "; ".join(loops)
+
+
+def _layer(module: str) -> int:
+    """The layer of a package module ("codelutra.loop.refine": loop's); the package's own __init__ is lowest."""
+    top = module.split(".")[1] if "." in module else None
+    if top is None:
+        return 0
+    found = [i for i, layer in enumerate(LAYERS) if top in layer]
+    assert found, f"{module}: codelutra/{top} is in no layer of LAYERS; place it there"
+    return found[0]
+
+
+def test_imports_point_down_the_layers():
+    modules = _modules()
+    upward = [
+        f"{name} -> {target}"
+        for name, path in modules.items()
+        for target in sorted(_imports(name, path, set(modules)))
+        if _layer(target) > _layer(name)
+    ]
+    assert not upward, "imports of a higher layer (see LAYERS): " + "; ".join(upward)
+
+
+def test_the_layer_test_sees_an_upward_import(tmp_path):
+    """An import of training from execution, at the top or inside a function, is one the test above reports."""
+    module = tmp_path / "batch.py"
+    module.write_text("def f():\n    from codelutra.training.pairs import build_pairs\n", encoding="utf-8")
+    [target] = _imports("codelutra.execution.batch", module, set(_modules()))
+    assert _layer(target) > _layer("codelutra.execution.batch")
 
 
 @pytest.mark.parametrize("name", sorted(_modules()))

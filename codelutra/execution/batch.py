@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 
 from codelutra.artifacts import string_list_field, write_jsonl
-from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.engines import BadAddress, check_address
+from codelutra.execution.limits import DEFAULT_TIMEOUT_S
 from codelutra.execution.python import PythonCheck, verify_python
 from codelutra.execution.sql import SqlCheck, verify_sql
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict
@@ -34,12 +34,19 @@ class _BadField(ValueError):
     """A field of an input line is missing or of the wrong type; the message names it."""
 
 
-def verify_jsonl(in_path: str | Path, out_path: str | Path, verify: VerifyConfig = VerifyConfig()) -> dict[str, int]:
+def verify_jsonl(
+    in_path: str | Path,
+    out_path: str | Path,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    workers: int | None = None,
+    python: str | None = None,
+) -> dict[str, int]:
     """Judge every candidate in `in_path`, write the verdicts to `out_path` (atomically).
 
     Returns the number of verdicts of each kind, every kind listed (VERDICT_KINDS, then "invalid").
     SQL candidates run in one `verify_sql` batch, Python and DS-1000 ones in one `verify_python`
-    batch (started from `verify.python`, default this interpreter), each with `verify`'s time limit and workers.
+    batch (started from `python`, default this interpreter), each with the time limit and workers given.
     """
     parsed = [_parse(number, line) for number, line in _read_lines(in_path)]
     ids = [record_id for record_id, _ in parsed]
@@ -48,10 +55,8 @@ def verify_jsonl(in_path: str | Path, out_path: str | Path, verify: VerifyConfig
     verdicts = [Verdict(INVALID, check, 0.0) if isinstance(check, str) else None for check in checks]
     sql = [i for i, check in enumerate(checks) if isinstance(check, SqlCheck)]
     code = [i for i, check in enumerate(checks) if isinstance(check, PythonCheck)]
-    sql_verdicts = verify_sql([checks[i] for i in sql], timeout_s=verify.timeout_s, workers=verify.workers)
-    code_verdicts = verify_python(
-        [checks[i] for i in code], timeout_s=verify.timeout_s, workers=verify.workers, python=verify.python
-    )
+    sql_verdicts = verify_sql([checks[i] for i in sql], timeout_s=timeout_s, workers=workers)
+    code_verdicts = verify_python([checks[i] for i in code], timeout_s=timeout_s, workers=workers, python=python)
     for position, verdict in zip(sql + code, sql_verdicts + code_verdicts):
         verdicts[position] = verdict
 

@@ -13,7 +13,7 @@ from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyC
 from codelutra.errors import UserError
 from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
-from codelutra.loop.layout import EvalFiles
+from codelutra.layout import EvalFiles
 from codelutra.loop.stages import (
     first_answer_scores,
     generate_completions,

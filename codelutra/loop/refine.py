@@ -19,7 +19,7 @@ from codelutra.console import console
 from codelutra.errors import UserError
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.evaluate import evaluate_model
-from codelutra.loop.layout import IterationFiles, RunLayout
+from codelutra.layout import IterationFiles, RunLayout
 from codelutra.loop.report import write_report
 from codelutra.loop.stages import (
     generate_completions,
@@ -177,7 +177,7 @@ class Refiner:
         # train.lora_adapter: continued trains the previous iteration's adapter on (iteration 1 has none yet)
         adapter = (self.base_model, str(self.layout.iteration(k - 1).adapter)) if cfg.train.lora_adapter == "continued" and k > 1 else None
         console.print(f"iter {k}: training on {len(pairs)} pairs ({cfg.train.loss}, ref = iteration {0 if cfg.train.reference == 'base' else k - 1})")
-        with self._timed(it, "train", it.model / "config.json"):
+        with self._timed(it, "train", it.model_config):
             if cfg.train.processes > 1:
                 config_path = self.layout.config
                 new_policy = launch_training(

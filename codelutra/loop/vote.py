@@ -33,7 +33,7 @@ from codelutra.execution.canonical import sql_key
 from codelutra.execution.sql import QueryResult, run_queries
 from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.generation.types import SamplingParams
-from codelutra.loop.layout import EvalFiles
+from codelutra.layout import EvalFiles
 from codelutra.loop.stages import (
     first_answer_scores,
     generate_completions,

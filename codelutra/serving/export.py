@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from codelutra.errors import UserError
-from codelutra.loop.layout import RunLayout
+from codelutra.layout import RunLayout
 
 
 def export_model(spec: Path, model_dir: str, format: str, out: Path, *, tensor_type: str = "f16") -> Path:

@@ -33,7 +33,7 @@ from pathlib import Path
 from codelutra.candidates import read_pairs
 from codelutra.config import load_config
 from codelutra.errors import UserError
-from codelutra.loop.layout import IterationFiles
+from codelutra.layout import IterationFiles
 from codelutra.training.trainer import train_policy
 
 

@@ -38,7 +38,7 @@ from codelutra.candidates import Pair
 from codelutra.config import TrainConfig
 from codelutra.errors import UserError
 from codelutra.generation.types import render_prompt
-from codelutra.loop.layout import IterationFiles
+from codelutra.layout import IterationFiles
 from codelutra.training import trl_internals
 
 LOSS_TYPES = {
