@@ -29,7 +29,20 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     name: str = EMBEDDED_DEFAULT  # a Hub id, a local directory, or the embedded default
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _float32_only(cls, data):
+        """Weights are float32 everywhere (training on a GPU adds bf16 autocast); there is no dtype to choose.
+
+        Every run's config.yaml holds `dtype: float32`, so that still loads (the run resumes); any other
+        dtype is refused rather than ignored.
+        """
+        if isinstance(data, dict) and "dtype" in data:
+            if data["dtype"] != "float32":
+                raise ValueError(f"dtype {data['dtype']!r}: models load in float32 only (a GPU trains with bf16 autocast)")
+            data = {key: value for key, value in data.items() if key != "dtype"}
+        return data
 
 
 class TaskSource(_Section):
