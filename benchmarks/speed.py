@@ -6,7 +6,7 @@ memory are its own:
 * sampling: generated tokens per second at several batch sizes (`generate`, the project's sampler, as the
   sampling stage runs it);
 * shared-prefix sampling: the sampler's tokens/s against plain `model.generate` on the same prompts,
-  n = 1 and n = 8, and against plain `generate` with the linear layers packed as the sampler's (so the
+  n = 1 and n = 8, and against plain `generate` with the linear layers run by oneDNN as the sampler's (so the
   two gains, token sharing and the kernel, stand apart); each row with its achieved GFLOP/s beside a
   plain matmul's, and the plain row with its prefill alone timed (the same batches, one new token): the
   ratio that a path computing no prompt token at all, but decoding as `generate` does, would reach;
@@ -163,8 +163,8 @@ def _stages(text: str) -> list[str]:
 
 def sample_stage(model_path: str, task_set: str, problems: int, samples: int, batch_size: int) -> dict:
     """Sample with the project's defaults (temperature, top_p, max_new_tokens) and, as the sampling stage's
-    backend does, packed linear layers; time the generation only."""
-    from codelutra.generation.packed_linear import packed_linear_layers
+    backend does, oneDNN linear layers; time the generation only."""
+    from codelutra.generation.onednn_linear import onednn_linear_layers
     from codelutra.generation.sampler import generate
     from codelutra.candidates import sample_row
     from codelutra.models import load_model, load_tokenizer
@@ -179,7 +179,7 @@ def sample_stage(model_path: str, task_set: str, problems: int, samples: int, ba
         batch_size=batch_size, seed=0, keep_logprobs=True,
     )  # fmt: skip
     run = functools.partial(generate, model, tokenizer, answer_prefix=prefix, params=params)
-    with packed_linear_layers(model):
+    with onednn_linear_layers(model):
         run(messages[:1])  # warm-up: first-call costs are not throughput
         start = time.perf_counter()
         completions = run(messages)
@@ -215,12 +215,12 @@ SHARED_SAMPLING_SIZES = {
 }
 
 
-def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int, max_new_tokens: int, shared_prefix: bool, packed: bool) -> dict:
+def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int, max_new_tokens: int, shared_prefix: bool, onednn: bool) -> dict:
     """Sample with the task set's temperature, top_p and batch size; time the generation and count the tokens computed.
 
-    `packed`: with the linear layers packed as the sampling stage's backend packs them (`packed_linear`).
+    `onednn`: with the linear layers run by oneDNN as the sampling stage's backend runs them (`onednn_linear`).
     """
-    from codelutra.generation.packed_linear import packed_linear_layers
+    from codelutra.generation.onednn_linear import onednn_linear_layers
     from codelutra.generation.sampler import generate
     from codelutra.models import load_model, load_tokenizer
 
@@ -236,7 +236,7 @@ def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int,
         computed[0] += kwargs["input_ids"].numel()
         return forward(*args, **kwargs)
 
-    with packed_linear_layers(model) if packed else contextlib.nullcontext():
+    with onednn_linear_layers(model) if onednn else contextlib.nullcontext():
         run(messages[:1])  # warm-up: first-call costs are not throughput
         model.forward = counting_forward
         start = time.perf_counter()
@@ -244,18 +244,18 @@ def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int,
         seconds = time.perf_counter() - start
         model.forward = forward
         out = {"seconds": seconds, "computed": computed[0], "parameters": sum(p.numel() for p in model.parameters())}
-        if not shared_prefix and not packed:  # the same batches, prompts only: what computing no prompt token would save at most
+        if not shared_prefix and not onednn:  # the same batches, prompts only: what computing no prompt token would save at most
             start = time.perf_counter()
             run(messages, params=dataclasses.replace(params, max_new_tokens=1, keep_logprobs=False))
             out["prefill_seconds"] = time.perf_counter() - start
     return {**out, "tokens": sum(len(c.token_ids) for row in completions for c in row)}
 
 
-# The rows of each n: (label, shared_prefix, packed). The first is the baseline of the ratios; the second
+# The rows of each n: (label, shared_prefix, onednn). The first is the baseline of the ratios; the second
 # holds the linear layers' kernel as the sampler has it, so that the third's gain over it is token sharing's.
 SHARED_SAMPLING_VARIANTS = (
     ("plain generate", False, False),
-    ("plain generate, packed linear layers", False, True),
+    ("plain generate, oneDNN linear layers", False, True),
     ("shared-prefix sampler", True, True),
 )
 
@@ -265,16 +265,16 @@ def measure_shared_sampling(model: str, task_set: str, sizes: dict) -> list[dict
 
     Each row's note gives its achieved GFLOP/s (forward FLOPs taken as 2 x parameters x tokens computed,
     padding included) beside the plain matmul's; the sampler's, its ratio to plain generate with the
-    same packed layers.
+    same oneDNN layers.
     """
     matmul = measure(matmul_stage, preload=("torch",))["value"]
     rows = []
     for n, problems in ((1, sizes["problems"]), (8, max(1, sizes["problems"] // 12))):
         rates = {}
-        for variant, shared, packed in SHARED_SAMPLING_VARIANTS:
+        for variant, shared, onednn in SHARED_SAMPLING_VARIANTS:
             label = f"{variant}, {problems} problems x {n}"
             console.print(f"speed: sampling, {label}")
-            m = measure(shared_sampling_stage, model, task_set, problems, n, sizes["max_new_tokens"], shared, packed, preload=LIBRARIES)
+            m = measure(shared_sampling_stage, model, task_set, problems, n, sizes["max_new_tokens"], shared, onednn, preload=LIBRARIES)
             out = m["value"]
             gflops = forward_gflops(out["parameters"], out["computed"], out["seconds"])
             note = f"{out['computed']} tokens computed; {gflops:.3g} GFLOP/s, fp32 matmul {matmul:.3g} GFLOP/s"
@@ -282,9 +282,9 @@ def measure_shared_sampling(model: str, task_set: str, sizes: dict) -> list[dict
                 decode = out["seconds"] - out["prefill_seconds"]
                 note += f"; its prefill alone {out['prefill_seconds']:.3g} s: with a free prefill and its decoding, {out['seconds'] / decode:.3g}x"
             row = result_row(label, out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, note)
-            rates[(shared, packed)] = row["rate"]
+            rates[(shared, onednn)] = row["rate"]
             if shared:
-                row["note"] += f"; {row['rate'] / rates[(False, True)]:.3g}x plain generate with packed layers"
+                row["note"] += f"; {row['rate'] / rates[(False, True)]:.3g}x plain generate with oneDNN layers"
             rows.append({**row, "ratio": significant(row["rate"] / rates[(False, False)]), "n": n})
     return rows
 

@@ -91,10 +91,10 @@ def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
             assert row["peak_rss_with_workers_mb"] >= row["peak_rss_mb"]
     variants = [row["variant"].split(",")[0] for row in sections["shared_sampling"]]
     assert variants == ["plain generate", "plain generate", "shared-prefix sampler"] * 2  # n = 1, then n = 8
-    plain, packed, shared = (sections["shared_sampling"][i::3] for i in range(3))
-    assert all("its prefill alone" in row["note"] for row in plain) and not any("prefill alone" in row["note"] for row in packed)
-    assert all("packed linear layers" in row["variant"] for row in packed)
-    assert all("x plain generate with packed layers" in row["note"] for row in shared)
+    plain, onednn, shared = (sections["shared_sampling"][i::3] for i in range(3))
+    assert all("its prefill alone" in row["note"] for row in plain) and not any("prefill alone" in row["note"] for row in onednn)
+    assert all("oneDNN linear layers" in row["variant"] for row in onednn)
+    assert all("x plain generate with oneDNN layers" in row["note"] for row in shared)
 
 
 def test_speed_trains_on_spider_prompts_one_database_after_another(tmp_path, tiny_model_dir):
