@@ -102,7 +102,7 @@ def main() -> int:
         {"part": "next-token choice", "plain": "transformers' warpers, full-vocabulary draw", "project": "sampling_distribution, top-k draw", "plain_ms": round(choice[0], 1), "project_ms": round(choice[1], 1)},
         {"part": "forward step", "plain": "DynamicCache (concatenated)", "project": "growing_cache (in place)", "plain_ms": round(step[0], 1), "project_ms": round(step[1], 1)},
         {"part": "forward step's linear layers", "plain": "nn.Linear", "project": "onednn_linear_layers (oneDNN)", "plain_ms": round(step[1], 1), "project_ms": round(step[2], 1)},
-    ]  # fmt: skip
+    ]
     result = {"benchmark": "decode_step", **provenance(), "model": args.model or EMBEDDED_DEFAULT, "rows_decoded": args.rows, "context": args.context, "repeats": args.repeats, "parts": rows}
     lines = ["# One decode step, part by part", "", provenance_markdown(result), f"{args.rows} rows, {args.context} cached tokens, mean of {args.repeats} calls.", ""]
     lines += ["| part | plain | ms | project | ms |", "|---|---|---:|---|---:|"]

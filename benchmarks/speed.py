@@ -164,9 +164,9 @@ def _stages(text: str) -> list[str]:
 def sample_stage(model_path: str, task_set: str, problems: int, samples: int, batch_size: int) -> dict:
     """Sample with the project's defaults (temperature, top_p, max_new_tokens) and, as the sampling stage's
     backend does, oneDNN linear layers; time the generation only."""
+    from codelutra.candidates import sample_row
     from codelutra.generation.onednn_linear import onednn_linear_layers
     from codelutra.generation.sampler import generate
-    from codelutra.candidates import sample_row
     from codelutra.models import load_model, load_tokenizer
 
     cfg = task_config(task_set)
@@ -177,7 +177,7 @@ def sample_stage(model_path: str, task_set: str, problems: int, samples: int, ba
     params = SamplingParams(
         n=samples, temperature=s.temperature, top_p=s.top_p, max_new_tokens=SQL.max_new_tokens(s.max_new_tokens),
         batch_size=batch_size, seed=0, keep_logprobs=True,
-    )  # fmt: skip
+    )
     run = functools.partial(generate, model, tokenizer, answer_prefix=prefix, params=params)
     with onednn_linear_layers(model):
         run(messages[:1])  # warm-up: first-call costs are not throughput
@@ -322,7 +322,7 @@ def in_process_stage(checks: list) -> list[bool]:
             continue
         db = sqlite3.connect(Path(check.db_path).resolve().as_uri() + "?mode=ro", uri=True)
         deadline = time.monotonic() + timeout_s
-        db.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+        db.set_progress_handler(lambda deadline=deadline: time.monotonic() > deadline, 1000)
         try:
             gold = db.execute(check.gold_sql).fetchall()
             candidate = db.execute(check.candidate_sql).fetchall()
@@ -455,7 +455,7 @@ def iteration_stage(model_path: str, task_set: str, problems: int, samples: int,
             f"model.name={model_path}", f"output_dir={output}", f"name=speed-iteration-{problems}x{samples}",
             f"train_tasks.limit={problems}", f"sampling.n={samples}", f"eval_tasks.limit={eval_problems}", "max_iterations=1",
         ],
-    )  # fmt: skip
+    )
     refiner = Refiner(cfg)
     shutil.rmtree(refiner.run_dir, ignore_errors=True)  # a fresh run, never a resumed one
     history = refiner.run()

@@ -37,12 +37,12 @@ def spider_config():
 
 def worst_case_pairs(pairs: int) -> tuple[list[Pair], list[int]]:
     """One pair from each of the `pairs` databases whose longest fitting prompt is longest; and those prompts' lengths."""
+    from codelutra.candidates import Candidate
+    from codelutra.config import PairConfig
     from codelutra.generation.types import render_prompt
     from codelutra.models import EMBEDDED_DEFAULT, load_tokenizer, resolve_model
     from codelutra.tasks.kinds import SQL
     from codelutra.tasks.sources import load_tasks
-    from codelutra.candidates import Candidate
-    from codelutra.config import PairConfig
     from codelutra.training.pairs import build_pairs
 
     cfg = spider_config()
@@ -98,7 +98,7 @@ def main() -> int:
         "configs/spider.yaml's training settings, one epoch.", "",
         "| pairs per micro-batch | micro-batches per step | seconds | peak RSS MB |", "|---:|---:|---:|---:|",
         *(f"| {r['batch_size']} | {r['accumulation']} | {r['seconds']} | {r['peak_rss_mb']} |" for r in rows), "",
-    ]  # fmt: skip
+    ]
     for path in write_results(Path(args.results), "spider-memory", result, "\n".join(lines)):
         print(f"wrote {path}")
     return 0

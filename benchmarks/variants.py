@@ -82,7 +82,7 @@ def measure(args) -> dict:
             resolve_model(args.model), tasks, work / "eval_samples.jsonl", prompt=cfg.prompt,
             params=SamplingParams(max_new_tokens=SQL.max_new_tokens(cfg.eval.max_new_tokens), batch_size=cfg.eval.batch_size),
             description="generating (greedy)",
-        )  # fmt: skip
+        )
     generate_s = time.monotonic() - start
     tag = "given" if args.samples else "greedy"
     plain = cfg.verify.model_copy(update={"variants": 0})
@@ -109,7 +109,7 @@ def measure(args) -> dict:
             "skipped_problems": len(skipped), "answers": "given: " + args.samples if args.samples else "greedy",
             "variants": args.variants, "variant_seed": cfg.verify.variant_seed, "match": cfg.verify.match,
             "max_new_tokens": SQL.max_new_tokens(cfg.eval.max_new_tokens),
-        },  # fmt: skip
+        },
         "correct_on_the_database": correct_alone,
         "correct_on_all_variants": correct_variants,
         "difference": correct_alone - correct_variants,

@@ -206,7 +206,7 @@ def test_a_run_with_a_wrong_model_claims_no_name(tmp_path, capsys, model):
 
 def test_a_run_whose_training_prompts_are_all_too_long_claims_no_name(tmp_path, capsys, tiny_model_dir):
     argv = ["run", "--output", str(tmp_path), "--name", "r", "--set", f"model.name={tiny_model_dir}",
-            "--set", "train_tasks.limit=2", "--set", "train.max_length=16"]  # fmt: skip
+            "--set", "train_tasks.limit=2", "--set", "train.max_length=16"]
     _refused(capsys, tmp_path, argv, "builtin:train", "too long", "train.max_length")
     assert not (tmp_path / "runs").exists()
 

@@ -33,7 +33,7 @@ def _sql_pairs() -> list[Pair]:
                 "chosen": f"```sql\n{chosen if problem == 'p0' else chosen + ' ' * i}\n```",
                 "rejected": f"```sql\n{wrong}\n```",
                 "answer_prefix": "```sql\n",
-            })  # fmt: skip
+            })
     return [pair_of_row(p) for p in pairs]
 
 
@@ -42,7 +42,7 @@ def _python_pairs() -> list[Pair]:
     rows = [
         {"prompt": [{"role": "user", "content": "Write f(x) returning x squared."}], "chosen": "def f(x):\n    return x * x", "rejected": "def f(x):\n    return x + x"},
         {"prompt": [{"role": "user", "content": "Reverse a list xs in place, please."}], "chosen": "xs.reverse()", "rejected": "xs = xs[::-1]"},
-    ]  # fmt: skip
+    ]
     return [pair_of_row(row) for row in rows]
 
 

@@ -48,7 +48,7 @@ def sampled(stopping_model_dir, request):
         model, tokenizer, PROMPTS, answer_prefix=PREFIX,
         params=SamplingParams(n=3, temperature=1.0, max_new_tokens=3, batch_size=6, seed=0, keep_logprobs=True),
         shared_prefix=request.param,
-    )  # fmt: skip
+    )
 
 
 def _pairs(sampled) -> list[dict]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from codelutra.cli import main
 from codelutra.candidates import Candidate, pair_row, sampled_candidates, verdict_row
+from codelutra.cli import main
 from codelutra.config import PairConfig, TaskSource, VerifyConfig
 from codelutra.loop.stages import judge_completions
 from codelutra.tasks import Task
@@ -44,7 +44,7 @@ def test_python_cut_answers(tmp_path):
     task = Task(id="p", question="one", gold="def f():\n    return 1", kind="python", tests=("assert f() == 1",))
     whole = format_python_answer(task.gold)
     rows = [{"id": "p", "completions": [whole, "```python\ndef f():\n    return", "```python\ndef f():\n    return 2\n```"],
-             "truncated": [True, True, True]}]  # fmt: skip
+             "truncated": [True, True, True]}]
     [row] = _judge(tmp_path, [task], rows)
     assert row["verdicts"] == ["correct", "truncated", "truncated"]
     assert "wrong_result" in row["details"][2]
@@ -60,7 +60,7 @@ def test_eval_with_the_tiny_model_counts_every_answer_truncated(tmp_path, tiny_m
     """The tiny random model never closes its code block, so every answer runs to the budget."""
     out = tmp_path / "out"
     argv = ["eval", "--model", tiny_model_dir, "--tasks", "builtin:heldout", "--limit", "3", "--output", str(out),
-            "--set", "eval.max_new_tokens=8"]  # fmt: skip
+            "--set", "eval.max_new_tokens=8"]
     assert main(argv) == 0
     result = json.loads((out / "eval.json").read_text())
     assert result["counts"]["truncated"] == 3 and result["counts"]["syntax_error"] == 0

@@ -12,12 +12,13 @@ completions come from is configuration (`generation.backend`), not code:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
-from codelutra.config import GenerationConfig
 from codelutra.candidates import Candidate
+from codelutra.config import GenerationConfig
 from codelutra.generation.types import Messages, SamplingParams
 
 

@@ -17,12 +17,12 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
-from codelutra.errors import UserError
 from codelutra.candidates import Candidate
+from codelutra.errors import UserError
 from codelutra.generation.types import Messages, SamplingParams
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)  # seconds before each retry; then the error is reported

@@ -152,7 +152,7 @@ class PrefixCaches:
         out = self.model(
             input_ids=ids, position_ids=positions, attention_mask=mask[None, None], cache=cache, use_cache=True,
             logits_to_keep=last_tokens,
-        )  # fmt: skip
+        )
         for node in chunk:
             first, last = columns[node]
             node.kv = [(layer.keys[:, :, first:last].clone(), layer.values[:, :, first:last].clone()) for layer in cache.layers]
@@ -255,7 +255,7 @@ class KVBatch:
         logits = caches.prefill(leaves)
         device = model.device
         contexts, row_context, shared_lengths, key = [], [], [], None
-        for leaf, shared in zip(leaves, _shared_contexts(leaves, repeats) if share else [None] * len(leaves)):
+        for shared in _shared_contexts(leaves, repeats) if share else [None] * len(leaves):
             if shared is None:
                 row_context.append(-1)
                 shared_lengths.append(0)
@@ -274,7 +274,7 @@ class KVBatch:
         layers = [
             (torch.cat([_pad_left((c or empty)[i][0], width, dim=2) for c in own]), torch.cat([_pad_left((c or empty)[i][1], width, dim=2) for c in own]))
             for i in range(len(empty))
-        ]  # fmt: skip
+        ]
         del own
         for leaf in leaves:
             caches.release(leaf)
@@ -291,7 +291,7 @@ class KVBatch:
         out = model(
             input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.positions[:, None],
             cache=self.cache, use_cache=True, **shared,
-        )  # fmt: skip
+        )
         self.positions = self.positions + 1
         self.logits = out.logits[:, -1].float()
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from codelutra.candidates import Candidate
 from codelutra.generation.prefix_cache import (
     KVBatch,
     PrefixCaches,
@@ -27,7 +28,6 @@ from codelutra.generation.prefix_cache import (
     supports_shared_prefix,
 )
 from codelutra.generation.shared_attention import shared_context_attention_on
-from codelutra.candidates import Candidate
 from codelutra.generation.types import Messages, SamplingParams, render_prompt
 
 # transformers' default top-k, which `generate` applies when sampling unless told otherwise; both paths pass

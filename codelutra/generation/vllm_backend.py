@@ -10,11 +10,11 @@ The engine is shut down when the stage ends, so that training can have the GPU.
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
-from codelutra.errors import UserError
 from codelutra.candidates import Candidate
+from codelutra.errors import UserError
 from codelutra.generation.types import Messages, SamplingParams, render_prompt
 
 

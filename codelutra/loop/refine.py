@@ -18,8 +18,8 @@ from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console
 from codelutra.errors import UserError
 from codelutra.generation.types import SamplingParams
-from codelutra.loop.evaluate import evaluate_model
 from codelutra.layout import IterationFiles, RunLayout
+from codelutra.loop.evaluate import evaluate_model
 from codelutra.loop.report import write_report
 from codelutra.loop.stages import (
     generate_completions,
@@ -183,7 +183,7 @@ class Refiner:
                 new_policy = launch_training(
                     policy, it.pairs, it.dir, config_path, seed=cfg.seed + k, processes=cfg.train.processes,
                     reference=reference, adapter=adapter,
-                )  # fmt: skip
+                )
             else:
                 new_policy = train_policy(policy, pairs, it.dir, cfg.train, seed=cfg.seed + k, reference_path=reference, adapter=adapter)
         write_json(it.train_info, {"pairs": len(pairs)})  # its seconds are timings.json's "train"

@@ -67,7 +67,7 @@ SQL = TaskKind(
     verify=lambda checks, verify, progress: verify_with_variants(
         checks, timeout_s=verify.timeout_s, workers=verify.workers, progress=progress, match=verify.match,
         variants=verify.variants, seed=verify.variant_seed, cache_dir=verify.variants_dir,
-    ),  # fmt: skip
+    ),
 )
 
 PYTHON = TaskKind(
