@@ -94,9 +94,9 @@ class SamplingConfig(_Section):
     temperature: float = Field(default=0.8, gt=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_new_tokens: int | None = Field(default=None, ge=8)  # None: the task kind's budget (TaskKind.default_max_new_tokens)
-    # Sequences decoded together. 64 rather than 32: 1.26x the tokens/s on 2 CPU cores, 2.2 GB instead of 1.6 (128:
-    # 1.48x, 2.7 GB; benchmarks/results/speed-batch.md). A decode step's cache grows with it by each row's own
-    # tokens (a context that rows share is kept once), so Spider's long prompts take 64 too (configs/spider.yaml).
+    # Sequences decoded together: more give more tokens/s for more memory (benchmarks/results/speed-batch.md).
+    # A decode step's cache grows with it by each row's own tokens (a context that rows share is kept once), so
+    # Spider's long prompts take the same default (configs/spider.yaml).
     batch_size: int = Field(default=64, ge=1)
 
 

@@ -177,8 +177,7 @@ class GrowingLayer(DynamicLayer):
     """A full-attention cache layer whose keys and values are views of buffers with room to grow.
 
     transformers' `DynamicLayer` concatenates each decode step's keys and values onto the whole cache, so a
-    step copies the cache once per layer (`benchmarks/decode_step.py`: a SmolLM2 step over 32 rows and 200
-    tokens took 329 ms here against 360 ms, on a busy CPU; a second run showed no difference).
+    step copies the cache once per layer (`benchmarks/decode_step.py` times a step both ways).
     Here a step writes its token into the room left at the end; the buffers are copied only when the room is
     spent (every `ROOM` steps) or when something else replaced `keys` (a join, a trim: then the new tensors
     become the buffers' start). Rows kept by `batch_select_indices` keep their room.

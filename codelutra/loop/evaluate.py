@@ -5,13 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 from codelutra.artifacts import read_json, write_json
 from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.errors import UserError
-from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
 from codelutra.layout import EvalFiles
 from codelutra.loop.stages import (
@@ -47,7 +45,7 @@ def evaluate_model(
     max_new_tokens = tasks.kind.max_new_tokens(eval_cfg.max_new_tokens)
     _claim_eval_dir(files, _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generation))
     if files.result.exists():
-        return _with_current_kinds(read_json(files.result))
+        return read_json(files.result)
     start = time.monotonic()
     sampled = generate_completions(
         model_path,
@@ -122,10 +120,3 @@ def _differences(held: dict, now: dict, prefix: str = "") -> list[str]:
             differs.append(prefix + key)
     return differs
 
-
-def _with_current_kinds(result: dict) -> dict:
-    """An eval.json written by an older version, its verdict counts under today's kind names."""
-    counts: Counter = Counter()
-    for kind, n in result.get("counts", {}).items():
-        counts[verdict_kind(kind)] += n
-    return {**result, "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS}}

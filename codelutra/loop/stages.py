@@ -16,7 +16,7 @@ from codelutra.candidates import Candidate, judged_candidates, sample_row, sampl
 from codelutra.config import GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.console import progress_bar
 from codelutra.errors import UserError
-from codelutra.execution.verdict import VERDICT_KINDS, Verdict, verdict_kind
+from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 from codelutra.generation.types import SamplingParams, render_prompt
 from codelutra.tasks import Skipped
 from codelutra.tasks.kinds import TaskSet
@@ -157,7 +157,7 @@ def _truncated(verdict: Verdict) -> Verdict:
 
 def first_answer_scores(judged: list[list[Candidate]]) -> dict:
     """n, accuracy and the count of each verdict kind over each problem's first candidate (one answer per problem)."""
-    counts = Counter(verdict_kind(group[0].verdict) for group in judged)
+    counts = Counter(group[0].verdict for group in judged)
     n = len(judged)
     return {"n": n, "accuracy": counts["correct"] / n if n else 0.0, "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS}}
 

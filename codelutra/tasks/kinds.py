@@ -31,8 +31,9 @@ from codelutra.tasks.prompts import (
 class TaskKind:
     name: str
     default_answer_prefix: str
-    # Tokens an answer may take where the config leaves `max_new_tokens` null: the 99th percentile of the
-    # gold answers (code, closing fence, end of turn) in SmolLM2's tokens, rounded up; see benchmarks/token_budgets.py.
+    # Tokens an answer may take where the config leaves `max_new_tokens` null: above the 99th percentile of the
+    # gold answers (code, closing fence, end of turn) in SmolLM2's tokens; the measured values are in the README
+    # (benchmarks/token_budgets.py measures them).
     default_max_new_tokens: int
     task_messages: Callable[[Task, PromptConfig], list[dict[str, str]]]  # the task's own turns, no system prompt
     answer: Callable[[str], str]  # gold code -> the answer text a correct completion looks like
@@ -57,8 +58,7 @@ class TaskKind:
 SQL = TaskKind(
     name="sql",
     default_answer_prefix="```sql\n",
-    # Built-in sets: p99 53 (train), 57 (held-out), so the default run keeps its 64. Spider train: p99 134, max 254;
-    # give Spider/BIRD `max_new_tokens: 160`.
+    # Covers the built-in sets; Spider and BIRD answers run longer: their configs set `max_new_tokens` (configs/spider.yaml).
     default_max_new_tokens=64,
     task_messages=lambda task, prompt: sql_messages(task, prompt.schema_style),
     answer=format_answer,
@@ -73,7 +73,6 @@ SQL = TaskKind(
 PYTHON = TaskKind(
     name="python",
     default_answer_prefix="```python\n",
-    # p99: HumanEval 474 (its answers restate the docstring), MBPP 231, DS-1000 187.
     default_max_new_tokens=512,
     task_messages=lambda task, prompt: python_messages(task),
     answer=format_python_answer,
