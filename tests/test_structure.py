@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "codelutra"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "codelutra"
 MAX_LINES = 500
-DATA_TABLES = {"tasks/builtin/domains.py", "tasks/builtin/questions.py"}  # the built-in data, not logic
+DATA_TABLES = {"codelutra/tasks/builtin/domains.py", "codelutra/tasks/builtin/questions.py"}  # the built-in data, not logic
+# Being brought under the limit by the developer who is rewriting it now (issue 28); remove it from here then.
+BEING_SPLIT = {"benchmarks/quality.py"}
 # The package's top-level modules and folders, lowest first: each may import its own layer and those below it only.
 LAYERS = (
     ("errors", "artifacts", "console", "layout", "candidates"),  # what every layer may use
@@ -108,9 +111,11 @@ def test_every_module_imports_alone(name):
 
 
 def test_no_file_over_the_limit():
+    files = [*PACKAGE.rglob("*.py"), *(REPO / "benchmarks").glob("*.py")]
     long = {
-        str(p.relative_to(PACKAGE)): n
-        for p in PACKAGE.rglob("*.py")
-        if str(p.relative_to(PACKAGE)) not in DATA_TABLES and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+        name: n
+        for p in files
+        if (name := p.relative_to(REPO).as_posix()) not in DATA_TABLES | BEING_SPLIT
+        and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert not long, f"files over {MAX_LINES} lines: {long}"
