@@ -8,8 +8,8 @@ Two parts the sampler replaced, each timed side by side on the same inputs:
 * one forward step of the model (the embedded default unless `--model`) over 32 rows with 200 cached tokens: transformers' `DynamicCache`
   (each step concatenated onto the whole cache) against `codelutra.generation.prefix_cache.growing_cache`
   (written in place); the logits of the two are checked to be equal;
-* the same step's linear layers: plain `nn.Linear` against the weights packed once for oneDNN
-  (`codelutra.generation.packed_linear`, as the sampling backend runs them), both on the growing cache;
+* the same step's linear layers: plain `nn.Linear` against oneDNN on weights reordered once into its layout
+  (`codelutra.generation.onednn_linear`, as the sampling backend runs them), both on the growing cache;
   the logits are checked to agree within float32 rounding.
 
 Usage: python benchmarks/decode_step.py [--model PATH] [--rows 32] [--context 200] [--repeats 10] [--results DIR] [--tag T]
@@ -49,11 +49,11 @@ def token_choice(rows: int, vocabulary: int, repeats: int) -> tuple[float, float
 
 
 def forward_step(model, rows: int, context: int, repeats: int) -> tuple[float, float, float]:
-    """ms per step: DynamicCache, the growing cache, the growing cache with packed linear layers."""
+    """ms per step: DynamicCache, the growing cache, the growing cache with oneDNN linear layers."""
     import torch
     from transformers import DynamicCache
 
-    from codelutra.generation.packed_linear import packed_linear_layers
+    from codelutra.generation.onednn_linear import onednn_linear_layers
     from codelutra.generation.prefix_cache import growing_cache
 
     model.eval()
@@ -75,13 +75,13 @@ def forward_step(model, rows: int, context: int, repeats: int) -> tuple[float, f
 
         dynamic_ms, dynamic = steps(DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in kv], config=model.config))
         growing_ms, growing = steps(growing_cache([(k.clone(), v.clone()) for k, v in kv]))
-        with packed_linear_layers(model):
-            packed_ms, packed = steps(growing_cache([(k.clone(), v.clone()) for k, v in kv]))
+        with onednn_linear_layers(model):
+            onednn_ms, onednn = steps(growing_cache([(k.clone(), v.clone()) for k, v in kv]))
     if not torch.equal(dynamic, growing):
         raise SystemExit("decode_step: the growing cache's logits differ from DynamicCache's")
-    if not torch.allclose(packed, growing, rtol=1e-4, atol=1e-4):
-        raise SystemExit("decode_step: the packed linear layers' logits differ from the plain layers'")
-    return dynamic_ms, growing_ms, packed_ms
+    if not torch.allclose(onednn, growing, rtol=1e-4, atol=1e-4):
+        raise SystemExit("decode_step: the oneDNN linear layers' logits differ from the plain layers'")
+    return dynamic_ms, growing_ms, onednn_ms
 
 
 def main() -> int:
@@ -101,8 +101,8 @@ def main() -> int:
     rows = [
         {"part": "next-token choice", "plain": "transformers' warpers, full-vocabulary draw", "project": "sampling_distribution, top-k draw", "plain_ms": round(choice[0], 1), "project_ms": round(choice[1], 1)},
         {"part": "forward step", "plain": "DynamicCache (concatenated)", "project": "growing_cache (in place)", "plain_ms": round(step[0], 1), "project_ms": round(step[1], 1)},
-        {"part": "forward step's linear layers", "plain": "nn.Linear", "project": "packed_linear_layers (oneDNN)", "plain_ms": round(step[1], 1), "project_ms": round(step[2], 1)},
-    ]  # fmt: skip
+        {"part": "forward step's linear layers", "plain": "nn.Linear", "project": "onednn_linear_layers (oneDNN)", "plain_ms": round(step[1], 1), "project_ms": round(step[2], 1)},
+    ]
     result = {"benchmark": "decode_step", **provenance(), "model": args.model or EMBEDDED_DEFAULT, "rows_decoded": args.rows, "context": args.context, "repeats": args.repeats, "parts": rows}
     lines = ["# One decode step, part by part", "", provenance_markdown(result), f"{args.rows} rows, {args.context} cached tokens, mean of {args.repeats} calls.", ""]
     lines += ["| part | plain | ms | project | ms |", "|---|---|---:|---|---:|"]

@@ -35,7 +35,7 @@ from rich.table import Table
 
 from codelutra.artifacts import read_json
 from codelutra.console import console, tables
-from codelutra.loop.layout import RunLayout
+from codelutra.layout import RunLayout
 
 
 def main() -> int:
@@ -60,7 +60,7 @@ def main() -> int:
         runner.join()
     # a folder given as it is keeps its name: git would answer for whatever repository holds it
     revisions = {label: _commit(tree) if tree.is_relative_to(scratch) else labels[label] for label, tree in trees.items()}
-    for label, tree in trees.items():  # the run folders and logs stay; the checkouts made here go
+    for tree in trees.values():  # the run folders and logs stay; the checkouts made here go
         if tree.is_relative_to(scratch):
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
     result = {"benchmark": "default_run", **info, "parallel": args.parallel, "revisions": revisions, "runs": results}

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 from paired import paired_difference
 from record import RESULTS, provenance, provenance_markdown, write_results
 
 from codelutra.artifacts import read_jsonl
+from codelutra.candidates import Pair, read_pairs
 from codelutra.config import load_config
 from codelutra.console import console
+from codelutra.layout import IterationFiles, RunLayout
 from codelutra.loop.evaluate import evaluate_model
-from codelutra.loop.layout import IterationFiles, RunLayout
 from codelutra.models import resolve_model
 from codelutra.tasks.sources import load_tasks
 from codelutra.training.trainer import train_policy
@@ -39,7 +41,7 @@ def main() -> int:
     base_cfg = load_config(run.config)
     k = args.iteration
     policy = resolve_model(base_cfg.model.name) if k == 1 else str(run.iteration(k - 1).model)
-    pairs = read_jsonl(run.iteration(k).pairs)
+    pairs = read_pairs(run.iteration(k).pairs)
     eval_source = base_cfg.eval_tasks.model_copy(update={"limit": args.eval_limit})
     eval_tasks, _ = load_tasks(eval_source, base_cfg.verify)
     info = provenance()
@@ -106,11 +108,9 @@ def _verdicts(arm: dict) -> dict:
     return {(seed, pid): v == "correct" for seed, row in arm["seeds"].items() for pid, v in row["verdicts"].items()}
 
 
-def _pair_mix(pairs: list[dict]) -> dict:
-    kinds: dict[str, int] = {}
-    for p in pairs:
-        kinds[p["rejected_kind"]] = kinds.get(p["rejected_kind"], 0) + 1
-    return {"n": len(pairs), "gold_chosen": sum(p["chosen_source"] == "gold" for p in pairs), "rejected_kinds": kinds}
+def _pair_mix(pairs: list[Pair]) -> dict:
+    kinds = dict(Counter(p.rejected.verdict for p in pairs))
+    return {"n": len(pairs), "gold_chosen": sum(p.chosen_source == "gold" for p in pairs), "rejected_kinds": kinds}
 
 
 def markdown(result: dict, control: str) -> str:

@@ -50,7 +50,7 @@ from codelutra.artifacts import read_json, read_jsonl
 from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console, tables
 from codelutra.errors import UserError
-from codelutra.loop.layout import RunLayout
+from codelutra.layout import RunLayout
 from codelutra.loop.refine import Refiner
 
 ARMS = ("codelutra", "sft", "dpo")

@@ -103,7 +103,7 @@ class PeakTreeMemory:
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self.peak_bytes = 0
 
-    def __enter__(self) -> "PeakTreeMemory":
+    def __enter__(self) -> PeakTreeMemory:
         self._thread.start()
         return self
 

@@ -18,9 +18,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from record import REPO, RESULTS, SPIDER, SPIDER_PATHS, provenance, provenance_markdown, write_results
 from stage import LIBRARIES, measure
+
+if TYPE_CHECKING:
+    from codelutra.candidates import Pair
 
 WRONG = " ".join(["SELECT T1.name FROM employees AS T1 JOIN departments AS T2 ON T1.dept_id = T2.id WHERE"] * 6)
 
@@ -31,8 +35,10 @@ def spider_config():
     return load_config(REPO / "configs" / "spider.yaml", SPIDER_PATHS)
 
 
-def worst_case_pairs(pairs: int) -> tuple[list[dict], list[int]]:
+def worst_case_pairs(pairs: int) -> tuple[list[Pair], list[int]]:
     """One pair from each of the `pairs` databases whose longest fitting prompt is longest; and those prompts' lengths."""
+    from codelutra.candidates import Candidate
+    from codelutra.config import PairConfig
     from codelutra.generation.types import render_prompt
     from codelutra.models import EMBEDDED_DEFAULT, load_tokenizer, resolve_model
     from codelutra.tasks.kinds import SQL
@@ -51,14 +57,12 @@ def worst_case_pairs(pairs: int) -> tuple[list[dict], list[int]]:
     chosen = sorted(longest.values(), key=lambda item: -item[0])[:pairs]
     rows = []
     for _, task in chosen:
-        rows += build_pairs(
-            task.id, SQL.messages(task, cfg.prompt), [f"{prefix}{WRONG}\n```"], ["runtime_error"], f"{prefix}{task.gold}\n```",
-            max_pairs=1, answer_prefix=prefix,
-        )  # fmt: skip
+        wrong = Candidate(f"{prefix}{WRONG}\n```", problem_id=task.id, verdict="runtime_error")
+        rows += build_pairs(SQL.messages(task, cfg.prompt), [wrong], f"{prefix}{task.gold}\n```", answer_prefix=prefix, cfg=PairConfig())
     return rows, [n for n, _ in chosen]
 
 
-def training_stage(pairs: list[dict], batch_size: int, accumulation: int) -> int:
+def training_stage(pairs: list[Pair], batch_size: int, accumulation: int) -> int:
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
     from codelutra.training.trainer import train_policy
 
@@ -94,7 +98,7 @@ def main() -> int:
         "configs/spider.yaml's training settings, one epoch.", "",
         "| pairs per micro-batch | micro-batches per step | seconds | peak RSS MB |", "|---:|---:|---:|---:|",
         *(f"| {r['batch_size']} | {r['accumulation']} | {r['seconds']} | {r['peak_rss_mb']} |" for r in rows), "",
-    ]  # fmt: skip
+    ]
     for path in write_results(Path(args.results), "spider-memory", result, "\n".join(lines)):
         print(f"wrote {path}")
     return 0

@@ -26,6 +26,7 @@ from record import REPO, RESULTS, provenance, provenance_markdown, write_results
 from rich.table import Table
 
 from codelutra.artifacts import read_jsonl
+from codelutra.candidates import Candidate, sampled_candidates
 from codelutra.config import TaskSource, VerifyConfig, load_config
 from codelutra.console import console, tables
 from codelutra.errors import UserError
@@ -70,7 +71,7 @@ def measure(args) -> dict:
         raise UserError(f"--variants {args.variants}: give at least 1 copy to compare against")
     cfg = load_config(None, args.set)
     tasks, skipped = load_tasks(TaskSource(path=args.tasks, limit=args.limit), cfg.verify)
-    if not tasks or tasks[0].kind != "sql":
+    if not tasks or tasks.kind is not SQL:
         raise UserError(f"--tasks {args.tasks}: database variants need SQL tasks")
     work = Path(args.output) / f"variants-{_slug(args.model)}__{_slug(args.tasks)}-{len(tasks)}"
     start = time.monotonic()
@@ -81,7 +82,7 @@ def measure(args) -> dict:
             resolve_model(args.model), tasks, work / "eval_samples.jsonl", prompt=cfg.prompt,
             params=SamplingParams(max_new_tokens=SQL.max_new_tokens(cfg.eval.max_new_tokens), batch_size=cfg.eval.batch_size),
             description="generating (greedy)",
-        )  # fmt: skip
+        )
     generate_s = time.monotonic() - start
     tag = "given" if args.samples else "greedy"
     plain = cfg.verify.model_copy(update={"variants": 0})
@@ -94,12 +95,12 @@ def measure(args) -> dict:
     on_variants, variants_s = _judge(tasks, samples, work / f"verdicts-{tag}-k{args.variants}.jsonl", with_variants, f"verifying on the databases and {args.variants} variants")
     by_id = {t.id: t for t in tasks}
     caught = [
-        {"id": a["id"], "question": by_id[a["id"]].question, "gold": by_id[a["id"]].gold, "sql": a["sql"][0], "detail": v["details"][0]}
-        for a, v in zip(alone, on_variants)
-        if a["verdicts"][0] == "correct" and v["verdicts"][0] != "correct"
+        {"id": a.problem_id, "question": by_id[a.problem_id].question, "gold": by_id[a.problem_id].gold, "sql": a.code, "detail": v.detail}
+        for [a], [v] in zip(alone, on_variants)
+        if a.correct and not v.correct
     ]
-    correct_alone = sum(row["verdicts"][0] == "correct" for row in alone)
-    correct_variants = sum(row["verdicts"][0] == "correct" for row in on_variants)
+    correct_alone = sum(a.correct for [a] in alone)
+    correct_variants = sum(v.correct for [v] in on_variants)
     return {
         "benchmark": "variants",
         **provenance(),
@@ -108,7 +109,7 @@ def measure(args) -> dict:
             "skipped_problems": len(skipped), "answers": "given: " + args.samples if args.samples else "greedy",
             "variants": args.variants, "variant_seed": cfg.verify.variant_seed, "match": cfg.verify.match,
             "max_new_tokens": SQL.max_new_tokens(cfg.eval.max_new_tokens),
-        },  # fmt: skip
+        },
         "correct_on_the_database": correct_alone,
         "correct_on_all_variants": correct_variants,
         "difference": correct_alone - correct_variants,
@@ -118,13 +119,13 @@ def measure(args) -> dict:
     }
 
 
-def _judge(tasks, samples, path: Path, verify: VerifyConfig, description: str) -> tuple[list[dict], float]:
+def _judge(tasks, sampled, path: Path, verify: VerifyConfig, description: str) -> tuple[list[list[Candidate]], float]:
     start = time.monotonic()
-    rows = judge_completions(tasks, samples, path, verify=verify, description=description)
-    return rows, time.monotonic() - start
+    judged = judge_completions(tasks, sampled, path, verify=verify, description=description)
+    return judged, time.monotonic() - start
 
 
-def _given_samples(path: Path, tasks) -> list[dict]:
+def _given_samples(path: Path, tasks) -> list[list[Candidate]]:
     """Rows of a samples file for the loaded tasks, in their order; each must have an answer."""
     try:
         rows = {row["id"]: row for row in read_jsonl(path)}
@@ -133,7 +134,7 @@ def _given_samples(path: Path, tasks) -> list[dict]:
     missing = [t.id for t in tasks if t.id not in rows or not rows[t.id].get("completions")]
     if missing:
         raise UserError(f"{path}: no answer for {len(missing)} problems, e.g. {missing[0]}")
-    return [{"id": t.id, "completions": rows[t.id]["completions"][:1]} for t in tasks]
+    return [sampled_candidates({"id": t.id, "completions": rows[t.id]["completions"][:1]}) for t in tasks]
 
 
 def summary_table(result: dict) -> Table:

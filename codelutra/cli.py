@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args) -> int:
     from codelutra.config import load_config
     from codelutra.console import console, tables
+    from codelutra.layout import RunLayout
     from codelutra.loop.refine import Refiner
     from codelutra.loop.report import accuracy_table
 
@@ -101,22 +102,22 @@ def _run(args) -> int:
         overrides.append(f"name={args.name}")
     cfg = load_config(args.config, overrides)
     flag = "--output" if args.output else "output_dir"
-    _require_writable_folder(Path(cfg.output_dir) / "runs" / cfg.name, flag, named=cfg.output_dir)
+    _require_writable_folder(RunLayout.of(cfg.output_dir, cfg.name).root, flag, named=cfg.output_dir)
     refiner = Refiner(cfg)
     history = refiner.run()
     tables.print(accuracy_table(history, title=f"Held-out execution accuracy, run '{cfg.name}'"))
-    console.print(f"report: {refiner.run_dir / 'report.md'}")
+    console.print(f"report: {refiner.layout.report}")
     return 0
 
 
 def _eval(args) -> int:
     from codelutra.config import TaskSource, load_config
     from codelutra.console import console, tables
+    from codelutra.layout import EvalFiles
     from codelutra.loop.evaluate import evaluate_model
     from codelutra.loop.report import accuracy_table
     from codelutra.loop.stages import prompts_that_fit
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
-    from codelutra.tasks.kinds import kind_of
     from codelutra.tasks.sources import load_tasks
 
     overrides = list(args.set)
@@ -140,14 +141,14 @@ def _eval(args) -> int:
         model,
         source=args.tasks,
         prompt=cfg.prompt,
-        max_new_tokens=kind_of(tasks).max_new_tokens(cfg.eval.max_new_tokens),
+        max_new_tokens=tasks.kind.max_new_tokens(cfg.eval.max_new_tokens),
         generation=cfg.generation,
     )
     settings = dict(prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, generation=cfg.generation)
     result = evaluate_model(model, tasks, out, label="eval", skipped=skipped + too_long, **settings)
     tables.print(accuracy_table([{**result, "model": args.model or EMBEDDED_DEFAULT}], title=f"Execution accuracy on {args.tasks}"))
-    console.print(f"results: {out / 'eval.json'}")
-    if tasks and tasks[0].kind == "sql":
+    console.print(f"results: {EvalFiles(out).result}")
+    if tasks.kind.name == "sql":
         copies = f" and on {result['variants']} perturbed copies of it" if result.get("variants") else ""
         console.print(f"scoring: the {result.get('match', 'execution')} rule (verify.match), on each task's database{copies}")
     return 0
@@ -267,7 +268,7 @@ def _verify(args) -> int:
     configured = load_config(args.config, args.set).verify.model_dump()
     verify = _validated(VerifyConfig, **{**configured, **{field: value for field, value in flags.items() if value is not None}})
     _require_writable_file(args.out, "--out", not_the_same_as=args.candidates, overwrite=args.overwrite)
-    counts = verify_jsonl(args.candidates, args.out, verify)
+    counts = verify_jsonl(args.candidates, args.out, **verify.model_dump())
     tables.print(" ".join(f"{kind}={n}" for kind, n in counts.items()) + f"  -> {args.out}")
     return 0
 
@@ -320,7 +321,7 @@ def _require_writable_file(path: str | Path, flag: str, *, not_the_same_as: str 
 
 def _model_of(spec: str) -> str:
     """Accept a run's iteration folder: iter_K/model for K >= 1, the run's base model for iter_0."""
-    from codelutra.loop.layout import RunLayout
+    from codelutra.layout import RunLayout
 
     path = Path(spec).expanduser()
     found = RunLayout.of_iteration(path)

@@ -44,7 +44,20 @@ def _takes_a_number_not_a_bool(annotation: object) -> bool:
 
 class ModelConfig(_Section):
     name: str = EMBEDDED_DEFAULT  # a Hub id, a local directory, or the embedded default
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _float32_only(cls, data):
+        """Weights are float32 everywhere (training on a GPU adds bf16 autocast); there is no dtype to choose.
+
+        Every run's config.yaml holds `dtype: float32`, so that still loads (the run resumes); any other
+        dtype is refused rather than ignored.
+        """
+        if isinstance(data, dict) and "dtype" in data:
+            if data["dtype"] != "float32":
+                raise ValueError(f"dtype {data['dtype']!r}: models load in float32 only (a GPU trains with bf16 autocast)")
+            data = {key: value for key, value in data.items() if key != "dtype"}
+        return data
 
 
 class TaskSource(_Section):
@@ -96,9 +109,9 @@ class SamplingConfig(_Section):
     temperature: float = Field(default=0.8, gt=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_new_tokens: int | None = Field(default=None, ge=8)  # None: the task kind's budget (TaskKind.default_max_new_tokens)
-    # Sequences decoded together. 64 rather than 32: 1.26x the tokens/s on 2 CPU cores, 2.2 GB instead of 1.6 (128:
-    # 1.48x, 2.7 GB; benchmarks/results/speed-batch.md). A decode step's cache grows with it by each row's own
-    # tokens (a context that rows share is kept once), so Spider's long prompts take 64 too (configs/spider.yaml).
+    # Sequences decoded together: more give more tokens/s for more memory (benchmarks/results/speed-batch.md).
+    # A decode step's cache grows with it by each row's own tokens (a context that rows share is kept once), so
+    # Spider's long prompts take the same default (configs/spider.yaml).
     batch_size: int = Field(default=64, ge=1)
 
 

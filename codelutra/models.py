@@ -91,10 +91,10 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, dtype: str = "float32"):
-    """The model on the GPU where there is one (generation), else on the CPU; trainers move it as they need."""
+def load_model(path: str):
+    """The model in float32, on the GPU where there is one (generation), else on the CPU; trainers move it as they need."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     return model.to("cuda") if torch.cuda.is_available() else model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,23 @@ def tiny_model_dir(tmp_path_factory) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path) -> Path:
+    """A folder nothing may be created in, also for root (for whom permission bits do not count)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        yield folder
+    else:  # root: sysfs refuses new files to everyone
+        try:
+            tempfile.TemporaryFile(dir="/sys").close()
+        except OSError:
+            yield Path("/sys")
+        else:
+            pytest.skip("no folder here refuses writes to this user")
+    folder.chmod(0o700)

@@ -166,7 +166,7 @@ def run_refinement_on(task_folder: Path, out_dir: Path, model_dir: str, *, diale
         f"eval_tasks.path={task_folder / 'heldout.jsonl'}", "eval_tasks.limit=4",
         "sampling.n=2", "sampling.max_new_tokens=12", "eval.max_new_tokens=12",
         "train.batch_size=2", "max_iterations=1",
-    ])  # fmt: skip
+    ])
     refiner = Refiner(cfg)
     history = refiner.run()
     run_dir = out_dir / "runs" / "tiny"

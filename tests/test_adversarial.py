@@ -196,7 +196,7 @@ def listener():
         while not stop.is_set():
             try:
                 connection, _ = server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             with connection:
                 received.append(connection.recv(100) or b"(connected)")

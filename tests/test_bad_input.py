@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,26 +38,6 @@ def _refused(capsys, root: Path, argv: list[str], *named: str) -> str:
         assert name in lines[0], lines[0]
     assert _tree(root) == before, "a refused command changed files"
     return lines[0]
-
-
-@pytest.fixture
-def unwritable_dir(tmp_path) -> Path:
-    """A folder nothing may be created in, also for root (for whom permission bits do not count)."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError:
-        yield folder
-    else:  # root: sysfs refuses new files to everyone
-        try:
-            tempfile.TemporaryFile(dir="/sys").close()
-        except OSError:
-            yield Path("/sys")
-        else:
-            pytest.skip("no folder here refuses writes to this user")
-    folder.chmod(0o700)
 
 
 # --- the config -------------------------------------------------------------------------------
@@ -223,7 +202,7 @@ def test_a_run_with_a_wrong_model_claims_no_name(tmp_path, capsys, model):
 
 def test_a_run_whose_training_prompts_are_all_too_long_claims_no_name(tmp_path, capsys, tiny_model_dir):
     argv = ["run", "--output", str(tmp_path), "--name", "r", "--set", f"model.name={tiny_model_dir}",
-            "--set", "train_tasks.limit=2", "--set", "train.max_length=16"]  # fmt: skip
+            "--set", "train_tasks.limit=2", "--set", "train.max_length=16"]
     _refused(capsys, tmp_path, argv, "builtin:train", "too long", "train.max_length")
     assert not (tmp_path / "runs").exists()
 

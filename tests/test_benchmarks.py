@@ -28,7 +28,7 @@ def _run(script: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / script), "--quick", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout
 
@@ -40,7 +40,7 @@ def test_quality_quick_runs_three_arms_per_seed_from_one_base_evaluation(tmp_pat
         "--output", str(tmp_path), "--results", str(results),
         "--set", "train_tasks.limit=2", "--set", "eval_tasks.limit=2", "--set", "sampling.max_new_tokens=8",
         "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1",
-    )  # fmt: skip
+    )
 
     assert "Quality: builtin (quick)" in stdout
     assert (results / "quality-builtin-quick.md").exists() and (results / "quality-builtin-quick.png").exists()
@@ -86,7 +86,7 @@ def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
     stdout = _run(
         "speed.py", "--model", tiny_model_dir, "--output", str(tmp_path), "--results", str(results),
         "--problems", "2", "--batch-sizes", "4", "--iteration-sizes", "2x1", "--eval-problems", "1",
-    )  # fmt: skip
+    )
 
     assert "Speed (quick)" in stdout
     assert (results / "speed-quick.md").exists()
@@ -105,10 +105,10 @@ def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
             assert row["peak_rss_with_workers_mb"] >= row["peak_rss_mb"]
     variants = [row["variant"].split(",")[0] for row in sections["shared_sampling"]]
     assert variants == ["plain generate", "plain generate", "shared-prefix sampler"] * 2  # n = 1, then n = 8
-    plain, packed, shared = (sections["shared_sampling"][i::3] for i in range(3))
-    assert all("its prefill alone" in row["note"] for row in plain) and not any("prefill alone" in row["note"] for row in packed)
-    assert all("packed linear layers" in row["variant"] for row in packed)
-    assert all("x plain generate with packed layers" in row["note"] for row in shared)
+    plain, onednn, shared = (sections["shared_sampling"][i::3] for i in range(3))
+    assert all("its prefill alone" in row["note"] for row in plain) and not any("prefill alone" in row["note"] for row in onednn)
+    assert all("oneDNN linear layers" in row["variant"] for row in onednn)
+    assert all("x plain generate with oneDNN layers" in row["note"] for row in shared)
 
 
 def test_speed_trains_on_spider_prompts_one_database_after_another(tmp_path, tiny_model_dir):
@@ -117,7 +117,7 @@ def test_speed_trains_on_spider_prompts_one_database_after_another(tmp_path, tin
     stdout = _run(
         "speed.py", "--tasks", "spider", "--stages", "training", "--model", tiny_model_dir, "--output", str(tmp_path),
         "--results", str(results), "--problems", "3", "--batch-sizes", "4",
-    )  # fmt: skip
+    )
 
     assert "ratio training_vs_trl" in stdout
     result = json.loads((results / "speed-quick-spider.json").read_text())
@@ -138,7 +138,7 @@ def test_speed_measures_verification_alone_on_given_samples(tmp_path, tiny_model
     _run(
         "speed.py", "--model", tiny_model_dir, "--output", str(tmp_path), "--results", str(results),
         "--samples", str(samples), "--problems", "3", "--stages", "verification", "--tag", "v",
-    )  # fmt: skip
+    )
 
     sections = json.loads((results / "speed-quick-v.json").read_text())["sections"]
     assert list(sections) == ["verification"]
@@ -151,13 +151,13 @@ def test_speed_measures_verification_alone_on_given_samples(tmp_path, tiny_model
 def test_default_run_compares_two_commits(tmp_path, tiny_model_dir):
     results = tmp_path / "results"
     tiny = ["--set", f"model.name={tiny_model_dir}", "--set", "train_tasks.limit=2", "--set", "eval_tasks.limit=2",
-            "--set", "sampling.max_new_tokens=8", "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1"]  # fmt: skip
+            "--set", "sampling.max_new_tokens=8", "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "default_run.py"), "--before", "HEAD", "--after", "HEAD",
          "--scratch", str(tmp_path / "scratch"), "--results", str(results), "--tag", "test", *tiny],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads((results / "default-run-test.json").read_text())
     assert PROVENANCE <= set(result) and set(result["runs"]) == {"before", "after"}

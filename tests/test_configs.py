@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from codelutra.config import load_config
+from codelutra.config import dump_config, load_config
+from codelutra.errors import UserError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -24,3 +25,14 @@ def test_spider_configs_hold_out_the_databases_they_evaluate_on(name):
     cfg = load_config(path)
     assert cfg.eval_tasks.databases and set(cfg.eval_tasks.databases) == set(cfg.train_tasks.exclude_databases)
     assert yaml.safe_load(path.read_text())["eval_tasks"]["databases"] == cfg.eval_tasks.databases
+
+
+def test_a_stored_config_naming_float32_still_loads_and_another_dtype_is_refused(tmp_path):
+    """Runs stored `model.dtype: float32` in config.yaml; it must keep loading (the run resumes) as the same config."""
+    stored = yaml.safe_load(dump_config(load_config()))
+    stored["model"]["dtype"] = "float32"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(stored))
+    assert load_config(path) == load_config()
+    with pytest.raises(UserError, match="float32 only"):
+        load_config(None, ["model.dtype=bfloat16"])

@@ -20,6 +20,7 @@ import yaml
 from safetensors.torch import load_file
 
 from codelutra.artifacts import write_jsonl
+from codelutra.candidates import pair_of_row
 from codelutra.config import TrainConfig
 from codelutra.training.launch import launch_training
 from codelutra.training.trainer import train_policy
@@ -61,7 +62,7 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 def test_two_processes_train_the_adapter_one_process_trains(tiny_model_dir, tmp_path, monkeypatch):
     pairs_file = tmp_path / "pairs.jsonl"
     write_jsonl(pairs_file, _pairs())
-    one = train_policy(tiny_model_dir, _pairs(), tmp_path / "one", _config(batch_size=4), seed=SEED).parent
+    one = train_policy(tiny_model_dir, [pair_of_row(r) for r in _pairs()], tmp_path / "one", _config(batch_size=4), seed=SEED).parent
 
     two, config = tmp_path / "two", tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"train": _config(batch_size=2).model_dump(exclude_defaults=True)}))
@@ -75,6 +76,6 @@ def test_two_processes_train_the_adapter_one_process_trains(tiny_model_dir, tmp_
     assert diff < TOLERANCE, f"2 processes trained another adapter than 1 process: max |difference| {diff:.1e}"
 
     # What a process that trains on its half alone would save: far outside the tolerance.
-    half = train_policy(tiny_model_dir, _pairs()[:2], tmp_path / "half", _config(batch_size=2), seed=SEED).parent
+    half = train_policy(tiny_model_dir, [pair_of_row(r) for r in _pairs()[:2]], tmp_path / "half", _config(batch_size=2), seed=SEED).parent
     wrong = _max_diff(_adapter(one), _adapter(half))
     assert wrong > 100 * TOLERANCE, f"training on half the pairs moved the adapter by only {wrong:.1e}"

@@ -83,7 +83,7 @@ def test_values_come_as_sqlite_gives_them(concert, tmp_path):
     duck, lite = run_queries([(concert, sql), (sqlite_path, sql)], timeout_s=5, workers=1)
     assert duck.kind == lite.kind == "ok"
     assert duck.rows == [(10, 1500.5, "2024-06-01 20:00:00", "1980-05-01", 1), (11, 99.99, "2024-07-01 19:30:00", "1980-05-01", 1),
-                         (12, 700.0, None, "1991-12-24", 0)]  # fmt: skip
+                         (12, 700.0, None, "1991-12-24", 0)]
     assert duck.rows == lite.rows
 
 
@@ -169,7 +169,6 @@ def test_refinement_loop_on_duckdb(exported, tmp_path, tiny_model_dir):
 
 
 def test_codelutra_verify_lines_take_a_database_address(concert, tmp_path):
-    from codelutra.config import VerifyConfig
     from codelutra.execution.batch import verify_jsonl
 
     lines = [
@@ -178,7 +177,7 @@ def test_codelutra_verify_lines_take_a_database_address(concert, tmp_path):
         {"id": 3, "task": "sql", "db": "postgresql://me:secret@db.example/x", "gold": "SELECT 1", "candidate": "SELECT 1"},
     ]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    counts = verify_jsonl(tmp_path / "in.jsonl", tmp_path / "out.jsonl", VerifyConfig(workers=1))
+    counts = verify_jsonl(tmp_path / "in.jsonl", tmp_path / "out.jsonl", workers=1)
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [o["verdict"] for o in out] == ["correct", "forbidden", "invalid"]
     assert out[2]["detail"].startswith("line 3: field 'db': ") and "password" in out[2]["detail"]

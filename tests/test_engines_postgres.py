@@ -97,7 +97,7 @@ def test_values_come_as_sqlite_gives_them(concert, tmp_path):
     pg, lite = run_queries([(concert, sql), (sqlite_path, sql)], timeout_s=5, workers=1)
     assert pg.kind == lite.kind == "ok"
     assert pg.rows == [(10, 1500.5, "2024-06-01 20:00:00", "1980-05-01", 1), (11, 99.99, "2024-07-01 19:30:00", "1980-05-01", 1),
-                       (12, 700.0, None, "1991-12-24", 0)]  # fmt: skip
+                       (12, 700.0, None, "1991-12-24", 0)]
     assert pg.rows == lite.rows
 
 

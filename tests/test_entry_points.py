@@ -15,7 +15,7 @@ from codelutra.cli import main
 from codelutra.config import MAX_VOTE, load_config
 from codelutra.errors import UserError
 from codelutra.execution.engines import BadAddress, usable_address
-from tests.test_bad_input import _refused, unwritable_dir  # noqa: F401  (a fixture, used by name)
+from tests.test_bad_input import _refused
 
 
 @pytest.fixture
@@ -233,7 +233,7 @@ def test_ask_takes_the_question_from_a_file_or_standard_input(tmp_path, capsys, 
     asked = []
     monkeypatch.setattr("codelutra.serving.ask.ask", lambda model, db, question, cfg, vote: asked.append(question) or 1 / 0)
     (tmp_path / "q.txt").write_text("How many pens?\n", encoding="utf-8")
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("Combien de stylos ?".encode())))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Combien de stylos ?")))
     for source in (str(tmp_path / "q.txt"), "-"):
         with pytest.raises(ZeroDivisionError):  # stopped where the question reaches the model
             main(["ask", "--question-file", source, "--model", tiny_model_dir, "--db", str(shop_db)])

@@ -190,7 +190,7 @@ def test_a_kept_connection_carries_nothing_from_one_query_to_the_next(db):
         (db, "CREATE TEMP TABLE singer (name)"), count,
         (db, ENDLESS_CTE), count,
         (db, "SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)"), count,
-    ]  # fmt: skip
+    ]
     results = run_queries(queries, timeout_s=0.5, workers=1)
     kinds = ["forbidden", "forbidden", "ok", "forbidden", "ok", "timeout", "ok", "runtime_error", "ok"]
     assert [r.kind for r in results] == kinds  # the last error: a result too large, left half-read

@@ -6,11 +6,12 @@ from codelutra.artifacts import write_jsonl
 from codelutra.config import load_config
 from codelutra.loop.refine import Refiner
 from codelutra.tasks import Task
+from codelutra.tasks.kinds import TaskSet
 
 
 def _refiner(tmp_path, *sets) -> Refiner:
     refiner = Refiner(load_config(overrides=[f"output_dir={tmp_path}", *sets]))
-    refiner.train_tasks = [Task(id=f"p{i}", question="q", gold="SELECT 1", db_path="", db_id="d") for i in range(10)]
+    refiner.train_tasks = TaskSet.of(Task(id=f"p{i}", question="q", gold="SELECT 1", db_path="", db_id="d") for i in range(10))
     return refiner
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from codelutra.loop.layout import RunLayout
+from codelutra.layout import RunLayout
 
 
 def test_paths_of_a_run_and_its_iterations(tmp_path):

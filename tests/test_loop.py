@@ -172,8 +172,8 @@ def test_generation_resumes_from_partial_file(tmp_path, tiny_model_dir, monkeypa
     kwargs = dict(prompt=PromptConfig(), params=SamplingParams(max_new_tokens=4, batch_size=4), description="t")
     rows = generate_completions(tiny_model_dir, tasks, out, **kwargs)
     assert asked == [2]
-    assert [r["id"] for r in rows] == [t.id for t in tasks]
-    assert rows[0]["completions"] == ["kept"]
+    assert [group[0].problem_id for group in rows] == [t.id for t in tasks]
+    assert [c.text for c in rows[0]] == ["kept"]
     assert out.exists() and not partial.exists()
 
 

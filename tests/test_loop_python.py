@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from codelutra.candidates import sampled_candidates, verdict_row
 from codelutra.cli import main
 from codelutra.config import PromptConfig, TaskSource, VerifyConfig, load_config
 from codelutra.errors import UserError
@@ -13,7 +14,7 @@ from codelutra.execution.verdict import VERDICT_KINDS
 from codelutra.loop.refine import Refiner
 from codelutra.loop.stages import judge_completions
 from codelutra.tasks import Task
-from codelutra.tasks.kinds import PYTHON, SQL, kind_of
+from codelutra.tasks.kinds import PYTHON, SQL, TaskSet
 from codelutra.tasks.prompts import format_answer, format_python_answer, sql_messages
 from codelutra.tasks.sources import load_tasks
 from tests.python_fixtures import HUMANEVAL, MBPP_TRAIN, MBPP_VALIDATION, write_jsonl
@@ -40,9 +41,9 @@ def test_sql_kind_gives_the_sql_prompts_and_answers_unchanged():
 def test_a_task_set_has_one_kind():
     sql = Task("a", "q", "SELECT 1", "db", "db")
     python = Task("b", "q", "x = 1", kind="python", tests=("assert x == 1",))
-    assert kind_of([sql]) is SQL and kind_of([python]) is PYTHON
+    assert TaskSet.of([sql]).kind is SQL and TaskSet.of([python]).kind is PYTHON
     with pytest.raises(UserError, match="mixes kinds"):
-        kind_of([sql, python])
+        TaskSet.of([sql, python])
 
 
 def test_judge_stage_extracts_and_runs_python_completions(tmp_path):
@@ -58,7 +59,9 @@ def test_judge_stage_extracts_and_runs_python_completions(tmp_path):
         },
         {"id": "602", "completions": ["```python\ndef square(x):\n    return x *\n```", "```python\nimport socket\nsocket.socket().connect(('1.1.1.1', 80))\n```"]},
     ]
-    rows = judge_completions(tasks, samples, tmp_path / "verdicts.jsonl", verify=VerifyConfig(), description="judging")
+    sampled = [sampled_candidates(row) for row in samples]
+    judged = judge_completions(tasks, sampled, tmp_path / "verdicts.jsonl", verify=VerifyConfig(), description="judging")
+    rows = [verdict_row(row["id"], candidates, "python") for row, candidates in zip(samples, judged)]
     assert [row["verdicts"] for row in rows] == [["correct", "wrong_result", "no_code"], ["syntax_error", "forbidden"]]
     assert rows[0]["python"] == ["def double(x):\n    return x + x", "def double(x):\n    return x", None]
     assert "assert double(1) == 2" in rows[0]["details"][1]

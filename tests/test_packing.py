@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from codelutra.candidates import Pair, pair_of_row
 from codelutra.config import TrainConfig
 from codelutra.models import load_model
 from codelutra.training.packing import PrefixGroupedSampler, answer_logps, pack_pairs
@@ -18,7 +19,7 @@ FLOAT32_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="exact to 1e
 SCHEMA = "CREATE TABLE singer (id INT, name TEXT, age INT);\nCREATE TABLE concert (id INT, singer_id INT, year INT);"
 
 
-def _sql_pairs() -> list[dict]:
+def _sql_pairs() -> list[Pair]:
     """Two problems on one schema, two pairs each; the first problem's pairs share their chosen answer."""
     pairs = []
     for problem, question, chosen, rejected in (
@@ -32,16 +33,17 @@ def _sql_pairs() -> list[dict]:
                 "chosen": f"```sql\n{chosen if problem == 'p0' else chosen + ' ' * i}\n```",
                 "rejected": f"```sql\n{wrong}\n```",
                 "answer_prefix": "```sql\n",
-            })  # fmt: skip
-    return pairs
+            })
+    return [pair_of_row(p) for p in pairs]
 
 
-def _python_pairs() -> list[dict]:
+def _python_pairs() -> list[Pair]:
     """Prompts that share nothing after the chat template's header (as Python task sets' prompts do)."""
-    return [
+    rows = [
         {"prompt": [{"role": "user", "content": "Write f(x) returning x squared."}], "chosen": "def f(x):\n    return x * x", "rejected": "def f(x):\n    return x + x"},
         {"prompt": [{"role": "user", "content": "Reverse a list xs in place, please."}], "chosen": "xs.reverse()", "rejected": "xs = xs[::-1]"},
-    ]  # fmt: skip
+    ]
+    return [pair_of_row(row) for row in rows]
 
 
 def _perturb(model, seed: int) -> None:

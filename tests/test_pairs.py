@@ -1,13 +1,22 @@
 """Preference pairs: correct x incorrect, gold as the correct side when no sample is correct, caps, dedup."""
 
+from codelutra.candidates import Candidate, pair_row
+from codelutra.config import PairConfig
 from codelutra.training.pairs import build_pairs
 
 PROMPT = [{"role": "user", "content": "q"}]
 GOLD = "```sql\nSELECT 1\n```"
 
 
+def _build(completions, verdicts, *, max_pairs, seed=0, logprobs=None, **cfg) -> list[dict]:
+    """The pairs of problem p1's judged candidates, as pairs.jsonl rows."""
+    logprobs = logprobs or [None] * len(completions)
+    candidates = [Candidate(c, logprob=lp, problem_id="p1", verdict=v) for c, v, lp in zip(completions, verdicts, logprobs)]
+    return [pair_row(p) for p in build_pairs(PROMPT, candidates, GOLD, cfg=PairConfig(max_per_problem=max_pairs, **cfg), seed=seed)]
+
+
 def _pairs(completions, verdicts, max_pairs=10):
-    return build_pairs("p1", PROMPT, completions, verdicts, GOLD, max_pairs=max_pairs, seed=0)
+    return _build(completions, verdicts, max_pairs=max_pairs, seed=0)
 
 
 def test_correct_times_incorrect():
@@ -48,8 +57,8 @@ def test_cap_prefers_distinct_failures_and_is_deterministic():
 
 def test_without_gold_fallback_a_problem_with_no_correct_sample_yields_no_pair():
     completions, verdicts = ["x", "y"], ["wrong_result", "runtime_error"]
-    assert build_pairs("p1", PROMPT, completions, verdicts, GOLD, max_pairs=5, gold_fallback=False) == []
-    mixed = build_pairs("p1", PROMPT, ["a", "x"], ["correct", "wrong_result"], GOLD, max_pairs=5, gold_fallback=False)
+    assert _build(completions, verdicts, max_pairs=5, gold_fallback=False) == []
+    mixed = _build(["a", "x"], ["correct", "wrong_result"], max_pairs=5, gold_fallback=False)
     assert [(p["chosen"], p["rejected"]) for p in mixed] == [("a", "x")]
 
 
@@ -57,8 +66,7 @@ def test_rejected_order_likely_takes_the_failures_the_policy_believes_in_most():
     completions = ["a", "x", "y", "z"]
     verdicts = ["correct", "syntax_error", "wrong_result", "runtime_error"]
     logprobs = [-1.0, -9.0, -2.0, None]  # z has no kept log-prob: last
-    pairs = build_pairs("p1", PROMPT, completions, verdicts, GOLD, max_pairs=3, token_ids=[[1]] * 4, logprobs=logprobs,
-                        rejected_order="likely")  # fmt: skip
+    pairs = _build(completions, verdicts, max_pairs=3, logprobs=logprobs, rejected_order="likely")
     assert [p["rejected"] for p in pairs] == ["y", "x", "z"]
 
 
@@ -66,5 +74,5 @@ def test_rejected_order_ran_first_puts_wrong_results_before_errors():
     completions = ["a", "s", "r", "w"]
     verdicts = ["correct", "syntax_error", "runtime_error", "wrong_result"]
     for seed in range(5):
-        pairs = build_pairs("p1", PROMPT, completions, verdicts, GOLD, max_pairs=3, seed=seed, rejected_order="ran_first")
+        pairs = _build(completions, verdicts, max_pairs=3, seed=seed, rejected_order="ran_first")
         assert [p["rejected"] for p in pairs] == ["w", "r", "s"]

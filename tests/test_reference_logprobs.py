@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from codelutra.config import TrainConfig
+from codelutra.candidates import pair_of_row, pair_row
+from codelutra.config import PairConfig, TrainConfig
 from codelutra.generation.sampler import generate
 from codelutra.generation.types import SamplingParams
 from codelutra.models import load_model, load_tokenizer
@@ -45,19 +48,25 @@ def sampled(stopping_model_dir, request):
         model, tokenizer, PROMPTS, answer_prefix=PREFIX,
         params=SamplingParams(n=3, temperature=1.0, max_new_tokens=3, batch_size=6, seed=0, keep_logprobs=True),
         shared_prefix=request.param,
-    )  # fmt: skip
+    )
 
 
 def _pairs(sampled) -> list[dict]:
-    """The first sample of each prompt counts as correct and the others as wrong; the last prompt falls back to gold."""
+    """The first sample of each prompt counts as correct and the others as wrong; the last prompt falls back to gold.
+
+    As pairs.jsonl rows: the tests below change kept values in them, as a run's file could hold.
+    """
     pairs = []
     for i, (prompt, row) in enumerate(zip(PROMPTS, sampled)):
         verdicts = ["wrong_result"] * len(row) if i == len(PROMPTS) - 1 else ["correct"] + ["wrong_result"] * (len(row) - 1)
-        pairs += build_pairs(
-            f"p{i}", prompt, [s.text for s in row], verdicts, f"{PREFIX}SELECT count(*) FROM t WHERE a > {i}\n```",
-            max_pairs=2, answer_prefix=PREFIX, token_ids=[s.token_ids for s in row], logprobs=[s.logprob for s in row],
-        )  # fmt: skip
+        judged = [replace(s, problem_id=f"p{i}", verdict=v) for s, v in zip(row, verdicts)]
+        gold = f"{PREFIX}SELECT count(*) FROM t WHERE a > {i}\n```"
+        pairs += [pair_row(p) for p in build_pairs(prompt, judged, gold, answer_prefix=PREFIX, cfg=PairConfig(max_per_problem=2))]
     return pairs
+
+
+def _trainer(model_dir, pairs: list[dict], out, cfg: TrainConfig, **kwargs):
+    return build_trainer(model_dir, [pair_of_row(p) for p in pairs], out, cfg, seed=0, **kwargs)
 
 
 def test_samples_keep_tokens_and_logprobs(sampled, stopping_model_dir):
@@ -81,7 +90,7 @@ def test_kept_logprobs_equal_a_fresh_reference_pass(sampled, stopping_model_dir,
     assert len(kept) >= 3, "too few kept log-probs for a meaningful test"
     assert any(p["chosen_source"] == "gold" for p in pairs), "gold answers (not sampled) must be covered too"
 
-    trainer = build_trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2), seed=0)
+    trainer = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2))
     rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     batch = trainer.data_collator(rows)  # the packed batch training reads
     plain = DataCollatorForPreference(pad_token_id=trainer.processing_class.pad_token_id)(rows)
@@ -93,7 +102,7 @@ def test_kept_logprobs_equal_a_fresh_reference_pass(sampled, stopping_model_dir,
 def test_a_wrong_kept_value_is_not_recomputed(sampled, stopping_model_dir, tmp_path):
     """Training trusts a kept value whose tokens match: proof that the forward pass is skipped for it."""
     pairs = _pairs(sampled)
-    first = build_trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2), seed=0).train_dataset
+    first = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2)).train_dataset
     # a pair whose rejected value in the batch is exactly the kept one (not recomputed), with tokens to cut
     target = next(
         p
@@ -101,10 +110,10 @@ def test_a_wrong_kept_value_is_not_recomputed(sampled, stopping_model_dir, tmp_p
         if p["rejected_sample"] and p["rejected_sample"]["token_ids"] and used == p["rejected_sample"]["logprob"]
     )
     target["rejected_sample"] = {**target["rejected_sample"], "logprob": -1234.5}
-    trainer = build_trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2), seed=0)
+    trainer = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2))
     assert -1234.5 in trainer.train_dataset["ref_rejected_logps"]
     target["rejected_sample"] = {**target["rejected_sample"], "token_ids": target["rejected_sample"]["token_ids"][:-1]}
-    trainer = build_trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2), seed=0)
+    trainer = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2))
     assert -1234.5 not in trainer.train_dataset["ref_rejected_logps"], "tokens that differ from TRL's must be recomputed"
 
 
@@ -114,7 +123,7 @@ def test_a_base_model_reference_uses_no_kept_logprob(sampled, stopping_model_dir
     """train.reference: base. The sampler scored the answers under the policy, so every value is the base model's."""
     pairs = _pairs(sampled)
     cfg = TrainConfig(batch_size=2, packing=packing)
-    trainer = build_trainer(stopping_model_dir, pairs, tmp_path, cfg, seed=0, reference_path=tiny_model_dir)
+    trainer = _trainer(stopping_model_dir, pairs, tmp_path, cfg, reference_path=tiny_model_dir)
     rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     plain = DataCollatorForPreference(pad_token_id=trainer.processing_class.pad_token_id)(rows)
     base = load_model(tiny_model_dir)

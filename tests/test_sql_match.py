@@ -178,7 +178,7 @@ def test_eval_prints_and_records_the_rule(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "out"
     assert main(["eval", "--model", tiny_model_dir, "--tasks", "builtin:heldout", "--limit", "2", "--output", str(out),
                  "--set", "eval.max_new_tokens=8", "--set", "verify.match=bird", "--set", "verify.variants=2",
-                 "--set", f"verify.variants_dir={tmp_path / 'variants'}"]) == 0  # fmt: skip
+                 "--set", f"verify.variants_dir={tmp_path / 'variants'}"]) == 0
     captured = capsys.readouterr()
     printed = " ".join((captured.out + captured.err).split())
     assert "scoring: the bird rule (verify.match), on each task's database and on 2 perturbed copies of it" in printed

@@ -10,7 +10,7 @@ import pytest
 
 from codelutra.config import PromptConfig, TaskSource, VerifyConfig
 from codelutra.errors import UserError
-from codelutra.tasks.kinds import PYTHON, SQL, kind_of
+from codelutra.tasks.kinds import PYTHON, SQL
 from codelutra.tasks.python import detect_format, load_python_tasks
 from codelutra.tasks.sources import load_tasks
 from tests.conftest import shared_dataset
@@ -185,7 +185,7 @@ def test_auto_detection_by_first_record_and_directory(tmp_path):
 
 def test_sql_sources_keep_the_sql_kind():
     tasks, _ = load_tasks(TaskSource(path="builtin:heldout", limit=2))
-    assert kind_of(tasks) is SQL and all(t.kind == "sql" for t in tasks)
+    assert tasks.kind is SQL and all(t.kind == "sql" for t in tasks)
 
 
 def test_mbpp_format_on_a_sql_file_reports_the_fields(tmp_path):

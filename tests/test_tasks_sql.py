@@ -221,7 +221,10 @@ def test_database_filters(tmp_path):
 
 def test_limit_is_a_seeded_sample_in_file_order(tmp_path):
     root = spider_dir(tmp_path, [spider_record(question=f"Q{i}?") for i in range(50)])
-    ids = lambda seed: [t.id for t in load_sql_tasks(root, limit=10, seed=seed, check_gold=False)[0]]
+
+    def ids(seed):
+        return [t.id for t in load_sql_tasks(root, limit=10, seed=seed, check_gold=False)[0]]
+
     first = ids(0)
     assert len(first) == 10
     assert first == ids(0)

@@ -19,7 +19,7 @@ from codelutra.errors import UserError
 from codelutra.loop.evaluate import evaluate_model
 from codelutra.loop.refine import Refiner
 from codelutra.tasks import Task
-from codelutra.tasks.kinds import PYTHON, SQL
+from codelutra.tasks.kinds import PYTHON, SQL, TaskSet
 from codelutra.tasks.sources import load_tasks
 
 PYTHON_TASK = Task(id="p", question="q", gold="def f():\n    return 1", kind="python", tests=("assert f() == 1",))
@@ -52,5 +52,5 @@ def test_a_run_stored_with_64_resumes_where_the_kinds_budget_is_64(tmp_path):
     atomic_write_text(tmp_path / "runs" / "old" / "config.yaml", dump_config(old))  # as a run before the change wrote it
     _refiner_over(tmp_path, sql_tasks)._claim_run_dir()  # the same command today: resumes
     with pytest.raises(UserError, match="different configuration"):
-        _refiner_over(tmp_path, [PYTHON_TASK])._claim_run_dir()  # 64 is not Python's budget (512)
-    _refiner_over(tmp_path, [PYTHON_TASK], "sampling.max_new_tokens=64", "eval.max_new_tokens=64")._claim_run_dir()
+        _refiner_over(tmp_path, TaskSet.of([PYTHON_TASK]))._claim_run_dir()  # 64 is not Python's budget (512)
+    _refiner_over(tmp_path, TaskSet.of([PYTHON_TASK]), "sampling.max_new_tokens=64", "eval.max_new_tokens=64")._claim_run_dir()

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from codelutra.candidates import Pair, pair_of_row
 from codelutra.config import TrainConfig
 from codelutra.models import load_model
 from codelutra.training.trainer import build_trainer, train_policy
@@ -18,14 +19,14 @@ from codelutra.training.trainer import build_trainer, train_policy
 FLOAT32_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="exact to 1e-4 in float32; a GPU trains in bf16")
 
 
-def _pairs(n: int = 4) -> list[dict]:
+def _pairs(n: int = 4) -> list[Pair]:
     return [
-        {
+        pair_of_row({
             "prompt": [{"role": "user", "content": f"t(a, b)\nQuestion: how many rows have a > {i}?"}],
             "chosen": f"```sql\nSELECT count(*) FROM t WHERE a > {i}\n```",
             "rejected": f"```sql\nSELECT * FROM t{i}",
             "answer_prefix": "```sql\n",
-        }
+        })
         for i in range(n)
     ]
 

@@ -57,7 +57,7 @@ def shop(tmp_path_factory) -> str:
         "INSERT INTO customer VALUES (?, ?, ?, ?, ?)",
         [(1, "Ana", "PAR", None, "ana@x.org"), (2, "Bo", "LYO", 1, "bo@x.org"), (3, "Cy", "PAR", 1, None),
          (4, "Di", "NCE", 2, "di@x.org"), (5, "Ed", "LYO", None, "ed@x.org")],
-    )  # fmt: skip
+    )
     conn.executemany("INSERT INTO product VALUES (?, ?, ?)", [(i, f"item {i}", 10.0 * i + 0.5) for i in range(1, 9)])
     statuses = ["paid", "open", "paid", "void", "paid", "open", "paid", "paid", "open", "paid"]
     amounts = [500.0, 120.0, 700.0, 80.0, 250.0, 330.0, 450.0, 600.0, 90.0, 500.0]  # paid: 3000
@@ -106,7 +106,7 @@ def test_honest_queries_stay_correct_on_every_variant(shop, tmp_path):
         ("SELECT p.title FROM product AS p WHERE p.product_id NOT IN (SELECT product_id FROM order_line)",
          "SELECT title FROM product AS p WHERE NOT EXISTS (SELECT 1 FROM order_line AS l WHERE l.product_id = p.product_id)"),
         ("SELECT name FROM customer ORDER BY name", "SELECT name FROM customer ORDER BY name ASC"),
-    ]  # fmt: skip
+    ]
     assert [v.kind for v in judge(shop, pairs, tmp_path)] == ["correct"] * len(pairs)
 
 
@@ -244,7 +244,7 @@ def test_benchmark_counts_the_answers_right_only_by_coincidence(tmp_path):
     samples.write_text("".join(json.dumps(row) + "\n" for row in answers))
     results = tmp_path / "results"
     stdout = _run_benchmark("--tasks", "builtin:heldout", "--limit", "20", "--variants", "3", "--samples", str(samples),
-                            "--output", str(tmp_path), "--results", str(results), "--tag", "t")  # fmt: skip
+                            "--output", str(tmp_path), "--results", str(results), "--tag", "t")
 
     assert "Correct answers without and with 3 database variants" in stdout
     result = json.loads((results / "variants-builtin_heldout-k3-t.json").read_text())
@@ -259,7 +259,7 @@ def test_benchmark_generates_greedy_answers_once(tmp_path, tiny_model_dir):
     import json
 
     common = ["--model", tiny_model_dir, "--limit", "2", "--variants", "2", "--set", "eval.max_new_tokens=8",
-              "--output", str(tmp_path), "--results", str(tmp_path / "results")]  # fmt: skip
+              "--output", str(tmp_path), "--results", str(tmp_path / "results")]
     _run_benchmark(*common)
     result = json.loads((tmp_path / "results" / "variants-builtin_heldout-k2.json").read_text())
     assert result["settings"]["problems"] == 2 and result["settings"]["answers"] == "greedy"

@@ -9,7 +9,6 @@ import pytest
 
 from codelutra.artifacts import read_jsonl
 from codelutra.cli import main
-from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.batch import INVALID, verify_jsonl
 from codelutra.execution.verdict import VERDICT_KINDS
@@ -90,7 +89,7 @@ def test_mixed_batch_gives_one_verdict_per_line_in_order(tmp_path, db):
     write_lines(in_path, [line for line, _, _ in cases])
     cases = [case for case in cases if case[1] is not None]
 
-    counts = verify_jsonl(in_path, out_path, VerifyConfig(timeout_s=2, workers=2))
+    counts = verify_jsonl(in_path, out_path, timeout_s=2, workers=2)
 
     rows = read_jsonl(out_path)
     assert len(rows) == len(cases)

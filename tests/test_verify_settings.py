@@ -17,7 +17,7 @@ SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x <
 def test_the_sql_gold_check_runs_under_the_configured_time_limit(tmp_path):
     sqlite3.connect(tmp_path / "db.sqlite").close()
     rows = [{"id": "fast", "question": "q", "gold_sql": "SELECT 1", "db_path": "db.sqlite"},
-            {"id": "slow", "question": "q", "gold_sql": SLOW, "db_path": "db.sqlite"}]  # fmt: skip
+            {"id": "slow", "question": "q", "gold_sql": SLOW, "db_path": "db.sqlite"}]
     (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tasks, skipped = load_sql_tasks(tmp_path / "tasks.jsonl", verify=VerifyConfig(timeout_s=0.2))
     assert [t.id for t in tasks] == ["fast"]

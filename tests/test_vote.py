@@ -13,6 +13,7 @@ from codelutra.execution.sql import QueryResult
 from codelutra.loop.report import accuracy_table, markdown_table
 from codelutra.loop.vote import Ballot, cast_ballots, choose, require_votable
 from codelutra.tasks import Task
+from codelutra.tasks.kinds import TaskSet
 
 
 def _ok(rows, sql="SELECT x FROM t", logprob=None) -> Ballot:
@@ -90,8 +91,8 @@ def test_candidates_run_in_the_sandbox_once_per_distinct_query(tmp_path):
 
 def test_voting_is_refused_on_python_tasks_saying_why():
     with pytest.raises(UserError, match="graded tests"):
-        require_votable([Task(id="1", question="q", gold="x = 1", kind="python")], 4)
-    require_votable([Task(id="1", question="q", gold="x = 1", kind="python")], 0)  # no voting asked: fine
+        require_votable(TaskSet.of([Task(id="1", question="q", gold="x = 1", kind="python")]), 4)
+    require_votable(TaskSet.of([Task(id="1", question="q", gold="x = 1", kind="python")]), 0)  # no voting asked: fine
 
 
 def test_eval_with_vote_reports_greedy_and_voted_side_by_side(tmp_path, tiny_model_dir, capsys):

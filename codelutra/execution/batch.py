@@ -20,11 +20,12 @@ import json
 from pathlib import Path
 
 from codelutra.artifacts import string_list_field, write_jsonl
-from codelutra.config import VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.engines import BadAddress, usable_address
-from codelutra.execution.python import PythonCheck
+from codelutra.execution.limits import DEFAULT_TIMEOUT_S
+from codelutra.execution.python import PythonCheck, verify_python
 from codelutra.execution.sql import SqlCheck
+from codelutra.execution.variants import verify_with_variants
 from codelutra.execution.verdict import VERDICT_KINDS, Verdict
 
 INVALID = "invalid"  # the verdict on a line that cannot be judged; not one of VERDICT_KINDS
@@ -35,16 +36,25 @@ class _BadField(ValueError):
     """A field of an input line is missing or of the wrong type; the message names it."""
 
 
-def verify_jsonl(in_path: str | Path, out_path: str | Path, verify: VerifyConfig = VerifyConfig()) -> dict[str, int]:
+def verify_jsonl(
+    in_path: str | Path,
+    out_path: str | Path,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    workers: int | None = None,
+    python: str | None = None,
+    match: str = "execution",
+    variants: int = 0,
+    variant_seed: int = 0,
+    variants_dir: str | None = None,
+) -> dict[str, int]:
     """Judge every candidate in `in_path`, write the verdicts to `out_path` (atomically).
 
     Returns the number of verdicts of each kind, every kind listed (VERDICT_KINDS, then "invalid").
     SQL candidates run in one batch, Python and DS-1000 ones in another, each judged as `run` and `eval`
-    judge their kind under `verify` (time limit, workers, `python`, and for SQL `match` and `variants`).
+    judge their kind (time limit, workers, `python`, and for SQL the scoring rule `match` and `variants`).
     A file without a single candidate is the user's error: nothing is written.
     """
-    from codelutra.tasks.kinds import PYTHON, SQL
-
     parsed = [_parse(number, line) for number, line in _read_lines(in_path)]
     if not parsed:
         raise UserError(f"{in_path}: no candidates (the file is empty or holds only blank lines); nothing written")
@@ -54,8 +64,9 @@ def verify_jsonl(in_path: str | Path, out_path: str | Path, verify: VerifyConfig
     verdicts = [Verdict(INVALID, check, 0.0) if isinstance(check, str) else None for check in checks]
     sql = [i for i, check in enumerate(checks) if isinstance(check, SqlCheck)]
     code = [i for i, check in enumerate(checks) if isinstance(check, PythonCheck)]
-    sql_verdicts = SQL.verify([checks[i] for i in sql], verify, None)
-    code_verdicts = PYTHON.verify([checks[i] for i in code], verify, None)
+    scoring = dict(match=match, variants=variants, seed=variant_seed, cache_dir=variants_dir)
+    sql_verdicts = verify_with_variants([checks[i] for i in sql], timeout_s=timeout_s, workers=workers, **scoring)
+    code_verdicts = verify_python([checks[i] for i in code], timeout_s=timeout_s, workers=workers, python=python)
     for position, verdict in zip(sql + code, sql_verdicts + code_verdicts):
         verdicts[position] = verdict
 

@@ -2,78 +2,13 @@
 
 The code comes from a model, so it is treated as hostile, and it never shares an interpreter
 with the code that judges it. Each check starts two fresh processes from the interpreter
-`python=` (the caller's by default), joined by two pipes that carry one JSON line each way:
-
-* the sandbox (`python_sandbox.py`) holds the candidate and answers requests with plain data;
-* the judge (`python_judge.py`), the "trusted process": a plain interpreter of its own, as the
-  caller's user, in a private working dir, under memory and CPU limits. It runs the task's test
-  code (MBPP's setup and asserts, HumanEval's `check`, DS-1000's `code_context`) with the names
-  the tests use from the candidate bound to what the sandbox sent back, and decides the verdict.
-  It never runs candidate code, and the caller's process runs neither.
-
-Only plain values cross (`python_data`): None, bool, int, float (inf, nan), complex, str, bytes,
-list, tuple, dict, set; numpy arrays and scalars, pandas indexes, series and frames, as data
-(dtype, shape, values, index, columns), never pickled. The judge rebuilds each with its own types.
-A candidate's object that is not data stays in the sandbox: the judge holds a number for it, whose
-calls, attributes, truth, length and items are requests to the sandbox answered with data, and
-which refuses to be compared or hashed (that would be the candidate's own `__eq__`). DS-1000's `exec(code, test_env)` runs in the sandbox: `test_env` goes there as
-data; the program's variables and the files it wrote (the plot) come back as data, never
-replacing a file the tests wrote themselves (the expected plot).
-
-The sandbox forks in two: the supervisor enters new namespaces, then waits for the runner, kills
-it at the time limit and reports how it ended; the runner locks itself down and serves the judge.
-What the lock-down achieves depends on the caller's privileges; `isolation()` says what it is with
-a given interpreter (it starts the sandbox once to find out) and every run must achieve exactly
-that, or `verify_python` raises rather than run a candidate under a weaker sandbox. As root, on
-Linux (the normal case here):
-
-* network: an empty network namespace (no interface but a loopback that is down);
-* processes: a PID namespace whose init is the runner, so that when it ends, whatever it started
-  ends with it, double forks and new sessions included; it cannot see or signal outside processes;
-* filesystem: a mount namespace in which every mount is read-only except the scratch dir, itself
-  a private tmpfs of `SCRATCH_LIMIT_BYTES` that vanishes with the run. Directories that the
-  sandbox uid cannot pass through on the way to the interpreter (Python under /root) are covered,
-  in that namespace only, by a tmpfs that holds just the way to it;
-* user: the runner becomes `SANDBOX_UID` ("nobody"), with no capabilities, no supplementary groups
-  and no_new_privs (setuid programs cannot give root back), so it reads only what anyone may read;
-* limits: CPU time, address space, file size, core dumps, and `PROCESS_LIMIT` processes for the
-  sandbox uid (RLIMIT_NPROC counts every process of that uid: all candidates running at once share
-  it).
-
-Without root, where unprivileged user namespaces are allowed, network and PID namespaces are still
-used, but the candidate runs as the caller's user: it may read and write what that user may (the
-audit hook below refuses writes outside the scratch dir, but not those made through ctypes or a
-subprocess), and no process limit applies. Where no namespace can be made either,
-`NETWORK_ISOLATION` is "guard": only the audit hook refuses network access, and a process the
-candidate starts in a new session outlives the run. In no mode is the total memory of a
-candidate's processes bounded: each has its own address-space limit (no cgroup is used).
-
-In every mode the runner installs an audit hook that refuses, and reports, what a benchmark
-solution has no business doing: network access, running a shell, changing files outside the
-scratch dir, signalling processes outside its session. Such a candidate gets the verdict
-"forbidden" whatever else happens. The hook is detection and a last line of defence in "guard"
-mode; the kernel's namespaces, permissions and limits are what contain the candidate.
-
-When "correct" is given: only by the judge, after the setup code and every test ran in its own
-process without an exception, each comparison made there between values it built itself. So
-nothing the candidate does in the sandbox reaches the tests, the comparison or the verdict: not
-walking frames, tracebacks, `gc` or `inspect` (no test runner is in its process), not calling a
-report function or writing fake reports and exiting (its channels carry data, and an ended
-sandbox is a failed run), not an object equal to everything or a subclass of int, str or list
-(it arrives as its plain value, or as an object that refuses comparison), not patching
-`math.isclose`, `numpy.testing` or `pandas.testing` (the judge's modules are its own), not
-`sys.exit(0)` or `os._exit(0)`, not unsetting the entry point (a NameError in the judge).
-
-What it does not guarantee: a helper that the tests call and the candidate defines (HumanEval 32's
-`poly`, 38's `encode_cyclic`, 50's `encode_shift`: the prompt gives them, the answer repeats them)
-is the candidate's, so it can be rewritten to pass its own answer. An answer that hard-codes the
-expected values is correct, as anywhere. A test that mutates an argument and reads it back sees
-its own copy. DS-1000's Matplotlib tests that inspect the live figure (`plt.gca()`) after an image
-mismatch see the judge's empty figure: the image decides alone. Values that are not data (a torch
-tensor, a fitted model) reach the tests only as objects to call, so tests comparing them fail.
-And all of this holds fully where the candidate runs as uid 65534 (`isolation().user`): without
-root it runs as the caller's user, as the judge does, and could reach the judge through the
-operating system (ptrace, /proc) where the kernel allows that.
+`python=` (the caller's by default), joined by pipes that carry only plain data (`python_data`):
+the sandbox (`python_sandbox.py`) holds the candidate, locked down as far as the caller's
+privileges allow (`isolation()`; as root: network, PID, mount and user namespaces and limits);
+the judge (`python_judge.py`) runs the task's tests on what the sandbox sends back and alone
+decides the verdict. `verify_python` raises rather than run a candidate under a weaker sandbox
+than `isolation()` reports. What each mode isolates, why "correct" cannot be faked from the
+sandbox, and what is not guaranteed: docs/python-sandbox.md.
 """
 
 from __future__ import annotations

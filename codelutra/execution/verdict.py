@@ -22,10 +22,6 @@ VERDICT_MEANINGS = {
 }
 VERDICT_KINDS = tuple(VERDICT_MEANINGS)
 
-# Artifacts written before `no_code` replaced it say `no_sql`; readers map old names through this.
-_OLD_NAMES = {"no_sql": "no_code"}
-
-
 @dataclass(frozen=True)
 class Verdict:
     kind: str  # one of VERDICT_KINDS
@@ -40,11 +36,6 @@ def one_line(text: str) -> str:
     """A verdict's detail: whitespace collapsed to one line, at most DETAIL_CHARS characters."""
     text = " ".join(text.split())
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
-
-
-def verdict_kind(name: str) -> str:
-    """A verdict kind as read from an artifact, old names mapped to today's."""
-    return _OLD_NAMES.get(name, name)
 
 
 NO_CODE = Verdict("no_code", "no code to run", 0.0)

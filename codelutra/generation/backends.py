@@ -3,7 +3,7 @@
 The stages (`codelutra.loop.stages`) only ever call a `Generate` opened by `open_backend`, so where
 completions come from is configuration (`generation.backend`), not code:
 - `transformers` (the default): the model in this process, `codelutra.generation.sampler.generate`, its
-  linear layers packed for the CPU (`codelutra.generation.packed_linear`);
+  linear layers run by oneDNN on the CPU (`codelutra.generation.onednn_linear`);
 - `vllm`: the model in this process on a GPU through vLLM (`codelutra.generation.vllm_backend`);
 - `openai`: an OpenAI-compatible endpoint serving a fixed model (`codelutra.generation.openai_backend`),
   so it can score a served or hosted model but cannot sample from a policy that training changes.
@@ -12,12 +12,14 @@ completions come from is configuration (`generation.backend`), not code:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
+from codelutra.candidates import Candidate
 from codelutra.config import GenerationConfig
-from codelutra.generation.types import Messages, Sampled, SamplingParams
+from codelutra.generation.types import Messages, SamplingParams
 
 
 class Generate(Protocol):
@@ -28,7 +30,7 @@ class Generate(Protocol):
         answer_prefix: str,
         params: SamplingParams,
         progress: Callable[[int], None] | None = None,
-    ) -> list[list[Sampled]]:
+    ) -> list[list[Candidate]]:
         """For each chat prompt, in input order, `params.n` completions.
 
         Every completion is the whole answer: it starts with `answer_prefix` (an opening code fence)
@@ -43,11 +45,11 @@ def open_backend(generation: GenerationConfig, model: str) -> Iterator[Generate]
     """The configured backend for `model` (a local directory or Hub id; for openai, the endpoint's model name)."""
     if generation.backend == "transformers":
         from codelutra.generation import sampler
-        from codelutra.generation.packed_linear import packed_linear_layers
+        from codelutra.generation.onednn_linear import onednn_linear_layers
         from codelutra.models import load_model, load_tokenizer
 
         loaded = load_model(model)
-        with packed_linear_layers(loaded):  # packed once for the backend's lifetime: its weights never change
+        with onednn_linear_layers(loaded):  # reordered once for the backend's lifetime: its weights never change
             yield partial(sampler.generate, loaded, load_tokenizer(model))
     elif generation.backend == "vllm":
         from codelutra.generation.vllm_backend import open_vllm

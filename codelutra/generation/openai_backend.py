@@ -17,12 +17,13 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
+from codelutra.candidates import Candidate
 from codelutra.errors import UserError
-from codelutra.generation.types import Messages, Sampled, SamplingParams
+from codelutra.generation.types import Messages, SamplingParams
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)  # seconds before each retry; then the error is reported
 REQUEST_TIMEOUT_S = 300.0
@@ -51,7 +52,7 @@ class Endpoint:
         answer_prefix: str,
         params: SamplingParams,  # batch_size: the server batches, `concurrency` requests are in flight
         progress: Callable[[int], None] | None = None,
-    ) -> list[list[Sampled]]:
+    ) -> list[list[Candidate]]:
         """Texts, and whether the server cut each at max_tokens (finish_reason "length"); no tokens or log-probs."""
         sampling = {
             "n": params.n,
@@ -65,7 +66,7 @@ class Endpoint:
             futures = [pool.submit(self._complete, {"model": self.model, "messages": p, **sampling}) for p in prompts]
             try:
                 for future in futures:
-                    results.append([Sampled(with_answer_prefix(reply, answer_prefix), truncated=cut) for reply, cut in future.result()])
+                    results.append([Candidate(with_answer_prefix(reply, answer_prefix), truncated=cut) for reply, cut in future.result()])
                     if progress:
                         progress(1)
             finally:

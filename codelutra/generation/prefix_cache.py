@@ -152,7 +152,7 @@ class PrefixCaches:
         out = self.model(
             input_ids=ids, position_ids=positions, attention_mask=mask[None, None], cache=cache, use_cache=True,
             logits_to_keep=last_tokens,
-        )  # fmt: skip
+        )
         for node in chunk:
             first, last = columns[node]
             node.kv = [(layer.keys[:, :, first:last].clone(), layer.values[:, :, first:last].clone()) for layer in cache.layers]
@@ -177,8 +177,7 @@ class GrowingLayer(DynamicLayer):
     """A full-attention cache layer whose keys and values are views of buffers with room to grow.
 
     transformers' `DynamicLayer` concatenates each decode step's keys and values onto the whole cache, so a
-    step copies the cache once per layer (`benchmarks/decode_step.py`: a SmolLM2 step over 32 rows and 200
-    tokens took 329 ms here against 360 ms, on a busy CPU; a second run showed no difference).
+    step copies the cache once per layer (`benchmarks/decode_step.py` times a step both ways).
     Here a step writes its token into the room left at the end; the buffers are copied only when the room is
     spent (every `ROOM` steps) or when something else replaced `keys` (a join, a trim: then the new tensors
     become the buffers' start). Rows kept by `batch_select_indices` keep their room.
@@ -255,7 +254,7 @@ class KVBatch:
         logits = caches.prefill(leaves)
         device = model.device
         contexts, row_context, shared_lengths, key = [], [], [], None
-        for leaf, shared in zip(leaves, _shared_contexts(leaves, repeats) if share else [None] * len(leaves)):
+        for shared in _shared_contexts(leaves, repeats) if share else [None] * len(leaves):
             if shared is None:
                 row_context.append(-1)
                 shared_lengths.append(0)
@@ -274,7 +273,7 @@ class KVBatch:
         layers = [
             (torch.cat([_pad_left((c or empty)[i][0], width, dim=2) for c in own]), torch.cat([_pad_left((c or empty)[i][1], width, dim=2) for c in own]))
             for i in range(len(empty))
-        ]  # fmt: skip
+        ]
         del own
         for leaf in leaves:
             caches.release(leaf)
@@ -291,7 +290,7 @@ class KVBatch:
         out = model(
             input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.positions[:, None],
             cache=self.cache, use_cache=True, **shared,
-        )  # fmt: skip
+        )
         self.positions = self.positions + 1
         self.logits = out.logits[:, -1].float()
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from codelutra.candidates import Candidate
 from codelutra.generation.prefix_cache import (
     KVBatch,
     PrefixCaches,
@@ -27,7 +28,7 @@ from codelutra.generation.prefix_cache import (
     supports_shared_prefix,
 )
 from codelutra.generation.shared_attention import shared_context_attention_on
-from codelutra.generation.types import Messages, Sampled, SamplingParams, render_prompt
+from codelutra.generation.types import Messages, SamplingParams, render_prompt
 
 # transformers' default top-k, which `generate` applies when sampling unless told otherwise; both paths pass
 # it explicitly, so that they sample from the same distribution whatever a model's generation config says.
@@ -73,7 +74,7 @@ def generate(
     params: SamplingParams = SamplingParams(),
     progress: Callable[[int], None] | None = None,
     shared_prefix: bool = True,
-) -> list[list[Sampled]]:
+) -> list[list[Candidate]]:
     """Return, for each chat prompt, `params.n` completions (see `Generate` in backends.py).
 
     `answer_prefix` is written into the assistant's turn before generation starts (e.g. an opening code
@@ -109,7 +110,7 @@ class _Row:
     budget_spent: bool = False  # it ran to max_new_tokens
 
 
-def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, share: bool) -> list[list[Sampled]]:
+def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, share: bool) -> list[list[Candidate]]:
     """The shared-prefix path: prefill shared runs once (prefix_cache), decode with rows joining and leaving.
 
     With `share`, rows that share a context read it once per step (`shared_attention`); otherwise each row
@@ -125,7 +126,7 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, s
     choose = _token_chooser(params)
     fence = StopAfterClosingFence(tokenizer, 0, answer_prefix.count("```"))
     eos, end_ids = tokenizer.eos_token_id, {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    results: list[list[Sampled | None]] = [[None] * n for _ in texts]
+    results: list[list[Candidate | None]] = [[None] * n for _ in texts]
     unfinished = [n] * len(texts)
     rows: list[_Row] = []
     batch: KVBatch | None = None
@@ -183,7 +184,7 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, s
     return results
 
 
-def _generate_plain(model, tokenizer, texts, answer_prefix, params, progress) -> list[list[Sampled]]:
+def _generate_plain(model, tokenizer, texts, answer_prefix, params, progress) -> list[list[Candidate]]:
     """The plain path: `model.generate` over batches of prompts, shortest first, with left padding.
 
     A batch holds batch_size // n prompts. With `params.keep_logprobs`, generate holds every step's raw
@@ -194,7 +195,7 @@ def _generate_plain(model, tokenizer, texts, answer_prefix, params, progress) ->
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     prompts_per_batch = max(1, params.batch_size // n)
-    results: list[list[Sampled]] = [[] for _ in texts]
+    results: list[list[Candidate]] = [[] for _ in texts]
     tokenizer.padding_side = "left"
     if params.greedy:
         sampling = dict(do_sample=False)
@@ -223,7 +224,7 @@ def _generate_plain(model, tokenizer, texts, answer_prefix, params, progress) ->
         decoded = tokenizer.batch_decode([row[:end] for row, end in zip(generated.tolist(), ends)], skip_special_tokens=True)
         logprobs = _answer_logprobs(out.logits, generated, ends, tokenizer.eos_token_id) if keep_logprobs else None
         completions = [
-            Sampled(
+            Candidate(
                 answer_prefix + text,
                 generated[r, : ends[r]].tolist() if keep_logprobs else None,
                 logprobs[r] if keep_logprobs else None,
@@ -275,9 +276,9 @@ def sampling_distribution(logits: torch.Tensor, params: SamplingParams) -> tuple
     return probs, tokens
 
 
-def _sampled(tokenizer, row: _Row, answer_prefix: str, keep_logprobs: bool) -> Sampled:
+def _sampled(tokenizer, row: _Row, answer_prefix: str, keep_logprobs: bool) -> Candidate:
     text = answer_prefix + tokenizer.decode(row.tokens, skip_special_tokens=True)
-    return Sampled(
+    return Candidate(
         text,
         row.tokens if keep_logprobs else None,
         row.logprob if keep_logprobs else None,

@@ -8,7 +8,6 @@ in one place, `render_prompt`, and every backend and the trainer call it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 Messages = list[dict[str, str]]
 
@@ -36,25 +35,6 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
-
-
-class Sampled(NamedTuple):
-    """One sampled answer, with what training needs to skip the reference model's forward pass over it.
-
-    `text` is the whole answer: it starts with the answer prefix however the backend got there.
-    `token_ids` are the tokens generated after the prompt and answer prefix, up to the end of the answer
-    (end-of-turn excluded). `logprob` is log p(token_ids + end-of-turn | prompt + prefix) under the model
-    that sampled them, from its raw (untempered, unfiltered) logits: the DPO reference's log-probability
-    of this answer, since the sampling policy is the next iteration's reference. Both are None where the
-    backend does not give them (vLLM, endpoints) or was not asked to (`keep_logprobs`), and `logprob` is
-    None where the sampler never scored the end-of-turn token. `truncated`: generation stopped at
-    `max_new_tokens`, before the answer ended (its code block may be cut off).
-    """
-
-    text: str
-    token_ids: list[int] | None = None
-    logprob: float | None = None
-    truncated: bool = False
 
 
 def render_prompt(tokenizer, messages: Messages, answer_prefix: str) -> str:

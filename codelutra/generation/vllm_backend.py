@@ -10,15 +10,16 @@ The engine is shut down when the stage ends, so that training can have the GPU.
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
+from codelutra.candidates import Candidate
 from codelutra.errors import UserError
-from codelutra.generation.types import Messages, Sampled, SamplingParams, render_prompt
+from codelutra.generation.types import Messages, SamplingParams, render_prompt
 
 
 @contextmanager
-def open_vllm(model: str) -> Iterator[Callable[..., list[list[Sampled]]]]:
+def open_vllm(model: str) -> Iterator[Callable[..., list[list[Candidate]]]]:
     try:
         from vllm import LLM
         from vllm import SamplingParams as VllmSamplingParams
@@ -33,7 +34,7 @@ def open_vllm(model: str) -> Iterator[Callable[..., list[list[Sampled]]]]:
         answer_prefix: str,
         params: SamplingParams,  # batch_size: vLLM schedules its own batches; keep_logprobs: not wired in
         progress: Callable[[int], None] | None = None,
-    ) -> list[list[Sampled]]:
+    ) -> list[list[Candidate]]:
         texts = [render_prompt(tokenizer, p, answer_prefix) for p in prompts]
         inputs = [{"prompt_token_ids": tokenizer(t, add_special_tokens=False).input_ids} for t in texts]
         stop = ["```"] if "```" in answer_prefix else None
@@ -49,7 +50,7 @@ def open_vllm(model: str) -> Iterator[Callable[..., list[list[Sampled]]]]:
         outputs = llm.generate(inputs, vllm_params, use_tqdm=False)
         if progress:
             progress(len(prompts))
-        return [[Sampled(answer_prefix + o.text, truncated=o.finish_reason == "length") for o in out.outputs] for out in outputs]
+        return [[Candidate(answer_prefix + o.text, truncated=o.finish_reason == "length") for o in out.outputs] for out in outputs]
 
     try:
         yield generate

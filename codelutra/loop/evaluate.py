@@ -5,16 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 from codelutra.artifacts import read_json, write_json
 from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.engines import engine_of, local_file
-from codelutra.execution.verdict import VERDICT_KINDS, verdict_kind
 from codelutra.generation.types import SamplingParams
-from codelutra.loop.layout import EvalFiles
+from codelutra.layout import EvalFiles
 from codelutra.loop.stages import (
     first_answer_scores,
     generate_completions,
@@ -22,13 +20,13 @@ from codelutra.loop.stages import (
 )
 from codelutra.loop.vote import evaluate_voted, require_votable
 from codelutra.tasks import Skipped, Task
-from codelutra.tasks.kinds import kind_of
+from codelutra.tasks.kinds import TaskSet
 from codelutra.tasks.sources import print_skipped, write_skipped
 
 
 def evaluate_model(
     model_path: str,
-    tasks: list[Task],
+    tasks: TaskSet,
     out_dir: Path,
     *,
     prompt: PromptConfig,
@@ -53,16 +51,16 @@ def evaluate_model(
     """
     files = EvalFiles(Path(out_dir))
     require_votable(tasks, eval_cfg.vote)  # before the folder is claimed: a refused command writes nothing
-    max_new_tokens = kind_of(tasks).max_new_tokens(eval_cfg.max_new_tokens)
+    max_new_tokens = tasks.kind.max_new_tokens(eval_cfg.max_new_tokens)
     settings = (prompt, eval_cfg, max_new_tokens, verify, generation)
     _claim_eval_dir(files, _inputs(model_name or model_path, tasks, *settings), _inputs_v1(model_path, tasks, *settings))
     if skipped:
         write_skipped(files.skipped, skipped)
         print_skipped(label, len(tasks), skipped, files.skipped)
     if files.result.exists():
-        return _with_current_kinds(read_json(files.result))
+        return read_json(files.result)
     start = time.monotonic()
-    samples = generate_completions(
+    sampled = generate_completions(
         model_path,
         tasks,
         files.samples,
@@ -71,12 +69,10 @@ def evaluate_model(
         description=f"{label}: generating (greedy)",
         generation=generation,
     )
-    verdicts = judge_completions(
-        tasks, samples, files.verdicts, verify=verify, description=f"{label}: verifying"
-    )
+    judged = judge_completions(tasks, sampled, files.verdicts, verify=verify, description=f"{label}: verifying")
     result = {
         "model": model_path,
-        **first_answer_scores(verdicts),
+        **first_answer_scores(judged),
         "seconds": round(time.monotonic() - start, 1),
         "match": verify.match,  # the scoring rule (SQL tasks; see execution/sql_match.py)
         "variants": verify.variants,  # perturbed database copies a SQL answer also had to match on
@@ -159,10 +155,3 @@ def _differences(held: dict, now: dict, prefix: str = "") -> list[str]:
             differs.append(prefix + key)
     return differs
 
-
-def _with_current_kinds(result: dict) -> dict:
-    """An eval.json written by an older version, its verdict counts under today's kind names."""
-    counts: Counter = Counter()
-    for kind, n in result.get("counts", {}).items():
-        counts[verdict_kind(kind)] += n
-    return {**result, "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS}}

@@ -12,19 +12,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from codelutra.artifacts import (
-    atomic_write_text,
-    read_json,
-    read_jsonl,
-    write_json,
-    write_jsonl,
-)
+from codelutra.artifacts import atomic_write_text, read_json, write_json
+from codelutra.candidates import Candidate, Pair, read_pairs, unsolved_problems, write_pairs
 from codelutra.config import RunConfig, dump_config, load_config
 from codelutra.console import console
 from codelutra.errors import UserError
 from codelutra.generation.types import SamplingParams
+from codelutra.layout import IterationFiles, RunLayout
 from codelutra.loop.evaluate import evaluate_model
-from codelutra.loop.layout import IterationFiles, RunLayout
 from codelutra.loop.report import write_report
 from codelutra.loop.stages import (
     generate_completions,
@@ -32,8 +27,8 @@ from codelutra.loop.stages import (
     prompts_that_fit,
 )
 from codelutra.models import resolve_model
-from codelutra.tasks import Skipped, Task
-from codelutra.tasks.kinds import kind_of
+from codelutra.tasks import Skipped
+from codelutra.tasks.kinds import TaskSet
 from codelutra.tasks.sources import load_tasks, print_skipped, write_skipped
 from codelutra.training.pairs import iteration_pairs
 
@@ -56,8 +51,8 @@ class Refiner:
         self.layout = RunLayout.of(cfg.output_dir, cfg.name)
         self.run_dir = self.layout.root
         self.base_model = ""  # the base model's folder, once resolved
-        self.train_tasks: list[Task] = []
-        self.eval_tasks: list[Task] = []
+        self.train_tasks = TaskSet.of([])
+        self.eval_tasks = TaskSet.of([])
         self.skipped: dict[str, list[Skipped]] = {}  # per task set: the problems left out
 
     def run(self) -> list[dict]:
@@ -117,11 +112,11 @@ class Refiner:
     def _comparable(self, cfg: RunConfig) -> dict:
         """`cfg` as it runs, less the settings a run may change when resumed; token budgets resolved where null."""
         data = cfg.model_dump(exclude=set(RESUMABLE_CHANGES))
-        data["sampling"]["max_new_tokens"] = kind_of(self.train_tasks).max_new_tokens(cfg.sampling.max_new_tokens)
-        data["eval"]["max_new_tokens"] = kind_of(self.eval_tasks).max_new_tokens(cfg.eval.max_new_tokens)
+        data["sampling"]["max_new_tokens"] = self.train_tasks.kind.max_new_tokens(cfg.sampling.max_new_tokens)
+        data["eval"]["max_new_tokens"] = self.eval_tasks.kind.max_new_tokens(cfg.eval.max_new_tokens)
         return data
 
-    def _load(self, which: str, policy: str) -> list[Task]:
+    def _load(self, which: str, policy: str) -> TaskSet:
         """A task set, less the problems whose prompt does not fit the model (kept in `skipped` like any bad problem)."""
         source = getattr(self.cfg, which)
         tasks, skipped = load_tasks(source, self.cfg.verify)
@@ -132,7 +127,7 @@ class Refiner:
             policy,
             source=source.path,
             prompt=self.cfg.prompt,
-            max_new_tokens=kind_of(tasks).max_new_tokens(budget),
+            max_new_tokens=tasks.kind.max_new_tokens(budget),
             generation=self.cfg.generation,
             max_length=self.cfg.train.max_length if training else None,
         )
@@ -171,7 +166,7 @@ class Refiner:
         s = cfg.sampling
         tasks = self._iteration_tasks(k)
         with self._timed(it, "sample", it.samples):
-            samples = generate_completions(
+            sampled = generate_completions(
                 policy,
                 tasks,
                 it.samples,
@@ -180,7 +175,7 @@ class Refiner:
                     n=s.n,
                     temperature=s.temperature,
                     top_p=s.top_p,
-                    max_new_tokens=kind_of(self.train_tasks).max_new_tokens(s.max_new_tokens),
+                    max_new_tokens=self.train_tasks.kind.max_new_tokens(s.max_new_tokens),
                     batch_size=s.batch_size,
                     seed=cfg.seed * 1000 + k,
                     keep_logprobs=True,
@@ -189,11 +184,9 @@ class Refiner:
                 generation=cfg.generation,
             )
         with self._timed(it, "verify", it.verdicts):
-            verdicts = judge_completions(
-                tasks, samples, it.verdicts, verify=cfg.verify, description=f"iter {k}: verifying"
-            )
+            judged = judge_completions(tasks, sampled, it.verdicts, verify=cfg.verify, description=f"iter {k}: verifying")
         with self._timed(it, "pair", it.pairs):
-            pairs = self._pairs(k, tasks, samples, verdicts, it.pairs)
+            pairs = self._pairs(k, tasks, judged, it.pairs)
         if not pairs:
             raise UserError(f"iteration {k}: no preference pairs (every sample was correct); nothing left to learn")
         from codelutra.training.launch import launch_training
@@ -203,19 +196,19 @@ class Refiner:
         # train.lora_adapter: continued trains the previous iteration's adapter on (iteration 1 has none yet)
         adapter = (self.base_model, str(self.layout.iteration(k - 1).adapter)) if cfg.train.lora_adapter == "continued" and k > 1 else None
         console.print(f"iter {k}: training on {len(pairs)} pairs ({cfg.train.loss}, ref = iteration {0 if cfg.train.reference == 'base' else k - 1})")
-        with self._timed(it, "train", it.model / "config.json"):
+        with self._timed(it, "train", it.model_config):
             if cfg.train.processes > 1:
                 config_path = self.layout.config
                 new_policy = launch_training(
                     policy, it.pairs, it.dir, config_path, seed=cfg.seed + k, processes=cfg.train.processes,
                     reference=reference, adapter=adapter,
-                )  # fmt: skip
+                )
             else:
                 new_policy = train_policy(policy, pairs, it.dir, cfg.train, seed=cfg.seed + k, reference_path=reference, adapter=adapter)
         write_json(it.train_info, {"pairs": len(pairs)})  # its seconds are timings.json's "train"
         return str(new_policy)
 
-    def _iteration_tasks(self, k: int) -> list[Task]:
+    def _iteration_tasks(self, k: int) -> TaskSet:
         """The training problems of iteration k: all of them, or `train_tasks.per_iteration` drawn from the pool.
 
         "fresh": iteration k takes the next slice of one seeded shuffle of the pool (wrapping round), so
@@ -231,22 +224,22 @@ class Refiner:
         start = (k - 1) * m
         fresh = [order[(start + i) % len(order)] for i in range(m)]
         if source.per_iteration_order == "fresh" or k == 1:
-            return fresh
+            return pool.subset(fresh)
         previous = self.layout.iteration(k - 1).verdicts
-        failed = {row["id"] for row in read_jsonl(previous) if "correct" not in row["verdicts"]} if previous.exists() else set()
+        failed = unsolved_problems(previous) if previous.exists() else set()
         chosen = [t for t in order if t.id in failed][:m]
         taken = {t.id for t in chosen}
-        return chosen + [t for t in fresh if t.id not in taken][: m - len(chosen)]
+        return pool.subset(chosen + [t for t in fresh if t.id not in taken][: m - len(chosen)])
 
     def _timed(self, it: IterationFiles, stage: str, artifact: Path):
         return stage_timer(it.timings, stage, artifact)
 
-    def _pairs(self, k: int, tasks: list[Task], samples: list[dict], verdicts: list[dict], path: Path) -> list[dict]:
+    def _pairs(self, k: int, tasks: TaskSet, judged: list[list[Candidate]], path: Path) -> list[Pair]:
         if path.exists():
-            return read_jsonl(path)
-        pairs = iteration_pairs(tasks, samples, verdicts, prompt=self.cfg.prompt, cfg=self.cfg.pairs, seed=self.cfg.seed + k)
-        write_jsonl(path, pairs)
-        from_gold = sum(p["chosen_source"] == "gold" for p in pairs)
+            return read_pairs(path)
+        pairs = iteration_pairs(tasks, judged, prompt=self.cfg.prompt, cfg=self.cfg.pairs, seed=self.cfg.seed + k)
+        write_pairs(path, pairs)
+        from_gold = sum(p.chosen_source == "gold" for p in pairs)
         console.print(f"iter {k}: {len(pairs)} pairs ({from_gold} with the gold code as the correct side)")
         return pairs
 

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from codelutra.artifacts import atomic_write_text, read_json
 from codelutra.execution.verdict import VERDICT_KINDS
-from codelutra.loop.layout import RunLayout
+from codelutra.layout import RunLayout
 
 
 def accuracy_table(history: list[dict], title: str = "Held-out execution accuracy") -> Table:

@@ -12,19 +12,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from codelutra.artifacts import read_jsonl, write_jsonl
+from codelutra.candidates import Candidate, judged_candidates, sample_row, sampled_candidates, verdict_row
 from codelutra.config import GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.console import progress_bar
 from codelutra.errors import UserError
-from codelutra.execution.verdict import VERDICT_KINDS, Verdict, verdict_kind
-from codelutra.generation.types import Sampled, SamplingParams, render_prompt
-from codelutra.tasks import Skipped, Task
-from codelutra.tasks.kinds import kind_of
+from codelutra.execution.verdict import VERDICT_KINDS, Verdict
+from codelutra.generation.types import SamplingParams, render_prompt
+from codelutra.tasks import Skipped
+from codelutra.tasks.kinds import TaskSet
 
 CHUNK_PROBLEMS = 64  # problems generated between two appends to the .partial file
 
 
 def prompts_that_fit(
-    tasks: list[Task],
+    tasks: TaskSet,
     model_path: str,
     *,
     source: str,
@@ -32,7 +33,7 @@ def prompts_that_fit(
     max_new_tokens: int,
     generation: GenerationConfig,
     max_length: int | None = None,
-) -> tuple[list[Task], list[Skipped]]:
+) -> tuple[TaskSet, list[Skipped]]:
     """The tasks whose prompt fits (`prompts_too_long`); the others as `Skipped`. None fitting is the user's error."""
     reasons = prompts_too_long(
         tasks, model_path, prompt=prompt, max_new_tokens=max_new_tokens, generation=generation, max_length=max_length
@@ -41,11 +42,11 @@ def prompts_that_fit(
     skipped = [Skipped(source, task.id, *why) for task, why in zip(tasks, reasons) if why is not None]
     if not kept and skipped:
         raise UserError(f"{source}: no task left: every prompt is too long ({skipped[0].reason})")
-    return kept, skipped
+    return tasks.subset(kept), skipped
 
 
 def prompts_too_long(
-    tasks: list[Task],
+    tasks: TaskSet,
     model_path: str,
     *,
     prompt: PromptConfig,
@@ -72,7 +73,7 @@ def prompts_too_long(
         context = AutoConfig.from_pretrained(model_path).max_position_embeddings
     except (OSError, ValueError) as e:
         raise UserError(f"model {model_path}: cannot be loaded ({str(e).strip().splitlines()[0]})") from None
-    kind = kind_of(tasks)
+    kind = tasks.kind
     limits = [(context - max_new_tokens, f"the model's context of {context} leaves no room for {max_new_tokens} answer tokens")]
     if max_length is not None:
         limits.append((max_length - 1, f"train.max_length is {max_length}"))
@@ -87,23 +88,23 @@ def prompts_too_long(
 
 def generate_completions(
     model_path: str,
-    tasks: list[Task],
+    tasks: TaskSet,
     out_path: Path,
     *,
     prompt: PromptConfig,
     params: SamplingParams,
     description: str,
     generation: GenerationConfig = GenerationConfig(),
-) -> list[dict]:
-    """Write `out_path` (JSONL rows of `sample_row`) for every task, resuming from `out_path.partial`.
+) -> list[list[Candidate]]:
+    """The candidates of every task, in task order; written to `out_path`, resuming from `out_path.partial`.
 
     `model_path` is what the configured backend loads (for the openai backend, the endpoint's model name).
-    With `params.keep_logprobs`, rows also hold each completion's `token_ids` and `logprobs` (see
-    `Sampled`), which spare training the reference model's pass over the samples.
+    With `params.keep_logprobs`, candidates also hold their tokens and log-probs (see `Candidate`), which
+    spare training the reference model's pass over the samples.
     """
     if out_path.exists():
-        return read_jsonl(out_path)
-    kind = kind_of(tasks)
+        return [sampled_candidates(row) for row in read_jsonl(out_path)]
+    kind = tasks.kind
     from codelutra.generation.backends import open_backend
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,55 +136,30 @@ def generate_completions(
     rows = [done[t.id] for t in tasks]
     write_jsonl(out_path, rows)
     partial.unlink(missing_ok=True)
-    return rows
-
-
-def sample_row(task_id: str, completions: list[Sampled]) -> dict:
-    """A row of samples.jsonl: texts and which were cut at the token budget, and where kept, tokens and log-probs."""
-    row = {
-        "id": task_id,
-        "completions": [c.text for c in completions],
-        "truncated": [c.truncated for c in completions],
-    }
-    if any(c.token_ids is not None for c in completions):
-        row["token_ids"] = [c.token_ids for c in completions]
-        row["logprobs"] = [c.logprob for c in completions]
-    return row
+    return [sampled_candidates(row) for row in rows]
 
 
 def judge_completions(
-    tasks: list[Task], samples: list[dict], out_path: Path, *, verify: VerifyConfig, description: str
-) -> list[dict]:
-    """Extract the code from every completion and judge it in its kind's sandbox; write `out_path`.
+    tasks: TaskSet, sampled: list[list[Candidate]], out_path: Path, *, verify: VerifyConfig, description: str
+) -> list[list[Candidate]]:
+    """`sampled` (one list per problem, each of at least one candidate) judged in their kind's sandbox; write `out_path`.
 
-    Each row: id, the code extracted from each completion under the kind's name ("sql", "python"),
-    verdicts and details. A completion cut at the token budget (samples.jsonl's `truncated`; rows written
-    before it existed count as not cut) that is not `correct` is `truncated`, whatever its cut code did:
-    the cause is the budget, not the code. One that is correct all the same stays `correct`, as the
-    verdict judges the code.
+    Each candidate gets the code extracted from it, its verdict and detail. A candidate cut at the token
+    budget that is not `correct` is `truncated`, whatever its cut code did: the cause is the budget, not
+    the code. One that is correct all the same stays `correct`, as the verdict judges the code.
     """
+    kind = tasks.kind
     if out_path.exists():
-        return read_jsonl(out_path)
-    kind = kind_of(tasks)
+        return [judged_candidates(group, row, kind.name) for group, row in zip(sampled, read_jsonl(out_path))]
     by_id = {t.id: t for t in tasks}
-    checks, codes, owners, cut = [], [], [], []
-    for row in samples:
-        task = by_id[row["id"]]
-        for completion, truncated in zip(row["completions"], row.get("truncated") or [False] * len(row["completions"])):
-            code = kind.extract(completion)
-            checks.append(kind.check(task, code))
-            codes.append(code)
-            owners.append(row["id"])
-            cut.append(truncated)
+    flat = [c for group in sampled for c in group]
+    codes = [kind.extract(c.text) for c in flat]
+    checks = [kind.check(by_id[c.problem_id], code) for c, code in zip(flat, codes)]
     with progress_bar(description, total=len(checks)) as advance:
-        verdicts = [_truncated(v) if truncated else v for v, truncated in zip(kind.verify(checks, verify, advance), cut)]
-    rows: dict[str, dict] = {row["id"]: {"id": row["id"], kind.name: [], "verdicts": [], "details": []} for row in samples}
-    for owner, code, verdict in zip(owners, codes, verdicts):
-        rows[owner][kind.name].append(code)
-        rows[owner]["verdicts"].append(verdict.kind)
-        rows[owner]["details"].append(verdict.detail)
-    result = [rows[row["id"]] for row in samples]
-    write_jsonl(out_path, result)
+        verdicts = [_truncated(v) if c.truncated else v for v, c in zip(kind.verify(checks, verify, advance), flat)]
+    judged = iter(replace(c, code=code, verdict=v.kind, detail=v.detail) for c, code, v in zip(flat, codes, verdicts))
+    result = [[next(judged) for _ in group] for group in sampled]
+    write_jsonl(out_path, [verdict_row(group[0].problem_id, group, kind.name) for group in result])
     return result
 
 
@@ -195,10 +171,10 @@ def _truncated(verdict: Verdict) -> Verdict:
     return Verdict("truncated", f"cut at the token budget; as cut, {as_cut}", verdict.seconds)
 
 
-def first_answer_scores(verdict_rows: list[dict]) -> dict:
-    """n, accuracy and the count of each verdict kind over each row's first verdict (one answer per problem)."""
-    counts = Counter(verdict_kind(row["verdicts"][0]) for row in verdict_rows)
-    n = len(verdict_rows)
+def first_answer_scores(judged: list[list[Candidate]]) -> dict:
+    """n, accuracy and the count of each verdict kind over each problem's first candidate (one answer per problem)."""
+    counts = Counter(group[0].verdict for group in judged)
+    n = len(judged)
     return {"n": n, "accuracy": counts["correct"] / n if n else 0.0, "counts": {kind: counts.get(kind, 0) for kind in VERDICT_KINDS}}
 
 

@@ -26,20 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codelutra.artifacts import read_jsonl, write_jsonl
+from codelutra.candidates import Candidate
 from codelutra.config import EvalConfig, GenerationConfig, PromptConfig, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.execution.canonical import sql_key
 from codelutra.execution.sql import QueryResult, run_queries
 from codelutra.execution.sql_match import gold_is_ordered, results_match
 from codelutra.generation.types import SamplingParams
-from codelutra.loop.layout import EvalFiles
+from codelutra.layout import EvalFiles
 from codelutra.loop.stages import (
     first_answer_scores,
     generate_completions,
     judge_completions,
 )
-from codelutra.tasks import Task
-from codelutra.tasks.kinds import SQL, kind_of
+from codelutra.tasks.kinds import SQL, TaskSet
 
 PYTHON_REFUSAL = (
     "voting needs SQL tasks: Python candidates are judged only by graded tests, and without the tests "
@@ -67,9 +67,9 @@ class Vote:
     failed: int  # candidates that held no SQL or whose query failed
 
 
-def require_votable(tasks: Sequence[Task], vote: int) -> None:
+def require_votable(tasks: TaskSet, vote: int) -> None:
     """Refuse voting on a task set it cannot apply to (before any model is loaded)."""
-    if vote and kind_of(tasks).name != SQL.name:
+    if vote and tasks.kind is not SQL:
         raise UserError(f"--vote / eval.vote: {PYTHON_REFUSAL}")
 
 
@@ -135,7 +135,7 @@ def cast_ballots(
 
 def evaluate_voted(
     model_path: str,
-    tasks: list[Task],
+    tasks: TaskSet,
     files: EvalFiles,
     *,
     prompt: PromptConfig,
@@ -152,7 +152,7 @@ def evaluate_voted(
     """
     require_votable(tasks, eval_cfg.vote)
     start = time.monotonic()
-    samples = generate_completions(
+    sampled = generate_completions(
         model_path,
         tasks,
         files.vote_samples,
@@ -161,44 +161,42 @@ def evaluate_voted(
             n=eval_cfg.vote,
             temperature=eval_cfg.vote_temperature,
             top_p=eval_cfg.vote_top_p,
-            max_new_tokens=kind_of(tasks).max_new_tokens(eval_cfg.max_new_tokens),
+            max_new_tokens=tasks.kind.max_new_tokens(eval_cfg.max_new_tokens),
             batch_size=eval_cfg.batch_size,
             keep_logprobs=True,
         ),
         description=f"{label}: sampling {eval_cfg.vote} candidates to vote on",
         generation=generation,
     )
-    choices = _choices(tasks, samples, files.vote_choices, verify)
-    chosen = [{"id": c["id"], "completions": [c["completion"]]} for c in choices]
-    verdicts = judge_completions(
-        tasks, chosen, files.vote_verdicts, verify=verify, description=f"{label}: verifying voted answers"
-    )
+    choices = _choices(tasks, sampled, files.vote_choices, verify)
+    chosen = [[candidates[choice["chosen"]]] for candidates, choice in zip(sampled, choices)]
+    judged = judge_completions(tasks, chosen, files.vote_verdicts, verify=verify, description=f"{label}: verifying voted answers")
     return {
         "candidates": eval_cfg.vote,
         "temperature": eval_cfg.vote_temperature,
-        **first_answer_scores(verdicts),
+        **first_answer_scores(judged),
         "none_ran": sum(1 for c in choices if not c["group_sizes"]),
         "seconds": round(time.monotonic() - start, 1),
     }
 
 
-def _choices(tasks: list[Task], samples: list[dict], out_path: Path, verify: VerifyConfig) -> list[dict]:
+def _choices(tasks: TaskSet, sampled: list[list[Candidate]], out_path: Path, verify: VerifyConfig) -> list[dict]:
     if out_path.exists():
         return read_jsonl(out_path)
     by_id = {t.id: t for t in tasks}
     problems = []
-    for row in samples:
-        sqls = [SQL.extract(c) for c in row["completions"]]
-        problems.append((by_id[row["id"]].db_path, sqls, row.get("logprobs") or [None] * len(sqls)))
+    for candidates in sampled:
+        sqls = [SQL.extract(c.text) for c in candidates]
+        problems.append((by_id[candidates[0].problem_id].db_path, sqls, [c.logprob for c in candidates]))
     ballots = cast_ballots(problems, timeout_s=verify.timeout_s, workers=verify.workers)
     rows = []
-    for row, (_, sqls, _), problem_ballots in zip(samples, problems, ballots):
+    for candidates, (_, sqls, _), problem_ballots in zip(sampled, problems, ballots):
         vote = choose(problem_ballots)
         rows.append({
-            "id": row["id"],
+            "id": candidates[0].problem_id,
             "chosen": vote.chosen,
             "sql": sqls[vote.chosen],
-            "completion": row["completions"][vote.chosen],
+            "completion": candidates[vote.chosen].text,
             "group_sizes": vote.group_sizes,
             "failed": vote.failed,
         })

@@ -16,7 +16,7 @@ from codelutra.execution.sql import QueryResult
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.vote import Ballot, Vote, cast_ballots, choose
 from codelutra.tasks import Task
-from codelutra.tasks.kinds import SQL
+from codelutra.tasks.kinds import SQL, TaskSet
 from codelutra.tasks.prompts import render_schema
 
 
@@ -50,7 +50,7 @@ def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 
     read_schema(db, cfg.prompt.schema_style)
     task = Task(id="ask", question=question, gold="", db_path=db)
     max_new_tokens = SQL.max_new_tokens(cfg.eval.max_new_tokens)
-    [too_long] = prompts_too_long([task], model_path, prompt=cfg.prompt, max_new_tokens=max_new_tokens, generation=cfg.generation)
+    [too_long] = prompts_too_long(TaskSet.of([task]), model_path, prompt=cfg.prompt, max_new_tokens=max_new_tokens, generation=cfg.generation)
     if too_long:
         reason, length = too_long
         raise UserError(f"question: {reason} ({length})")

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from codelutra.errors import UserError
-from codelutra.loop.layout import RunLayout
+from codelutra.layout import RunLayout
 from codelutra.models import check_model_dir
 
 

@@ -7,7 +7,7 @@ how candidates are judged in its sandbox.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from codelutra.config import PromptConfig, VerifyConfig
@@ -31,8 +31,9 @@ from codelutra.tasks.prompts import (
 class TaskKind:
     name: str
     default_answer_prefix: str
-    # Tokens an answer may take where the config leaves `max_new_tokens` null: the 99th percentile of the
-    # gold answers (code, closing fence, end of turn) in SmolLM2's tokens, rounded up; see benchmarks/token_budgets.py.
+    # Tokens an answer may take where the config leaves `max_new_tokens` null: above the 99th percentile of the
+    # gold answers (code, closing fence, end of turn) in SmolLM2's tokens; the measured values are in the README
+    # (benchmarks/token_budgets.py measures them).
     default_max_new_tokens: int
     task_messages: Callable[[Task, PromptConfig], list[dict[str, str]]]  # the task's own turns, no system prompt
     answer: Callable[[str], str]  # gold code -> the answer text a correct completion looks like
@@ -57,8 +58,7 @@ class TaskKind:
 SQL = TaskKind(
     name="sql",
     default_answer_prefix="```sql\n",
-    # Built-in sets: p99 53 (train), 57 (held-out), so the default run keeps its 64. Spider train: p99 134, max 254;
-    # give Spider/BIRD `max_new_tokens: 160`.
+    # Covers the built-in sets; Spider and BIRD answers run longer: their configs set `max_new_tokens` (configs/spider.yaml).
     default_max_new_tokens=64,
     task_messages=lambda task, prompt: sql_messages(task, prompt.schema_style),
     answer=format_answer,
@@ -67,13 +67,12 @@ SQL = TaskKind(
     verify=lambda checks, verify, progress: verify_with_variants(
         checks, timeout_s=verify.timeout_s, workers=verify.workers, progress=progress, match=verify.match,
         variants=verify.variants, seed=verify.variant_seed, cache_dir=verify.variants_dir,
-    ),  # fmt: skip
+    ),
 )
 
 PYTHON = TaskKind(
     name="python",
     default_answer_prefix="```python\n",
-    # p99: HumanEval 474 (its answers restate the docstring), MBPP 231, DS-1000 187.
     default_max_new_tokens=512,
     task_messages=lambda task, prompt: python_messages(task),
     answer=format_python_answer,
@@ -89,9 +88,32 @@ PYTHON = TaskKind(
 KINDS = {kind.name: kind for kind in (SQL, PYTHON)}
 
 
-def kind_of(tasks: Sequence[Task]) -> TaskKind:
-    """The one kind of a task set (every loader yields one kind per source)."""
-    names = {task.kind for task in tasks} or {"sql"}
-    if len(names) > 1:
-        raise UserError(f"a task set mixes kinds ({', '.join(sorted(names))}); load each kind as its own source")
-    return KINDS[names.pop()]
+@dataclass(frozen=True)
+class TaskSet(Sequence[Task]):
+    """The problems of one source and their one kind, told once when the set is loaded.
+
+    Every loader yields one kind per source; a set keeps its kind when filtered or sliced (`subset`),
+    even to nothing, so no stage has to tell it again from the tasks.
+    """
+
+    tasks: tuple[Task, ...]
+    kind: TaskKind
+
+    @classmethod
+    def of(cls, tasks: Iterable[Task]) -> TaskSet:
+        """The set of `tasks`, of their one kind (SQL where there are none); mixed kinds are refused."""
+        tasks = tuple(tasks)
+        names = {task.kind for task in tasks} or {"sql"}
+        if len(names) > 1:
+            raise UserError(f"a task set mixes kinds ({', '.join(sorted(names))}); load each kind as its own source")
+        return cls(tasks, KINDS[names.pop()])
+
+    def subset(self, tasks: Iterable[Task]) -> TaskSet:
+        """Some of these problems (kept, drawn): the same kind."""
+        return TaskSet(tuple(tasks), self.kind)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index):
+        return self.tasks[index]

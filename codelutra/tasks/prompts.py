@@ -28,7 +28,7 @@ def instruction(db_path: str) -> str:
     return INSTRUCTION.format(dialect=DIALECTS[engine_of(db_path)])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def render_schema(db_path: str, style: str = "compact") -> str:
     """The schema of a database (a SQLite path, or a DuckDB or PostgreSQL address) as text for a prompt.
 

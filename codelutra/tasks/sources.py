@@ -10,13 +10,14 @@ from codelutra.artifacts import write_jsonl
 from codelutra.config import TaskSource, VerifyConfig
 from codelutra.errors import UserError
 from codelutra.models import cache_dir
-from codelutra.tasks import Skipped, Task
+from codelutra.tasks import Skipped
+from codelutra.tasks.kinds import TaskSet
 
 BUILTIN_SPLITS = ("train", "heldout")
 SHOWN_CAUSES = 10  # causes of skipping printed one a line; the others are counted together
 
 
-def load_tasks(source: TaskSource, verify: VerifyConfig | None = None) -> tuple[list[Task], list[Skipped]]:
+def load_tasks(source: TaskSource, verify: VerifyConfig | None = None) -> tuple[TaskSet, list[Skipped]]:
     """Load, filter and sample the problems of one task source; bad problems come back as `Skipped`.
 
     `verify` is how the gold code is run to check it (time limit, workers; for Python also the interpreter).
@@ -38,8 +39,10 @@ def load_tasks(source: TaskSource, verify: VerifyConfig | None = None) -> tuple[
         fmt = detect_format(path) or "auto"  # not a Python layout: the SQL loader tells Spider, BIRD and JSONL apart
     selection = dict(databases=source.databases, exclude_databases=source.exclude_databases, limit=source.limit, seed=source.seed)
     if fmt in PYTHON_FORMATS:
-        return load_python_tasks(path, format=fmt, verify=verify, **selection)
-    return load_sql_tasks(path, format=fmt, db_urls=source.db_urls, verify=verify, **selection)
+        tasks, skipped = load_python_tasks(path, format=fmt, verify=verify, **selection)
+    else:
+        tasks, skipped = load_sql_tasks(path, format=fmt, db_urls=source.db_urls, verify=verify, **selection)
+    return TaskSet.of(tasks), skipped
 
 
 def skip_summary(skipped: list[Skipped]) -> list[str]:

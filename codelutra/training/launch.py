@@ -30,10 +30,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from codelutra.artifacts import read_jsonl
+from codelutra.candidates import read_pairs
 from codelutra.config import load_config
 from codelutra.errors import UserError
-from codelutra.loop.layout import IterationFiles
+from codelutra.layout import IterationFiles
 from codelutra.training.trainer import train_policy
 
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         parser.error(str(e))
     adapter = tuple(args.adapter) if args.adapter else None
-    train_policy(args.policy, read_jsonl(args.pairs), args.out, cfg, seed=args.seed, reference_path=args.reference, adapter=adapter)
+    train_policy(args.policy, read_pairs(Path(args.pairs)), args.out, cfg, seed=args.seed, reference_path=args.reference, adapter=adapter)
 
 
 if __name__ == "__main__":

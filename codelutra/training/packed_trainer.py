@@ -19,7 +19,7 @@ import torch
 from trl import DPOTrainer
 
 from codelutra.errors import UserError
-from codelutra.generation.packed_linear import packed_linear_layers
+from codelutra.generation.onednn_linear import onednn_linear_layers as packed_linear_layers
 from codelutra.training import trl_internals
 from codelutra.training.loss import preference_loss
 from codelutra.training.packing import (

@@ -16,7 +16,7 @@ processes, over each process's share, and the processes' gradients are then aver
 
 Answers are scored in the context they were sampled in: the prompt as the sampler rendered it (chat
 template, then the answer prefix), the answer after the prefix, then end-of-turn. The reference's
-log-probability of a sampled answer was kept by the sampler (`Sampled`), so the reference forward pass
+log-probability of a sampled answer was kept by the sampler (`Candidate`), so the reference forward pass
 runs once, before training, over only the sequences the sampler did not score (gold code, mostly),
 instead of over every sequence at every step.
 
@@ -36,10 +36,11 @@ import shutil
 from pathlib import Path
 
 from codelutra.artifacts import write_jsonl
+from codelutra.candidates import Pair
 from codelutra.config import TrainConfig
 from codelutra.errors import UserError
 from codelutra.generation.types import render_prompt
-from codelutra.loop.layout import IterationFiles
+from codelutra.layout import IterationFiles
 from codelutra.training import trl_internals
 
 LOSS_TYPES = {
@@ -88,7 +89,7 @@ def dpo_config(cfg: TrainConfig, output_dir: str | Path, seed: int):
 
 def build_trainer(
     policy_path: str,
-    pairs: list[dict],
+    pairs: list[Pair],
     out_dir: str | Path,
     cfg: TrainConfig,
     *,
@@ -160,7 +161,7 @@ def build_trainer(
 
 def train_policy(
     policy_path: str,
-    pairs: list[dict],
+    pairs: list[Pair],
     out_dir: str | Path,
     cfg: TrainConfig,
     *,
@@ -220,30 +221,28 @@ def _refuse_sharded_weights(trainer) -> None:
         )
 
 
-def preference_row(pair: dict, tokenizer) -> dict:
+def preference_row(pair: Pair, tokenizer) -> dict:
     """A pair as TRL's plain-text preference row: the prompt as the sampler wrote it, the answers after it.
 
     TRL appends end-of-turn to each answer. The sampler's tokens and log-prob of each answer come along,
     with the prompt's tokens as the sampler saw them, to check that TRL scores exactly those tokens.
     """
-    prefix = pair.get("answer_prefix", "")
-    sampled_text = render_prompt(tokenizer, pair["prompt"], prefix)
+    prefix = pair.answer_prefix
+    sampled_text = render_prompt(tokenizer, pair.prompt, prefix)
     text = sampled_text
     # TRL tokenizes plain text with the tokenizer's special tokens; the chat template already wrote them.
     if tokenizer.bos_token and text.startswith(tokenizer.bos_token) and tokenizer("").input_ids[:1] == [tokenizer.bos_token_id]:
         text = text[len(tokenizer.bos_token) :]
     row = {"prompt": text, "sampled_prompt_ids": tokenizer(sampled_text, add_special_tokens=False).input_ids}
-    for side in ("chosen", "rejected"):
-        answer = pair[side]
-        if not answer.startswith(prefix):
+    for side, answer in (("chosen", pair.chosen), ("rejected", pair.rejected)):
+        if not answer.text.startswith(prefix):
             raise UserError(
-                f"pair {pair.get('id')!r}: the {side} answer does not start with the answer prefix {prefix!r} "
+                f"pair {pair.problem_id!r}: the {side} answer does not start with the answer prefix {prefix!r} "
                 "(prompt.answer_prefix must begin the gold answers' format, e.g. ```sql)"
             )
-        sample = pair.get(f"{side}_sample") or {}
-        row[side] = answer[len(prefix) :]
-        row[f"{side}_sampled_ids"] = sample.get("token_ids")
-        row[f"{side}_sampled_logprob"] = sample.get("logprob")
+        row[side] = answer.text[len(prefix) :]
+        row[f"{side}_sampled_ids"] = answer.token_ids
+        row[f"{side}_sampled_logprob"] = answer.logprob
     return row
 
 

@@ -79,7 +79,7 @@ def _write_task_set(directory: Path) -> None:
                     "gold_sql": problem.sql,
                     "db_path": f"databases/{domain.db_id}.sqlite",
                     "db_id": domain.db_id,
-                })  # fmt: skip
+                })
         lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         (directory / f"{split}.jsonl").write_text(lines, encoding="utf-8")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 # --- Metadata -------------------------------------------------------------------------------------
 
@@ -91,14 +91,14 @@ def label(name: str, noun: str = "") -> Column:
 AGE = Column(
     "age", "INTEGER", "number", "age",
     above=("older than {v}",), below=("younger than {v}",), most="oldest", least="youngest",
-)  # fmt: skip
+)
 HOME_CITY = Column("city", "TEXT", "category", "city", equal=("from {v}", "who live in {v}"))
 COUNTRY = Column("country", "TEXT", "category", "country", nouns="countries", equal=("from {v}",))
 
 
 def create_statement(table: Table, links: tuple[Link, ...]) -> str:
     lines = [f"{c.name} {c.type}" + (" PRIMARY KEY" if c.kind == "key" else "") for c in table.columns]
-    lines += [f"FOREIGN KEY ({l.column}) REFERENCES {l.parent}({l.column})" for l in links if l.child == table.name]
+    lines += [f"FOREIGN KEY ({link.column}) REFERENCES {link.parent}({link.column})" for link in links if link.child == table.name]
     return f"CREATE TABLE {table.name} (\n  " + ",\n  ".join(lines) + "\n)"
 
 
@@ -126,29 +126,29 @@ FIRST_NAMES = [
     "Steven", "Emily", "Andrew", "Donna", "Kevin", "Michelle", "Brian", "Carol", "George", "Amanda",
     "Edward", "Melissa", "Ryan", "Deborah", "Jacob", "Laura", "Gary", "Rebecca", "Eric", "Sharon",
     "Peter", "Olivia", "Oliver", "Emma", "Lucas", "Sofia", "Henry", "Grace", "Noah", "Chloe",
-]  # fmt: skip
+]
 LAST_NAMES = [
     "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
     "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin",
     "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson",
     "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores",
     "Green", "Adams", "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell", "Carter", "Roberts",
-]  # fmt: skip
+]
 CITIES = [
     "Boston", "Chicago", "Denver", "Seattle", "Austin", "Miami", "Phoenix", "Portland",
     "Atlanta", "Dallas", "Houston", "San Diego", "Nashville", "Detroit", "Orlando",
-]  # fmt: skip
+]
 COUNTRIES = [
     "USA", "Canada", "UK", "France", "Germany", "Italy", "Spain", "Japan", "Brazil", "Australia", "India", "Mexico",
-]  # fmt: skip
+]
 TITLE_ADJECTIVES = [
     "Silent", "Golden", "Hidden", "Broken", "Distant", "Crimson", "Quiet", "Endless", "Wild", "Frozen",
     "Bright", "Lost", "Secret", "Burning", "Gentle", "Midnight", "Silver", "Falling", "Restless", "Electric",
-]  # fmt: skip
+]
 TITLE_NOUNS = [
     "River", "Garden", "Mountain", "Shadow", "Ocean", "Forest", "Storm", "City", "Dream", "Island",
     "Road", "Kingdom", "Harbor", "Voice", "Summer", "Letter", "Bridge", "Light", "Winter", "Heart",
-]  # fmt: skip
+]
 
 
 def person_names(rng: random.Random, count: int) -> list[str]:
@@ -527,7 +527,7 @@ MUSIC = Domain(
 MASCOTS = [
     "Hawks", "Wolves", "Tigers", "Bears", "Eagles", "Sharks", "Lions", "Falcons", "Rangers", "Comets",
     "Bulls", "Pirates", "Knights", "Storm", "Raptors", "Titans", "Vipers", "Giants", "Owls", "Stallions",
-]  # fmt: skip
+]
 
 
 def _sports_rows(rng: random.Random) -> dict[str, list[tuple]]:
@@ -593,7 +593,7 @@ SPORTS = Domain(
 AIRLINE_NAMES = [
     "Sky", "Blue", "Star", "Sun", "Polar", "Coastal", "Pacific", "Atlantic", "Horizon", "Jet",
     "Aurora", "Eagle", "Nova", "Royal", "Global", "Orient", "Liberty", "Mountain", "Delta", "Falcon",
-]  # fmt: skip
+]
 
 
 def _airline_rows(rng: random.Random) -> dict[str, list[tuple]]:
@@ -687,17 +687,17 @@ AIRLINE = Domain(
 CUISINES = ["Italian", "Mexican", "Chinese", "Japanese", "Indian", "French", "Thai", "American"]
 RESTAURANT_ADJECTIVES = [
     "Golden", "Rustic", "Blue", "Little", "Happy", "Hungry", "Spicy", "Green", "Royal", "Silver", "Old", "Sunny",
-]  # fmt: skip
+]
 RESTAURANT_NOUNS = [
     "Spoon", "Fork", "Table", "Kitchen", "Garden", "Lantern", "Oven", "Plate", "Bistro", "Grill", "Olive", "Pepper",
-]  # fmt: skip
+]
 DISH_STYLES = [
     "Spicy", "Grilled", "Roasted", "Crispy", "Smoked", "Garlic", "Lemon", "Honey", "Fried", "Baked", "Sweet", "Creamy",
-]  # fmt: skip
+]
 DISH_FOODS = [
     "Chicken", "Salmon", "Tofu", "Beef", "Noodles", "Shrimp", "Pork", "Lamb",
     "Rice", "Tacos", "Pasta", "Curry", "Dumplings", "Soup", "Salad",
-]  # fmt: skip
+]
 
 
 def _restaurant_rows(rng: random.Random) -> dict[str, list[tuple]]:

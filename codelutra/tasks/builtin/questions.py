@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .domains import Column, Domain, Link, Table
 
@@ -162,7 +163,7 @@ def ask_list(rng: random.Random, what: str, whom: str) -> str:
         f"Find the {what} of {whom}.",
         f"Give the {what} of {whom}.",
         f"Return the {what} of {whom}.",
-    ])  # fmt: skip
+    ])
 
 
 def ask_count(rng: random.Random, whom: str) -> str:
@@ -173,7 +174,7 @@ def ask_count(rng: random.Random, whom: str) -> str:
         f"What is the number of {whom}?",
         f"Find the number of {whom}.",
         f"What is the total number of {whom}?",
-    ])  # fmt: skip
+    ])
 
 
 AGGREGATE_WORDS = {
@@ -228,7 +229,7 @@ def order_phrase(rng: random.Random, column: Column, descending: bool) -> str:
             f"sorted by {noun} in descending order",
             f"in descending order of {noun}",
             f"ordered by {noun} {direction}",
-        ])  # fmt: skip
+        ])
     direction = "from earliest to latest" if column.kind == "date" else "from lowest to highest"
     return rng.choice([f"sorted by {noun}", f"in ascending order of {noun}", f"ordered by {noun} {direction}"])
 
@@ -319,7 +320,7 @@ def match_pattern(c: Context) -> Draft | None:
             f"whose {column.noun} contains '{part}'",
             f"with '{part}' in the {column.noun}",
             f"whose {column.noun} includes '{part}'",
-        ])  # fmt: skip
+        ])
     else:
         part = value[: c.rng.choice([1, 2])]
         pattern = f"{part}%"
@@ -342,14 +343,14 @@ def distinct_values(c: Context) -> Draft | None:
             f"List the different {nouns} of {rows}.",
             f"Show all distinct {nouns} of {rows}.",
             f"Find the different {nouns} that {rows} have.",
-        ])  # fmt: skip
+        ])
         return Draft(question, f"SELECT DISTINCT {column.name} FROM {table.name}")
     question = c.rng.choice([
         f"How many different {nouns} do {rows} have?",
         f"Count the distinct {nouns} of {rows}.",
         f"How many distinct {nouns} are there among {rows}?",
         f"Find the number of different {nouns} of {rows}.",
-    ])  # fmt: skip
+    ])
     return Draft(question, f"SELECT count(DISTINCT {column.name}) FROM {table.name}")
 
 
@@ -361,7 +362,7 @@ def aggregate(c: Context) -> Draft | None:
         question = c.rng.choice([
             f"What are the maximum and minimum {column.noun} of all {table.plural}?",
             f"Find the highest and lowest {column.noun} among {table.plural}.",
-        ])  # fmt: skip
+        ])
         return Draft(question, f"SELECT max({column.name}), min({column.name}) FROM {table.name}")
     function, word = aggregate_of(c.rng, column)
     question = c.rng.choice([
@@ -369,7 +370,7 @@ def aggregate(c: Context) -> Draft | None:
         f"Find the {word} {column.noun} of {table.plural}.",
         f"Compute the {word} {column.noun} across all {table.plural}.",
         f"What is the {word} {column.noun} among {table.plural}?",
-    ])  # fmt: skip
+    ])
     return Draft(question, f"SELECT {function}({column.name}) FROM {table.name}")
 
 
@@ -388,7 +389,7 @@ def superlative(c: Context) -> Draft | None:
         f"Find the {asked.noun} of {the_one}.",
         f"Give the {asked.noun} of {the_one}.",
         f"Which {table.singular} has the {highest_word(column, highest)} {column.noun}? Give its {asked.noun}.",
-    ])  # fmt: skip
+    ])
     return Draft(question, f"SELECT {asked.name} FROM {table.name} {order} LIMIT 1")
 
 
@@ -421,7 +422,7 @@ def sort_all(c: Context) -> Draft | None:
         f"List the {plural(asked)} of all {table.plural} {order}.",
         f"Show the {plural(asked)} of all {table.plural}, {order}.",
         f"What are the {plural(asked)} of all {table.plural}, {order}?",
-    ])  # fmt: skip
+    ])
     return Draft(question, f"SELECT {asked.name} FROM {table.name} {order_sql(column, descending)}")
 
 
@@ -490,7 +491,7 @@ def count_per_group(c: Context) -> Draft | None:
         f"For each {noun}, count the number of {rows}.",
         f"Count the {rows} in each {noun}.",
         f"What is the number of {rows} for each {noun}?",
-    ])  # fmt: skip
+    ])
     return Draft(question, f"SELECT {column.name}, count(*) FROM {table.name} GROUP BY {column.name}")
 
 
@@ -508,7 +509,7 @@ def aggregate_per_group(c: Context) -> Draft | None:
         f"For each {group.noun}, show the {group.noun} and the {word} {measured.noun} of {rows}.",
         f"Show the {word} {measured.noun} of {rows} in each {group.noun}.",
         f"Find the {word} {measured.noun} of {rows} grouped by {group.noun}.",
-    ])  # fmt: skip
+    ])
     sql = f"SELECT {group.name}, {function}({measured.name}) FROM {table.name} GROUP BY {group.name}"
     return Draft(question, sql)
 
@@ -547,7 +548,7 @@ def join_list(c: Context) -> Draft | None:
         f"List the {mine} of each {child.singular} together with the {theirs} of its {parent.singular}.",
         f"For each {child.singular}, show its {mine} and the {theirs} of its {parent.singular}.",
         f"What is the {mine} and {of_one(parent, parent_column)} of each {child.singular}?",
-    ])  # fmt: skip
+    ])
     return Draft(question, f"SELECT T1.{child_column.name}, T2.{parent_column.name} {join_sql(link)}")
 
 
@@ -586,7 +587,7 @@ def filtered_aggregate(c: Context) -> Draft | None:
         f"What is the {word} {measured.noun} of {rows}?",
         f"Find the {word} {measured.noun} of {rows}.",
         f"Among {rows}, what is the {word} {measured.noun}?",
-    ])  # fmt: skip
+    ])
     return Draft(question, f"SELECT {function}({measured.name}) FROM {table.name} WHERE {where.sql}")
 
 
@@ -604,7 +605,7 @@ def filtered_sort(c: Context) -> Draft | None:
         f"List the {plural(asked)} of {rows}, {order}.",
         f"Show the {plural(asked)} of {rows}, {order}.",
         f"What are the {plural(asked)} of {rows}, {order}?",
-    ])  # fmt: skip
+    ])
     return Draft(question, f"SELECT {asked.name} FROM {table.name} WHERE {where.sql} {order_sql(key, descending)}")
 
 
@@ -624,7 +625,7 @@ def groups_having_count(c: Context) -> Draft | None:
         f"Which {nouns} have {words} {rows}?",
         f"Find the {nouns} with {words} {rows}.",
         f"List the {nouns} that have {words} {rows}.",
-    ])  # fmt: skip
+    ])
     sql = f"SELECT {column.name} FROM {table.name} GROUP BY {column.name} HAVING count(*) {operator} {n}"
     return Draft(question, sql)
 
@@ -652,7 +653,7 @@ def groups_having_average(c: Context) -> Draft | None:
         f"Which {nouns} have an average {of_one(table, measured)} {compared} {threshold}?",
         f"Find the {nouns} whose {rows} have an average {measured.noun} {compared} {threshold}.",
         f"List the {nouns} where the average {measured.noun} of {rows} {be(measured)} {compared} {threshold}.",
-    ])  # fmt: skip
+    ])
     having = f"HAVING {average} {'>' if above else '<'} {threshold}"
     sql = f"SELECT {group.name} FROM {table.name} GROUP BY {group.name} {having}"
     return Draft(question, sql)
@@ -666,7 +667,7 @@ def join_count_per_parent(c: Context) -> Draft | None:
         f"For each {parent.singular}, show the {name.noun} and the number of {child.plural}.",
         f"How many {child.plural} does each {parent.singular} have? Show the {of_one(parent, name)} and the count.",
         f"Count the {child.plural} of each {parent.singular}, showing the {of_one(parent, name)}.",
-    ])  # fmt: skip
+    ])
     return Draft(question, f"SELECT T2.{name.name}, count(*) {join_sql(link)} GROUP BY T1.{link.column}")
 
 
@@ -680,7 +681,7 @@ def join_top_parent(c: Context) -> Draft | None:
         f"Which {parent.singular} has the most {child.plural}? Give the {name.noun}.",
         f"What is the {name.noun} of the {parent.singular} with the most {child.plural}?",
         f"Find the {name.noun} of the {parent.singular} that has the largest number of {child.plural}.",
-    ])  # fmt: skip
+    ])
     sql = f"SELECT T2.{name.name} {join_sql(link)} GROUP BY T1.{link.column} ORDER BY count(*) DESC LIMIT 1"
     return Draft(question, sql)
 
@@ -708,7 +709,7 @@ def parents_without_children(c: Context) -> Draft | None:
         f"{parent.plural} without any {child.plural}",
         f"{parent.plural} that have no {child.plural}",
         f"{parent.plural} that do not have any {child.plural}",
-    ])  # fmt: skip
+    ])
     where = f"WHERE {link.column} NOT IN (SELECT {link.column} FROM {child.name})"
     if c.rng.random() < 0.3:
         return Draft(ask_count(c.rng, whom), f"SELECT count(*) FROM {parent.name} {where}")
@@ -725,7 +726,7 @@ def parents_with_matching_children(c: Context) -> Draft | None:
     whom = c.rng.choice([
         f"{parent.plural} that have {child.plural} {child_condition.phrase}",
         f"{parent.plural} with at least one {child.singular} {child_condition.phrase}",
-    ])  # fmt: skip
+    ])
     asked = shown(c, parent)
     subquery = f"SELECT {link.column} FROM {child.name} WHERE {child_condition.sql}"
     sql = f"SELECT {asked.name} FROM {parent.name} WHERE {link.column} IN ({subquery})"
@@ -743,7 +744,7 @@ def compare_with_average(c: Context) -> Draft | None:
         f"{rows} whose {noun} {be(column)} {compared} the average {noun}",
         f"{rows} with {noun} {compared} the average",
         f"{rows} whose {noun} {be(column)} {compared} the average {noun} of all {rows}",
-    ])  # fmt: skip
+    ])
     asked = shown(c, table, exclude=(column,))
     average = f"(SELECT avg({column.name}) FROM {table.name})"
     sql = f"SELECT {asked.name} FROM {table.name} WHERE {column.name} {'>' if above else '<'} {average}"
@@ -779,7 +780,7 @@ def intersect_groups(c: Context) -> Draft | None:
         f"Which {nouns} have both {one} and {other}?",
         f"Find the {nouns} that have both {one} and {other}.",
         f"List the {nouns} that have {one} and also {other}.",
-    ])  # fmt: skip
+    ])
     return Draft(question, set_sql(table, reported, first, "INTERSECT", second))
 
 
@@ -794,7 +795,7 @@ def except_groups(c: Context) -> Draft | None:
         f"Which {nouns} have {one} but no {other}?",
         f"Find the {nouns} that have {one} but not {other}.",
         f"List the {nouns} with {one} and without {other}.",
-    ])  # fmt: skip
+    ])
     return Draft(question, set_sql(table, reported, first, "EXCEPT", second))
 
 
@@ -809,7 +810,7 @@ def union_groups(c: Context) -> Draft | None:
         f"Which {nouns} have {one} or {other}?",
         f"Find the {nouns} that have either {one} or {other}.",
         f"List every {reported.noun} that has {one} or {other}.",
-    ])  # fmt: skip
+    ])
     return Draft(question, set_sql(table, reported, first, "UNION", second))
 
 
@@ -830,4 +831,4 @@ FAMILIES: dict[str, tuple[float, list[Family]]] = {
         parents_without_children, parents_with_matching_children, compare_with_average,
         intersect_groups, except_groups, union_groups,
     ]),
-}  # fmt: skip
+}

@@ -107,9 +107,13 @@ class IterationFiles:
         return self.dir / "model"
 
     @property
+    def model_config(self) -> Path:
+        """Written last by training, atomically: the next policy is saved once it exists."""
+        return self.model / "config.json"
+
+    @property
     def trained(self) -> bool:
-        """The next policy is saved (written last by training, atomically)."""
-        return (self.model / "config.json").exists()
+        return self.model_config.exists()
 
 
 @dataclass(frozen=True)
