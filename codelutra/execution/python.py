@@ -55,12 +55,23 @@ scratch dir, signalling processes outside its session. Such a candidate gets the
 mode; the kernel's namespaces, permissions and limits are what contain the candidate.
 
 When "correct" is given: only by the judge, after the setup code and every test ran in its own
-process without an exception, each comparison made there between values it built itself. So
-nothing the candidate does in the sandbox reaches the tests, the comparison or the verdict: not
+process without an exception, each comparison made there between values it built itself, then a
+last round trip found the sandbox still serving and the channel holding nothing more; and only if
+the runner then ended by itself with exit code 0. The answers come from the candidate's own
+process, so it can write lines on the channel too: each request carries a nonce that the judge
+draws afresh (128 random bits, which the sandbox sees only once the request is sent), and the
+judge takes as the answer only the next line, and only if it is byte for byte the line the
+sandbox writes for that request (the nonce, then "ok" or "error", nothing else). A line the
+candidate writes therefore counts only in place of its own answer to the request being served,
+which is what returning that value achieves; any other byte on the channel (before a request, a
+second copy, part of a line, an answer to another request, anything after the last answer), or
+an end of the sandbox before the last round trip, fails the run.
+
+So nothing the candidate does in the sandbox reaches the tests, the comparison or the verdict: not
 walking frames, tracebacks, `gc` or `inspect` (no test runner is in its process), not calling a
-report function or writing fake reports and exiting (its channels carry data, and an ended
-sandbox is a failed run), not an object equal to everything or a subclass of int, str or list
-(it arrives as its plain value, or as an object that refuses comparison), not patching
+report function, writing fake reports or forged answers and exiting (its channels carry data,
+checked as above, and an ended sandbox is a failed run), not an object equal to everything or a
+subclass of int, str or list (it arrives as its plain value, or as an object that refuses comparison), not patching
 `math.isclose`, `numpy.testing` or `pandas.testing` (the judge's modules are its own), not
 `sys.exit(0)` or `os._exit(0)`, not unsetting the entry point (a NameError in the judge).
 
@@ -246,9 +257,11 @@ def _verdict(run: Run, timeout_s: float) -> Verdict:
     if "forbidden" in records:
         return Verdict("forbidden", one_line(f"forbidden: {records['forbidden'].get('detail')}"), run.seconds)
     outcome = run.outcome or {}
-    if outcome.get("kind") in _JUDGED:
-        return Verdict(outcome["kind"], one_line(str(outcome.get("detail", ""))), run.seconds)
     finished = run.finished
+    ended_cleanly = finished is not None and (finished["signal"], finished["exit_code"]) == (None, 0) and not (
+        finished["timed_out"] or finished["cpu_exceeded"])
+    if outcome.get("kind") in _JUDGED and (outcome["kind"] != "correct" or ended_cleanly):  # "correct" needs both
+        return Verdict(outcome["kind"], one_line(str(outcome.get("detail", ""))), run.seconds)
     if run.judge_killed:
         return Verdict("timeout", f"the tests exceeded the {timeout_s:g} s time limit", run.seconds)
     if run.supervisor_killed or finished is None:
@@ -266,7 +279,8 @@ def _verdict(run: Run, timeout_s: float) -> Verdict:
         how = f"was killed by {_signal_name(finished['signal'])}"
     else:
         how = f"exited with code {finished['exit_code']}"
-    detail = f"the candidate's process {how} before its tests finished"
+    when = "after its tests had passed" if outcome.get("kind") == "correct" else "before its tests finished"
+    detail = f"the candidate's process {how} {when}"
     if run.last_output_line():
         detail += f"; last output: {run.last_output_line()}"
     return Verdict("runtime_error", one_line(detail), run.seconds)
