@@ -124,6 +124,11 @@ class PythonCheck:
     setup: str = ""  # MBPP's test_setup_code: runs after the candidate, before the tests
     entry_point: str | None = None  # HumanEval: `check(<entry_point>)` runs after the tests
     code_context: str | None = None  # DS-1000: defines test_execution(solution) (and maybe test_string)
+    preamble: str = ""  # the program's start, before the candidate, on a line of its own (HumanEval's prompt)
+
+    def program(self) -> str:
+        """What runs in the sandbox: the preamble, then the candidate (whose definitions replace the preamble's)."""
+        return f"{self.preamble}\n{self.candidate}" if self.preamble else self.candidate
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,7 @@ def verify_python(
     same_program: dict[tuple, list[int]] = {}  # each distinct program with its tests runs once
     for index in to_run:
         check = checks[index]
-        key = (python_key(check.candidate), check.tests, check.setup, check.entry_point, check.code_context)
+        key = (python_key(check.program()), check.tests, check.setup, check.entry_point, check.code_context)
         same_program.setdefault(key, []).append(index)
     expected = isolation(interpreter)
     with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(same_program)))) as pool:
@@ -223,7 +228,7 @@ def _verify_one(check: PythonCheck, timeout_s: float, python: str, expected: Iso
     sandbox_job = {"probe": False, "expect": {level: getattr(expected, level) for level in _LEVELS}}
     judge_job = {
         "check": {
-            "candidate": check.candidate,
+            "candidate": check.program(),
             "tests": list(check.tests),
             "setup": check.setup or "",
             "entry_point": check.entry_point,

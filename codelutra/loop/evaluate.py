@@ -78,7 +78,9 @@ def evaluate_model(
 
 def _inputs(model_path, tasks, prompt, eval_cfg, max_new_tokens, verify, generation) -> dict:
     """What the results of an evaluation depend on; parallelism (workers, batch sizes, concurrency) is left out."""
-    problems = json.dumps([(t.id, t.question, t.gold, t.db_path, t.tests, t.code_context) for t in tasks])
+    # A preamble (HumanEval's prompt) changes what is judged; tasks without one hash as they did before it existed.
+    problems = json.dumps([(t.id, t.question, t.gold, t.db_path, t.tests, t.code_context) + ((t.preamble,) if t.preamble else ())
+                           for t in tasks])
     return {
         "model": model_path,
         "tasks": {"n": len(tasks), "sha256": hashlib.sha256(problems.encode()).hexdigest()},
