@@ -37,6 +37,89 @@ def fake_reports():
             except OSError:
                 pass
 """
+# Helpers of the forgeries: the answer line the sandbox would write, carrying the value the test expects.
+FORGE = """
+import json, os, sys
+
+def stolen_nonce():
+    # the nonce of the request being served, read from the sandbox's own serving loop
+    frame = sys._getframe()
+    while frame is not None:
+        request = frame.f_locals.get('request')
+        if isinstance(request, dict) and 'nonce' in request:
+            return request['nonce']
+        frame = frame.f_back
+    return '0' * 32
+
+def expected():
+    # what the running test expects, from the variables of attack()'s caller: add(a, b) or the DS-1000 program
+    scope = sys._getframe(2).f_locals
+    if 'b' in scope:
+        return scope['a'] + scope['b']
+    result = scope['df'].assign(a=scope['df'].a * 2) if 'df' in scope else scope['a'] * 2
+    return {'variables': {'result': result}, 'files': {}}
+
+def every_expected():
+    # every value the tests of attack()'s caller's shape expect, in the order they ask for them
+    scope = sys._getframe(2).f_locals
+    if 'b' in scope:
+        return [3, 0.75] if scope['a'] == 1 else [5, 0.75]
+    if 'df' in scope:
+        return [{'variables': {'result': scope['df'].assign(a=scope['df'].a * 2)}, 'files': {}}]
+    return [{'variables': {'result': sys.modules['numpy'].array(values)}, 'files': {}} for values in ([2, 4, 6], [9.0])]
+
+def answer(value, nonce):
+    data = sys.modules.get('python_data') or sys.modules['codelutra.execution.python_data']
+    fields = {'ok': data.encode(value)} if nonce is None else {'nonce': nonce, 'ok': data.encode(value)}
+    return (json.dumps(fields) + '\\n').encode()
+
+def write_everywhere(data):
+    for fd in range(64):
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+"""
+STOLEN = FORGE + "def attack():\n    write_everywhere(answer(expected(), stolen_nonce()))\n"
+EVERY = FORGE + "def attack():\n    write_everywhere(b''.join(answer(value, None) for value in every_expected()))\n"
+BLIND = FORGE + "def attack():\n    value = expected()\n    write_everywhere(answer(value, None) + answer(value, '0' * 32))\n"
+CLOSE_ALL = "    for fd in range(3, 64):\n        try:\n            os.close(fd)\n        except OSError:\n            pass\n"
+# Forged answers, each carrying the value the test expects, where the candidate's own answer is wrong or never comes:
+# without a nonce or with a guessed one, with the nonce of the request being served (read from the sandbox's
+# memory), twice, in part, with the nonce of an earlier request, ahead of the calls, on stdout and stderr;
+# then the candidate returns a wrong value, exits, crashes, raises SystemExit or closes its channels.
+FORGERIES = {
+    "forge_an_answer": (BLIND, "WRONG"),
+    "forge_an_answer_and_exit": (BLIND + "    os._exit(0)\n", "WRONG"),
+    "forge_every_answer": (EVERY, "WRONG"),
+    "forge_every_answer_and_exit": (EVERY + "    os._exit(0)\n", "WRONG"),
+    "forge_the_answer": (STOLEN, "WRONG"),
+    "forge_the_answer_and_exit": (STOLEN + "    os._exit(0)\n", "WRONG"),
+    "forge_the_answer_and_crash": (STOLEN + "    os.abort()\n", "WRONG"),
+    "forge_the_answer_and_raise": (STOLEN + "    raise SystemExit(0)\n", "WRONG"),
+    "forge_the_answer_and_close_the_channel": (STOLEN + CLOSE_ALL, "WRONG"),
+    "forge_the_answer_twice": (FORGE + "def attack():\n    write_everywhere(2 * answer(expected(), stolen_nonce()))\n",
+                               "WRONG"),
+    "forge_a_partial_answer": (FORGE + "def attack():\n    write_everywhere(answer(expected(), stolen_nonce())[:-1])\n",
+                               "WRONG"),
+    "forge_a_stale_answer": (
+        FORGE + "seen = ['0' * 32]\ndef attack():\n    value, nonce = expected(), stolen_nonce()\n"
+        "    write_everywhere(answer(value, seen[-1]))\n    seen.append(nonce)\n",
+        "WRONG",
+    ),
+    "forge_answers_in_advance": (
+        FORGE + "write_everywhere(b''.join(answer(value, nonce) for value in (3, 0.75, 5)"
+        " for nonce in (stolen_nonce(), '0' * 32)))\ndef attack():\n    pass\n",
+        "WRONG",
+    ),
+    "forge_on_stdout_and_stderr": (
+        FORGE + "def attack():\n    line = answer(expected(), stolen_nonce()).decode()\n"
+        "    print(line, flush=True)\n    sys.stderr.write(line)\n",
+        "WRONG",
+    ),
+}
+# A forged answer, then no answer of the candidate's at all: the run must end at its time limit.
+FORGE_AND_HANG = STOLEN + "    while True:\n        pass\n"
 # name: (code defining attack(), run where the tests call the candidate; what the candidate returns instead
 # of the right answer). Each answer is wrong: only gaming the judge could make it "correct".
 JUDGE_ATTACKS = {
@@ -82,6 +165,7 @@ JUDGE_ATTACKS = {
         "import pandas, pandas.testing\ndef attack():\n    pandas.testing.assert_frame_equal = lambda *a, **k: None\nattack()\n",
         "WRONG",
     ),
+    **FORGERIES,
 }
 # The same test shapes, one per benchmark; WRONG is a wrong answer of the right type.
 MBPP_TESTS = ("assert add(1, 2) == 3", "assert math.isclose(add(0.5, 0.25), 0.75)")

@@ -7,6 +7,7 @@ Candidates run with short time limits; the whole file takes well under two minut
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import sqlite3
@@ -17,12 +18,16 @@ import uuid
 
 import pytest
 
+from codelutra.execution import python_judge
 from codelutra.execution.python import PythonCheck, isolation, verify_python
 from codelutra.execution.sql import SqlCheck, verify_sql
 from tests.python_attacks import (
     DS1000_NUMPY,
     DS1000_PANDAS,
     FAKE_REPORTS,
+    FORGE,
+    FORGE_AND_HANG,
+    FORGERIES,
     HUMANEVAL_TESTS,
     JUDGE_ATTACKS,
     MBPP_TESTS,
@@ -332,7 +337,8 @@ def judge_check(shape: str, attack: str, answer: str) -> PythonCheck:
 
 JUDGE_SHAPES = ("mbpp", "humaneval", "ds1000_numpy", "ds1000_pandas")
 # Every attack in the first three shapes; pandas (slow to start) for what is pandas' own.
-PANDAS_ATTACKS = ("always_equal_object", "patch_pandas_testing", "report_and_exit")
+PANDAS_ATTACKS = ("always_equal_object", "patch_pandas_testing", "report_and_exit", "forge_every_answer",
+                  "forge_the_answer", "forge_the_answer_and_exit")
 JUDGE_CASES = [(shape, name) for shape in JUDGE_SHAPES[:3] for name in JUDGE_ATTACKS]
 JUDGE_CASES += [("ds1000_pandas", name) for name in PANDAS_ATTACKS]
 
@@ -344,7 +350,7 @@ def judge_verdicts():
     for shape, name in JUDGE_CASES:
         attack, answer = JUDGE_ATTACKS[name]
         cases[(shape, name)] = judge_check(shape, attack, answer)
-    verdicts = verify_python(list(cases.values()), timeout_s=10, workers=2)
+    verdicts = verify_python(list(cases.values()), timeout_s=30, workers=2)  # pandas starts slowly on a busy machine
     return dict(zip(cases, verdicts))
 
 
@@ -357,6 +363,95 @@ def test_honest_answers_in_the_attack_shapes_pass(judge_verdicts, shape):
 def test_gaming_the_judge_is_not_correct(judge_verdicts, shape, name):
     verdict = judge_verdicts[(shape, name)]
     assert verdict.kind in ("wrong_result", "runtime_error"), verdict
+
+
+def test_a_forged_answer_is_not_taken_for_the_candidates(judge_verdicts):
+    """Issue 27: an answer line written by the candidate, with the expected value, once made the verdict "correct".
+
+    Each forgery breaks the channel (runtime_error), but the one written where the judge does not read
+    (stdout, stderr): there the candidate's own, wrong, answer counts."""
+    forged = [(shape, name) for shape, name in JUDGE_CASES if name in FORGERIES]
+    assert {shape for shape, _ in forged} == set(JUDGE_SHAPES)
+    for shape, name in forged:
+        expected = "wrong_result" if name == "forge_on_stdout_and_stderr" else "runtime_error"
+        assert judge_verdicts[(shape, name)].kind == expected, (shape, name, judge_verdicts[(shape, name)])
+
+
+def test_a_forged_answer_then_no_answer_is_a_timeout():
+    checks = [judge_check(shape, FORGE_AND_HANG, "WRONG") for shape in JUDGE_SHAPES[:3]]
+    verdicts = verify_python(checks, timeout_s=8, workers=2)
+    assert [v.kind for v in verdicts] == ["timeout"] * 3, verdicts
+
+
+def test_any_line_but_the_answer_is_a_failed_run_even_beside_the_right_value():
+    """A second copy of the right answer, a blank line, a part of a line: the channel holds only the answers."""
+    writes = ("answer(a + b, stolen_nonce())", "b'\\n'", "answer(a + b, stolen_nonce())[:-1]", "b' '")
+    honest = PythonCheck("import math\ndef add(a, b):\n    return a + b\n", MBPP_TESTS)
+    checks = [honest] + [PythonCheck(FORGE + f"import math\ndef add(a, b):\n    write_everywhere({write})\n"
+                                     "    return a + b\n", MBPP_TESTS) for write in writes]
+    verdicts = verify_python(checks, timeout_s=5, workers=2)
+    assert [v.kind for v in verdicts] == ["correct"] + ["runtime_error"] * len(writes), verdicts
+    assert all("not the answer to its 'call' request" in v.detail for v in verdicts[1:]), verdicts
+
+
+def judges_end(answer_to):
+    """The judge's end of a channel whose other end the test plays: it writes `answer_to(request)` for each
+    request, and ends (closes the channel) where that is None."""
+    request_read, request_write = os.pipe()
+    reply_read, reply_write = os.pipe()
+
+    def play():
+        with os.fdopen(request_read, "rb") as requests, os.fdopen(reply_write, "wb", buffering=0) as replies:
+            for line in requests:
+                answer = answer_to(json.loads(line))
+                if answer is None:
+                    return
+                replies.write(answer)
+
+    threading.Thread(target=play, daemon=True).start()
+    return python_judge.Sandbox(request_write, reply_read, 1 << 20)
+
+
+def json_line(fields: dict) -> bytes:
+    return (json.dumps(fields) + "\n").encode()
+
+
+def true_answer(request: dict) -> bytes:
+    return json_line({"nonce": request["nonce"], "ok": 3})
+
+
+# What the other end writes instead of (or beside) the true answer to each request: none of it may be taken.
+UNTRUE_ANSWERS = {
+    "no_nonce": lambda request: json_line({"ok": 3}),
+    "a_guessed_nonce": lambda request: json_line({"nonce": "0" * 32, "ok": 3}),
+    "an_extra_field": lambda request: json_line({"nonce": request["nonce"], "ok": 3, "error": None}),
+    "a_space_first": lambda request: b" " + true_answer(request),
+    "a_blank_line_first": lambda request: b"\n" + true_answer(request),
+    "twice": lambda request: 2 * true_answer(request),
+    "a_partial_line_first": lambda request: true_answer(request)[:-3] + true_answer(request),
+    "not_an_object": lambda request: json_line([request["nonce"], 3]),
+    "bytes_after_the_last_answer": lambda request: true_answer(request) + (b"x" if request["op"] == "finish" else b""),
+    "the_end": lambda request: None,
+    "the_end_after_an_answer": lambda request: true_answer(request) if request["op"] == "call" else None,
+}
+
+
+def test_the_judge_takes_the_true_answer():
+    sandbox = judges_end(true_answer)
+    assert sandbox.ask("call", target=0) == 3 and sandbox.ask("call", target=0) == 3
+    sandbox.finish()
+
+
+@pytest.mark.parametrize("name", UNTRUE_ANSWERS)
+def test_the_judge_takes_no_other_line_and_the_break_stands(name):
+    sandbox = judges_end(UNTRUE_ANSWERS[name])
+    with pytest.raises(python_judge.Ended) as ended:
+        sandbox.ask("call", target=0)
+        sandbox.ask("call", target=0)
+        sandbox.finish()
+    with pytest.raises(python_judge.Ended) as again:  # whatever the tests catch, the run stays failed
+        sandbox.finish()
+    assert again.value is ended.value
 
 
 def test_a_forged_answer_is_not_data_and_not_correct():

@@ -10,6 +10,7 @@ import pytest
 
 from codelutra.config import PromptConfig, TaskSource, VerifyConfig
 from codelutra.errors import UserError
+from codelutra.execution.python import PythonCheck
 from codelutra.tasks.kinds import PYTHON, SQL
 from codelutra.tasks.python import detect_format, load_python_tasks
 from codelutra.tasks.sources import load_tasks
@@ -139,6 +140,82 @@ def test_humaneval_is_judged_by_check_of_the_entry_point(tmp_path):
     assert [t.id for t in tasks] == ["Fixture/0", "Fixture/1"]
     assert skipped[0].reason == "line 3: field 'entry_point' is not a function name: 'add; import os'"
     assert skipped[1].reason.startswith("gold code fails: wrong_result: check(total) failed")
+
+
+# HumanEval's own shapes (HumanEval/0, 10 and 38, abridged): an import the signature needs, and helper
+# functions that the prompt defines and the answer or the test calls.
+HUMANEVAL_SHAPES = [
+    {
+        "task_id": "HumanEval/0",
+        "prompt": 'from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n'
+                  '    """ Check if in given list of numbers, are any two numbers closer to each other than\n'
+                  '    given threshold.\n    >>> has_close_elements([1.0, 2.0, 3.0], 0.5)\n    False\n    """\n',
+        "canonical_solution": "    for idx, elem in enumerate(numbers):\n        for idx2, elem2 in enumerate(numbers):\n"
+                              "            if idx != idx2 and abs(elem - elem2) < threshold:\n                return True\n"
+                              "    return False\n",
+        "test": "\n\nMETADATA = {\n    'author': 'jt',\n    'dataset': 'test'\n}\n\n\ndef check(candidate):\n"
+                "    assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True\n"
+                "    assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.05) == False\n",
+        "entry_point": "has_close_elements",
+    },
+    {
+        "task_id": "HumanEval/10",
+        "prompt": 'def is_palindrome(string: str) -> bool:\n    """ Test if given string is a palindrome """\n'
+                  '    return string == string[::-1]\n\n\ndef make_palindrome(string: str) -> str:\n'
+                  '    """ Find the shortest palindrome that begins with a supplied string.\n'
+                  "    >>> make_palindrome('cat')\n    'catac'\n    \"\"\"\n",
+        "canonical_solution": "    if not string:\n        return ''\n    beginning_of_suffix = 0\n"
+                              "    while not is_palindrome(string[beginning_of_suffix:]):\n"
+                              "        beginning_of_suffix += 1\n"
+                              "    return string + string[:beginning_of_suffix][::-1]\n",
+        "test": "\n\nMETADATA = {}\n\n\ndef check(candidate):\n    assert candidate('') == ''\n"
+                "    assert candidate('xyz') == 'xyzyx'\n    assert candidate('jerry') == 'jerryrrej'\n",
+        "entry_point": "make_palindrome",
+    },
+    {
+        "task_id": "HumanEval/38",
+        "prompt": 'def encode_cyclic(s: str):\n    """\n    returns encoded string by cycling groups of three characters.\n'
+                  '    """\n    groups = [s[(3 * i):min((3 * i + 3), len(s))] for i in range((len(s) + 2) // 3)]\n'
+                  '    groups = [(group[1:] + group[0]) if len(group) == 3 else group for group in groups]\n'
+                  '    return "".join(groups)\n\n\ndef decode_cyclic(s: str):\n    """\n'
+                  '    takes as input string encoded with encode_cyclic function. Returns decoded string.\n    """\n',
+        "canonical_solution": "    return encode_cyclic(encode_cyclic(s))\n",
+        "test": "\n\nMETADATA = {}\n\n\ndef check(candidate):\n    from random import randint, choice\n    import string\n\n"
+                "    letters = string.ascii_lowercase\n    for _ in range(10):\n"
+                "        str = ''.join(choice(letters) for i in range(randint(10, 20)))\n"
+                "        encoded_str = encode_cyclic(str)\n        assert candidate(encoded_str) == str\n",
+        "entry_point": "decode_cyclic",
+    },
+]
+# Chat answers as models write them: the whole function again, without the prompt's import or helpers.
+CHAT_ANSWERS = {
+    "HumanEval/0": "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+                   "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n",
+    "HumanEval/10": "def make_palindrome(string: str) -> str:\n    for start in range(len(string)):\n"
+                    "        if is_palindrome(string[start:]):\n            return string + string[:start][::-1]\n"
+                    "    return string\n",
+    "HumanEval/38": "def decode_cyclic(s: str):\n    return encode_cyclic(encode_cyclic(s))\n",
+}
+
+
+def test_humaneval_is_scored_as_its_official_harness_scores_it(tmp_path):
+    """The program is prompt + answer + test + check(entry_point), so the prompt's imports and helpers are in scope."""
+    tasks, skipped = load_tasks(TaskSource(path=str(write_jsonl(tmp_path / "HumanEval.jsonl", HUMANEVAL_SHAPES))))
+    assert skipped == [] and [t.id for t in tasks] == list(CHAT_ANSWERS)
+    by_id = {task.id: task for task in tasks}
+    cases = [(by_id[name], answer, "correct") for name, answer in CHAT_ANSWERS.items()]
+    cases += [
+        (by_id["HumanEval/0"], HUMANEVAL_SHAPES[0]["canonical_solution"], "correct"),  # a completion: only the body
+        (by_id["HumanEval/10"], "def make_palindrome(string: str) -> str:\n    return string\n", "wrong_result"),
+        (by_id["HumanEval/38"], "def decode(s: str):\n    return s\n", "wrong_result"),  # the prompt's stub: None
+        (by_id["HumanEval/0"], "def has_close_elements(numbers, threshold):\n    return undefined_name\n", "runtime_error"),
+    ]
+    verdicts = PYTHON.verify([PYTHON.check(task, answer) for task, answer, _ in cases], VerifyConfig(workers=2), None)
+    assert [(task.id, v.kind) for (task, _, _), v in zip(cases, verdicts)] == [(t.id, kind) for t, _, kind in cases], verdicts
+    without_the_prompt = [PythonCheck(answer, tests=by_id[name].tests, entry_point=by_id[name].entry_point)
+                          for name, answer in CHAT_ANSWERS.items()]
+    verdicts = PYTHON.verify(without_the_prompt, VerifyConfig(workers=2), None)
+    assert [v.kind for v in verdicts] == ["runtime_error"] * 3 and all("NameError" in v.detail for v in verdicts), verdicts
 
 
 # --- DS-1000 ---------------------------------------------------------------------------------------

@@ -48,6 +48,11 @@ class PythonCheck:
     setup: str = ""  # MBPP's test_setup_code: runs after the candidate, before the tests
     entry_point: str | None = None  # HumanEval: `check(<entry_point>)` runs after the tests
     code_context: str | None = None  # DS-1000: defines test_execution(solution) (and maybe test_string)
+    preamble: str = ""  # the program's start, before the candidate, on a line of its own (HumanEval's prompt)
+
+    def program(self) -> str:
+        """What runs in the sandbox: the preamble, then the candidate (whose definitions replace the preamble's)."""
+        return f"{self.preamble}\n{self.candidate}" if self.preamble else self.candidate
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ def verify_python(
     same_program: dict[tuple, list[int]] = {}  # each distinct program with its tests runs once
     for index in to_run:
         check = checks[index]
-        key = (python_key(check.candidate), check.tests, check.setup, check.entry_point, check.code_context)
+        key = (python_key(check.program()), check.tests, check.setup, check.entry_point, check.code_context)
         same_program.setdefault(key, []).append(index)
     expected = isolation(interpreter)
     with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(same_program)))) as pool:
@@ -147,7 +152,7 @@ def _verify_one(check: PythonCheck, timeout_s: float, python: str, expected: Iso
     sandbox_job = {"probe": False, "expect": {level: getattr(expected, level) for level in _LEVELS}}
     judge_job = {
         "check": {
-            "candidate": check.candidate,
+            "candidate": check.program(),
             "tests": list(check.tests),
             "setup": check.setup or "",
             "entry_point": check.entry_point,
@@ -181,9 +186,11 @@ def _verdict(run: Run, timeout_s: float) -> Verdict:
     if "forbidden" in records:
         return Verdict("forbidden", one_line(f"forbidden: {records['forbidden'].get('detail')}"), run.seconds)
     outcome = run.outcome or {}
-    if outcome.get("kind") in _JUDGED:
-        return Verdict(outcome["kind"], one_line(str(outcome.get("detail", ""))), run.seconds)
     finished = run.finished
+    ended_cleanly = finished is not None and (finished["signal"], finished["exit_code"]) == (None, 0) and not (
+        finished["timed_out"] or finished["cpu_exceeded"])
+    if outcome.get("kind") in _JUDGED and (outcome["kind"] != "correct" or ended_cleanly):  # "correct" needs both
+        return Verdict(outcome["kind"], one_line(str(outcome.get("detail", ""))), run.seconds)
     if run.judge_killed:
         return Verdict("timeout", f"the tests exceeded the {timeout_s:g} s time limit", run.seconds)
     if run.supervisor_killed or finished is None:
@@ -201,7 +208,8 @@ def _verdict(run: Run, timeout_s: float) -> Verdict:
         how = f"was killed by {_signal_name(finished['signal'])}"
     else:
         how = f"exited with code {finished['exit_code']}"
-    detail = f"the candidate's process {how} before its tests finished"
+    when = "after its tests had passed" if outcome.get("kind") == "correct" else "before its tests finished"
+    detail = f"the candidate's process {how} {when}"
     if run.last_output_line():
         detail += f"; last output: {run.last_output_line()}"
     return Verdict("runtime_error", one_line(detail), run.seconds)

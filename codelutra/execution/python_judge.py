@@ -16,8 +16,13 @@ in which the names the tests use from the candidate are bound to what the sandbo
 DS-1000's `exec(code, test_env)` runs in the sandbox: `test_env` goes there as data, and the
 program's variables (and the files it wrote, such as a plot) come back as data.
 
+Requests and answers are one JSON line each, and an answer counts only as the one line that
+answers the request just sent (`Sandbox`). "correct" is given only after the tests ran without an
+exception and a last round trip found the sandbox alive and the channel holding nothing else.
+
 The outcome is one JSON line on the result fd: {"kind", "detail"}; kind "ended" means the
-sandbox ended or broke off before the tests finished, and `python.py` says why from its side.
+sandbox ended, or wrote on the channel what is not the answer to a request, before that last
+round trip was over, and `python.py` says why from its side.
 """
 
 import builtins
@@ -25,6 +30,7 @@ import importlib
 import json
 import os
 import resource
+import secrets
 import sys
 
 if __package__:  # imported as codelutra.execution.python_judge (tests, tools)
@@ -36,6 +42,7 @@ else:  # run as a script by python.py: its own directory is first on sys.path
 STANDARD_MODULES = frozenset(getattr(sys, "stdlib_module_names", ())) or frozenset(
     ("math", "re", "sys", "collections", "itertools", "functools", "heapq", "bisect", "string", "operator"))
 QUIET_MODULES = frozenset(("antigravity", "this", "turtle", "tkinter", "idlelib", "webbrowser", "__hello__"))
+ANSWER_FIELDS = ({"nonce", "ok"}, {"nonce", "error"})  # an answer's fields, the nonce first (python_sandbox.serve)
 
 
 class Ended(Exception):
@@ -55,7 +62,15 @@ class CandidateError(Exception):
 
 
 class Sandbox:
-    """The judge's end of the pipes to the sandboxed candidate: one request, one answer."""
+    """The judge's end of the pipes to the sandboxed candidate: one request, one answer, nothing else.
+
+    The candidate's process writes the answers, so it could write lines of its own. Each request
+    carries a nonce drawn here (the sandbox sees it only once the request is sent), and an answer
+    counts only if it is the next line, an object with that nonce and "ok" or "error" and nothing
+    else. So a line written before the request, a second line, a part of a line, or one that
+    answers another request is read in place of the next answer and ends the run; `finish` makes
+    a last round trip and then requires the end of the channel, so the last answer is no exception.
+    """
 
     def __init__(self, request_fd, reply_fd, reply_limit):
         self.requests = os.fdopen(request_fd, "wb")
@@ -63,13 +78,24 @@ class Sandbox:
         self.reply_limit = reply_limit
         self.remotes = {}  # number -> Remote, so that one object of the candidate's is one Remote here
         self.decided = None  # the first Decided outcome; raised again on every later request
+        self.ended = None  # the first Ended: the channel is broken, for good, whatever the tests catch
 
     def ask(self, op, **fields):
         if self.decided is not None:
             raise self.decided
-        fields["op"] = op
+        if self.ended is not None:
+            raise self.ended
+        nonce = secrets.token_hex(16)
         try:
-            self.requests.write((json.dumps(fields, allow_nan=True) + "\n").encode())
+            return self.value(self.exchange(dict(fields, op=op, nonce=nonce), nonce))
+        except Ended as ended:
+            self.ended = ended
+            raise
+
+    def exchange(self, request, nonce):
+        """Send one request; the next line, as the object answering it."""
+        try:
+            self.requests.write((json.dumps(request, allow_nan=True) + "\n").encode())
             self.requests.flush()
         except OSError:
             raise Ended("the sandbox ended") from None
@@ -78,14 +104,38 @@ class Sandbox:
             raise Ended("the sandbox ended" if not line else f"the sandbox's answer is over {self.reply_limit} bytes")
         try:
             reply = json.loads(line)
-            if type(reply) is not dict:
-                raise ValueError("not an object")
+            # Exactly the line the sandbox's loop writes for it: not a byte before, after or between.
+            answers = (type(reply) is dict and reply.get("nonce") == nonce and set(reply) in ANSWER_FIELDS
+                       and line == (json.dumps(reply, allow_nan=True) + "\n").encode())
+        except (ValueError, RecursionError):
+            answers = False
+        if not answers:
+            raise Ended(f"the sandbox's channel holds a line that is not the answer to its {request['op']!r} request")
+        return reply
+
+    def value(self, reply):
+        """The value in a reply, or the candidate's exception raised here."""
+        try:
             if "ok" in reply:
                 return python_data.decode(reply["ok"], 0, self.remote)
             error = reply["error"]
+            if type(error) is not dict:
+                raise ValueError("not an object")
         except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise Ended(f"the sandbox's answer is not plain data ({error})") from None
         raise self.candidate_error(error)
+
+    def finish(self):
+        """After the tests: one last round trip, then the end of the channel, with not a byte more.
+
+        Returns once every process holding the sandbox's end has ended (the runner's namespace and
+        process group go with it), so that a process which answered and then died, hung or left
+        bytes behind is a failed run."""
+        self.ask("finish")
+        self.requests.close()
+        if self.replies.read(1):
+            self.ended = Ended("the sandbox wrote past its last answer")
+            raise self.ended
 
     def candidate_error(self, error):
         """The candidate's exception, rebuilt here as a builtin exception of the same name where one exists."""
@@ -189,8 +239,14 @@ def judge(check, sandbox):
     stage = Stage()
     try:
         if check["code_context"] is None:
-            return run_tests(check, sandbox, stage)
-        return run_code_context(check, sandbox, stage)
+            run_tests(check, sandbox, stage)
+        else:
+            run_code_context(check, sandbox, stage)
+        if sandbox.decided is not None:  # the tests caught it; it stands
+            raise sandbox.decided
+        stage.name = "the end of the run"
+        sandbox.finish()
+        return "correct", ""
     except Decided as decided:
         return judge_decided(decided, stage)
     except Ended as ended:
@@ -198,6 +254,8 @@ def judge(check, sandbox):
     except BaseException as error:  # noqa: BLE001
         if sandbox.decided is not None:
             return judge_decided(sandbox.decided, stage)
+        if sandbox.ended is not None:  # the tests caught it; it stands too
+            return "ended", f"{sandbox.ended} (in {stage.name})"
         kind = "wrong_result" if stage.name != "the candidate" and isinstance(error, AssertionError) else "runtime_error"
         return kind, explain(kind, stage, error)
 
@@ -207,7 +265,8 @@ def judge_decided(decided, stage):
 
 
 def run_tests(check, sandbox, stage):
-    """MBPP and HumanEval: load the candidate there, then the setup, the tests and `check(...)` here."""
+    """MBPP and HumanEval: load the candidate there, then run the setup, the tests and `check(...)` here;
+    returns if they all ran without an exception."""
     sources = {"<setup>": check["setup"]}
     for number, test in enumerate(check["tests"], 1):
         sources[f"<test {number}>"] = test
@@ -229,9 +288,6 @@ def run_tests(check, sandbox, stage):
             raise sandbox.decided
         stage.name = {"<setup>": "the setup code", "<check>": sources.get("<check>")}.get(name, name.strip("<>"))
         exec(code, namespace)  # noqa: S102
-    if sandbox.decided is not None:  # the tests caught it; it stands
-        raise sandbox.decided
-    return "correct", ""
 
 
 def names_used(codes):
@@ -245,7 +301,8 @@ def names_used(codes):
 
 
 def run_code_context(check, sandbox, stage):
-    """DS-1000: run the code_context here, with `exec` sending each program to the sandbox."""
+    """DS-1000: run the code_context here, with `exec` sending each program to the sandbox; returns if
+    test_execution (and test_string) ran without an exception."""
     stage.name, stage.sources = "the code_context", {"<code_context>": check["code_context"]}
     context = {"__name__": "__code_context__"}
 
@@ -276,9 +333,6 @@ def run_code_context(check, sandbox, stage):
     if "test_string" in context:
         stage.name = "test_string"
         context["test_string"](check["candidate"])
-    if sandbox.decided is not None:
-        raise sandbox.decided
-    return "correct", ""
 
 
 def explain(kind, stage, error):

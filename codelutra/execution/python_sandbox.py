@@ -9,10 +9,13 @@ only and Python 3.8+, as the interpreter may be another environment's. It forks 
   on a pipe, one JSON line each way: load the candidate, call one of its functions, read or set an
   attribute of one of its objects, exec DS-1000's program. Every answer is plain data
   (`python_data`); an object that is not data stays here and the judge gets a number for it.
+  Each answer carries the nonce of the request it answers, which the judge checks.
 
 Whatever the candidate does here (patch this script, forge answers, write to the pipes, exit)
 changes only what data reaches the judge, or ends the run: the tests, the comparisons and the
-verdict are in the judge's process, out of reach.
+verdict are in the judge's process, out of reach. A line it writes on the channel itself counts
+only where it is exactly the one answer to the request being served (as if the call had returned
+that value); anything else there, before, after or in between, ends the run (`python_judge.Sandbox`).
 """
 
 import json
@@ -122,28 +125,33 @@ def run(job, profile, notes, report):
     os._exit(0)
 
 
-def serve(request_fd, reply_fd, write=os.write, dumps=json.dumps, loads=json.loads, BaseException=BaseException):
-    """Answer the judge's requests until it closes the pipe."""
+def serve(request_fd, reply_fd, write=os.write, dumps=json.dumps, loads=json.loads, BaseException=BaseException,
+          BrokenPipeError=BrokenPipeError):
+    """Answer the judge's requests until it closes the pipes."""
     requests = os.fdopen(request_fd, "rb")
     candidate = Candidate()
     while True:
         line = requests.readline()
         if not line:
             return
+        request = loads(line)
+        reply = {"nonce": request["nonce"]}  # which request this answers: the judge takes no other line
         try:
-            request = loads(line)
-            reply = {"ok": candidate.encode(candidate.answer(request))}
+            reply["ok"] = candidate.encode(candidate.answer(request))
         except BaseException as error:
             if isinstance(error, MemoryError):
                 candidate.forget()  # free what the candidate holds, to have room to answer
             try:
-                reply = {"error": candidate.describe(error)}
+                reply["error"] = candidate.describe(error)
             except BaseException:
-                reply = {"error": {"type": "MemoryError" if isinstance(error, MemoryError) else "Exception"}}
+                reply["error"] = {"type": "MemoryError" if isinstance(error, MemoryError) else "Exception"}
             del error
         data = (dumps(reply, allow_nan=True) + "\n").encode("utf-8", "surrogatepass")
-        while data:
-            data = data[write(reply_fd, data):]
+        try:
+            while data:
+                data = data[write(reply_fd, data):]
+        except BrokenPipeError:  # the judge has decided (a broken channel) and gone: the run is over, as at the end
+            return
 
 
 class Candidate:
@@ -156,6 +164,8 @@ class Candidate:
 
     def answer(self, request):
         op = request["op"]
+        if op == "finish":  # the judge's last round trip, after the tests: nothing to do but answer
+            return None
         if op == "load":
             return self.load(request["code"], request["setup"], request["names"])
         if op == "compile":

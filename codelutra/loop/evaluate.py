@@ -97,8 +97,13 @@ def _inputs(model, tasks, prompt, eval_cfg, max_new_tokens, verify, generation) 
 
 
 def _inputs_v1(model, tasks, prompt, eval_cfg, max_new_tokens, verify, generation, database=lambda t: t.db_path) -> dict:
-    """The inputs as version 1 recorded them (each database by its absolute path); `database` names a task's database."""
-    problems = json.dumps([(t.id, t.question, t.gold, database(t), t.tests, t.code_context) for t in tasks])
+    """The inputs as version 1 recorded them (each database by its absolute path); `database` names a task's database.
+
+    A preamble (HumanEval's prompt) changes what is judged; tasks without one hash as they did before it existed.
+    """
+    problems = json.dumps(
+        [(t.id, t.question, t.gold, database(t), t.tests, t.code_context) + ((t.preamble,) if t.preamble else ()) for t in tasks]
+    )
     return {
         "model": model,
         "tasks": {"n": len(tasks), "sha256": hashlib.sha256(problems.encode()).hexdigest()},

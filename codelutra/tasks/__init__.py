@@ -25,6 +25,7 @@ class Task:
     kind: str = "sql"  # "sql" or "python"
     tests: tuple[str, ...] = ()  # Python: test code run after the candidate (MBPP's asserts, HumanEval's `test`)
     setup: str = ""  # Python: run after the candidate, before the tests (MBPP's test_setup_code)
+    preamble: str = ""  # Python: the start of the program, before the candidate (HumanEval's prompt)
     entry_point: str | None = None  # HumanEval: `check(<entry_point>)` runs after the tests
     code_context: str | None = None  # DS-1000: defines test_execution(solution) and maybe test_string
 

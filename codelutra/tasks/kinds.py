@@ -78,7 +78,8 @@ PYTHON = TaskKind(
     answer=format_python_answer,
     extract=extract_python,
     check=lambda task, code: PythonCheck(
-        code, tests=task.tests, setup=task.setup, entry_point=task.entry_point, code_context=task.code_context
+        code, tests=task.tests, setup=task.setup, entry_point=task.entry_point, code_context=task.code_context,
+        preamble=task.preamble,
     ),
     verify=lambda checks, verify, progress: verify_python(
         checks, timeout_s=verify.timeout_s, workers=verify.workers, python=verify.python, progress=progress

@@ -154,7 +154,11 @@ def _mbpp_task(record: dict) -> Task:
 
 
 def _humaneval_task(record: dict) -> Task:
-    """HumanEval: the model completes `prompt` (a signature and docstring); `test` defines check(candidate)."""
+    """HumanEval: the model completes `prompt` (a signature and docstring); `test` defines check(candidate).
+
+    Judged as the official harness does (`prompt + completion`, then `test`, then `check(entry_point)`):
+    the prompt comes first in the program, so its imports and helper functions are in scope, and an
+    answer that restates the whole function replaces the prompt's stub."""
     prompt = _code_field(record, "prompt")
     solution = _code_field(record, "canonical_solution")
     entry_point = string_field(record, "entry_point")
@@ -167,6 +171,7 @@ def _humaneval_task(record: dict) -> Task:
         kind="python",
         tests=(_code_field(record, "test"),),
         entry_point=entry_point,
+        preamble=prompt,
     )
 
 
