@@ -368,11 +368,14 @@ def _rows(result: dict):
 
 def _cells(row) -> list[str]:
     arm, k, mean, low, high, accuracies, pass1, passn, pairs, gold, wall = row
-    optional = lambda value, fmt: "" if value is None else format(value, fmt)
     return [
         arm, str(k), f"{mean:.1%}", f"{low:.1%} - {high:.1%}", ", ".join(f"{a:.1%}" for a in accuracies),
-        optional(pass1, ".1%"), optional(passn, ".1%"), optional(pairs, ".0f"), optional(gold, ".0f"), f"{wall:.0f}",
+        _optional(pass1, ".1%"), _optional(passn, ".1%"), _optional(pairs, ".0f"), _optional(gold, ".0f"), f"{wall:.0f}",
     ]  # fmt: skip
+
+
+def _optional(value, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
 
 
 HEADERS = ("arm", "iter", "mean", "min - max", "per seed", "train pass@1", "train pass@n", "pairs", "gold chosen", "wall s")

@@ -29,7 +29,9 @@ def project_training_stage(model_path: str, task_set: str, pairs: list[Pair], ou
     from codelutra.training import trl_internals
     from codelutra.training.trainer import build_trainer, train_and_save
 
-    cfg = task_config(task_set).train.model_copy(update={"packing": packing, "epochs": 1.0})
+    # The paper's loss on whole answers, which TRL's own batches compute too (the anchor is the packed trainer's alone)
+    paper = {"anchor": 0.0, "rejected_window": None}
+    cfg = task_config(task_set).train.model_copy(update={"packing": packing, "epochs": 1.0, **paper})
     trainer = build_trainer(model_path, pairs, out_dir, cfg)
     parameters = parameters_of(trainer.model)
     train_and_save(trainer, out_dir, cfg)

@@ -87,7 +87,8 @@ def _trl_answer_logps(trainer, rows) -> tuple[torch.Tensor, torch.Tensor]:
     ids=["dual", "dpo", "sft", "full-fine-tuning", "truncated", "python"],
 )
 def test_packed_logps_loss_and_gradients_equal_trl(tiny_model_dir, tmp_path, pairs, cfg):
-    cfg = {"batch_size": len(pairs), "beta": 0.3, "sft_weight": 0.7, **cfg}
+    # TRL's own batches compute TRL's loss: the anchor (DPO-Positive) is the packed trainer's alone
+    cfg = {"batch_size": len(pairs), "beta": 0.3, "sft_weight": 0.7, "anchor": 0.0, **cfg}
     packed = build_trainer(tiny_model_dir, pairs, tmp_path / "packed", TrainConfig(**cfg), seed=0)
     plain = build_trainer(tiny_model_dir, pairs, tmp_path / "plain", TrainConfig(packing=False, **cfg), seed=0)
     for trainer in (packed, plain):

@@ -90,7 +90,7 @@ def test_kept_logprobs_equal_a_fresh_reference_pass(sampled, stopping_model_dir,
     assert len(kept) >= 3, "too few kept log-probs for a meaningful test"
     assert any(p["chosen_source"] == "gold" for p in pairs), "gold answers (not sampled) must be covered too"
 
-    trainer = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2))
+    trainer = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2, rejected_window=None))
     rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     batch = trainer.data_collator(rows)  # the packed batch training reads
     plain = DataCollatorForPreference(pad_token_id=trainer.processing_class.pad_token_id)(rows)
@@ -102,7 +102,7 @@ def test_kept_logprobs_equal_a_fresh_reference_pass(sampled, stopping_model_dir,
 def test_a_wrong_kept_value_is_not_recomputed(sampled, stopping_model_dir, tmp_path):
     """Training trusts a kept value whose tokens match: proof that the forward pass is skipped for it."""
     pairs = _pairs(sampled)
-    first = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2)).train_dataset
+    first = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2, rejected_window=None)).train_dataset
     # a pair whose rejected value in the batch is exactly the kept one (not recomputed), with tokens to cut
     target = next(
         p
@@ -110,10 +110,10 @@ def test_a_wrong_kept_value_is_not_recomputed(sampled, stopping_model_dir, tmp_p
         if p["rejected_sample"] and p["rejected_sample"]["token_ids"] and used == p["rejected_sample"]["logprob"]
     )
     target["rejected_sample"] = {**target["rejected_sample"], "logprob": -1234.5}
-    trainer = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2))
+    trainer = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2, rejected_window=None))
     assert -1234.5 in trainer.train_dataset["ref_rejected_logps"]
     target["rejected_sample"] = {**target["rejected_sample"], "token_ids": target["rejected_sample"]["token_ids"][:-1]}
-    trainer = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2))
+    trainer = _trainer(stopping_model_dir, pairs, tmp_path, TrainConfig(batch_size=2, rejected_window=None))
     assert -1234.5 not in trainer.train_dataset["ref_rejected_logps"], "tokens that differ from TRL's must be recomputed"
 
 
@@ -122,7 +122,7 @@ def test_a_wrong_kept_value_is_not_recomputed(sampled, stopping_model_dir, tmp_p
 def test_a_base_model_reference_uses_no_kept_logprob(sampled, stopping_model_dir, tiny_model_dir, tmp_path, packing):
     """train.reference: base. The sampler scored the answers under the policy, so every value is the base model's."""
     pairs = _pairs(sampled)
-    cfg = TrainConfig(batch_size=2, packing=packing)
+    cfg = TrainConfig(batch_size=2, packing=packing, anchor=50.0 if packing else 0.0, rejected_window=None)
     trainer = _trainer(stopping_model_dir, pairs, tmp_path, cfg, reference_path=tiny_model_dir)
     rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     plain = DataCollatorForPreference(pad_token_id=trainer.processing_class.pad_token_id)(rows)

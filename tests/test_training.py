@@ -15,6 +15,9 @@ from codelutra.config import TrainConfig
 from codelutra.models import load_model
 from codelutra.training.trainer import build_trainer, train_policy
 
+# The paper's loss on whole answers (the hand-computed formula below); the defaults add DPO-Positive's anchor and
+# cut rejected answers after their divergence (train.anchor, train.rejected_window), tested on their own at the end.
+PAPER = {"anchor": 0.0, "rejected_window": None}
 # On a GPU the trainer computes in bf16 (autocast), and these tests compare float32 values at 1e-4.
 FLOAT32_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="exact to 1e-4 in float32; a GPU trains in bf16")
 
@@ -88,7 +91,7 @@ def test_iteration_1_policy_differs_from_base(tiny_model_dir, iteration_1):
 @FLOAT32_ONLY
 def test_dual_loss_matches_formula_with_previous_iteration_as_reference(tiny_model_dir, iteration_1, tmp_path):
     beta, lam = 0.3, 0.7
-    cfg = TrainConfig(beta=beta, sft_weight=lam, batch_size=2)
+    cfg = TrainConfig(**PAPER, beta=beta, sft_weight=lam, batch_size=2)
     trainer = build_trainer(iteration_1, _pairs(), tmp_path, cfg, seed=0)
     _perturb_adapter(trainer.model, seed=1)
     loss, batch = _trainer_loss(trainer)
@@ -104,7 +107,7 @@ def test_dual_loss_matches_formula_with_previous_iteration_as_reference(tiny_mod
 def test_the_base_model_as_reference_of_a_later_iteration(tiny_model_dir, iteration_1, tmp_path):
     """train.reference: base. Iteration 2 starts from iteration 1's policy, its DPO term measured against the base."""
     beta, lam = 0.3, 0.7
-    cfg = TrainConfig(beta=beta, sft_weight=lam, batch_size=2)
+    cfg = TrainConfig(**PAPER, beta=beta, sft_weight=lam, batch_size=2)
     trainer = build_trainer(iteration_1, _pairs(), tmp_path, cfg, seed=0, reference_path=tiny_model_dir)
     assert trainer.ref_model is None, "the reference model is freed once its log-probs are computed"
     _perturb_adapter(trainer.model, seed=1)
@@ -119,7 +122,7 @@ def test_a_continued_adapter_trains_on_from_the_previous_policy(tiny_model_dir, 
     """train.lora_adapter: continued. Iteration 2 trains iteration 1's adapter on, on the base model, against
     iteration 1's policy as reference: so its DPO term starts at log 2, and the loss follows the formula."""
     adapter = (tiny_model_dir, str(Path(iteration_1).parent / "adapter"))
-    trainer = build_trainer(iteration_1, _pairs(), tmp_path / "dpo", TrainConfig(loss="dpo", batch_size=2), seed=0, adapter=adapter)
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path / "dpo", TrainConfig(**PAPER, loss="dpo", batch_size=2), seed=0, adapter=adapter)
     loss, _ = _trainer_loss(trainer)
     assert loss == pytest.approx(math.log(2), abs=1e-5), "at the start the policy is the reference, iteration 1"
     lora_b = [p for name, p in trainer.model.named_parameters() if "lora_B" in name]
@@ -128,7 +131,7 @@ def test_a_continued_adapter_trains_on_from_the_previous_policy(tiny_model_dir, 
     assert trainer.ref_model is None, "the reference model is freed once its log-probs are computed"
 
     beta, lam = 0.3, 0.7
-    trainer = build_trainer(iteration_1, _pairs(), tmp_path / "dual", TrainConfig(beta=beta, sft_weight=lam, batch_size=2), seed=0, adapter=adapter)
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path / "dual", TrainConfig(**PAPER, beta=beta, sft_weight=lam, batch_size=2), seed=0, adapter=adapter)
     _perturb_adapter(trainer.model, seed=1)
     loss, batch = _trainer_loss(trainer)
     assert loss == pytest.approx(_loss_by_hand(trainer.model, load_model(iteration_1), batch, beta, lam), rel=1e-4, abs=1e-5)
@@ -137,7 +140,7 @@ def test_a_continued_adapter_trains_on_from_the_previous_policy(tiny_model_dir, 
 @FLOAT32_ONLY
 def test_fresh_adapter_starts_at_log_2(iteration_1, tmp_path):
     """Policy == reference at the start of an iteration, so the DPO term is exactly log 2."""
-    trainer = build_trainer(iteration_1, _pairs(), tmp_path, TrainConfig(loss="dpo", batch_size=2), seed=0)
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path, TrainConfig(**PAPER, loss="dpo", batch_size=2), seed=0)
     loss, _ = _trainer_loss(trainer)
     assert loss == pytest.approx(math.log(2), abs=1e-5)
 
@@ -146,7 +149,7 @@ def test_fresh_adapter_starts_at_log_2(iteration_1, tmp_path):
 @pytest.mark.parametrize("loss_kind", ["dpo", "sft"])
 def test_ablation_losses_match_formula(iteration_1, tmp_path, loss_kind):
     beta = 0.2
-    trainer = build_trainer(iteration_1, _pairs(), tmp_path, TrainConfig(loss=loss_kind, beta=beta, batch_size=2), seed=0)
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path, TrainConfig(**PAPER, loss=loss_kind, beta=beta, batch_size=2), seed=0)
     _perturb_adapter(trainer.model, seed=2)
     loss, batch = _trainer_loss(trainer)
     reference = load_model(iteration_1)
@@ -170,8 +173,8 @@ def test_a_rejected_window_cuts_each_rejected_answer_after_its_divergence(iterat
     """train.rejected_window: the rejected side keeps its tokens up to `window` past the first one that differs
     from the chosen side; the loss is still the formula, on the cut answers, with their references computed anew."""
     beta, lam, window = 0.3, 0.7, 2
-    whole = build_trainer(iteration_1, _pairs(), tmp_path / "whole", TrainConfig(beta=beta, sft_weight=lam, batch_size=2), seed=0)
-    cfg = TrainConfig(beta=beta, sft_weight=lam, batch_size=2, rejected_window=window)
+    whole = build_trainer(iteration_1, _pairs(), tmp_path / "whole", TrainConfig(**PAPER, beta=beta, sft_weight=lam, batch_size=2), seed=0)
+    cfg = TrainConfig(beta=beta, sft_weight=lam, batch_size=2, anchor=0.0, rejected_window=window)
     trainer = build_trainer(iteration_1, _pairs(), tmp_path / "cut", cfg, seed=0)
     for full, cut in zip(whole.train_dataset, trainer.train_dataset):
         start = next(i for i, (c, r) in enumerate(zip(full["chosen_ids"], full["rejected_ids"])) if c != r)
@@ -187,8 +190,8 @@ def test_a_rejected_window_cuts_each_rejected_answer_after_its_divergence(iterat
 def test_the_anchor_raises_the_loss_where_the_chosen_answer_fell(iteration_1, tmp_path):
     """train.anchor (DPO-Positive) through the packed trainer: equal to plain DPO until a chosen answer falls below
     its reference, higher after."""
-    plain = build_trainer(iteration_1, _pairs(), tmp_path / "plain", TrainConfig(loss="dpo", batch_size=2), seed=0)
-    anchored_cfg = TrainConfig(loss="dpo", batch_size=2, anchor=20.0)
+    plain = build_trainer(iteration_1, _pairs(), tmp_path / "plain", TrainConfig(**PAPER, loss="dpo", batch_size=2), seed=0)
+    anchored_cfg = TrainConfig(loss="dpo", batch_size=2, anchor=20.0, rejected_window=None)
     anchored = build_trainer(iteration_1, _pairs(), tmp_path / "anchored", anchored_cfg, seed=0)
     assert _trainer_loss(anchored)[0] == pytest.approx(_trainer_loss(plain)[0], abs=1e-6) == pytest.approx(math.log(2), abs=1e-5)
     for trainer in (plain, anchored):

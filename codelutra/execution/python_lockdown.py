@@ -111,8 +111,11 @@ def call(function, *args):
 
 
 def mount(source, target, fstype, flags, data=None):
-    encode = lambda text: None if text is None else os.fsencode(text)
-    call(libc.mount, encode(source), encode(target), encode(fstype), flags, encode(data))
+    call(libc.mount, _encoded(source), _encoded(target), _encoded(fstype), flags, _encoded(data))
+
+
+def _encoded(text):
+    return None if text is None else os.fsencode(text)
 
 
 def make_mounts_read_only():

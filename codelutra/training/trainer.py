@@ -133,6 +133,8 @@ def build_trainer(
             task_type="CAUSAL_LM",
         )
     dataset = Dataset.from_list([preference_row(p, tokenizer) for p in pairs])
+    if cfg.anchor and not cfg.packing:  # a copy of a config (model_copy) is not validated again
+        raise UserError("train.anchor (DPO-Positive) is computed by the packed trainer only: set train.anchor=0 with packing false")
     if cfg.packing:
         from codelutra.training.packed_trainer import PackedDPOTrainer
 
