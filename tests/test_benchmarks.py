@@ -151,7 +151,8 @@ def test_speed_measures_verification_alone_on_given_samples(tmp_path, tiny_model
 def test_default_run_compares_two_commits(tmp_path, tiny_model_dir):
     results = tmp_path / "results"
     tiny = ["--set", f"model.name={tiny_model_dir}", "--set", "train_tasks.limit=2", "--set", "eval_tasks.limit=2",
-            "--set", "sampling.max_new_tokens=8", "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1"]
+            "--set", "sampling.max_new_tokens=8", "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1",
+            "--set", "max_iterations=1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "default_run.py"), "--before", "HEAD", "--after", "HEAD",

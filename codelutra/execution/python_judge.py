@@ -155,7 +155,7 @@ class Sandbox:
             try:
                 args = python_data.decode(error.get("args"))
                 rebuilt = kind(*args) if type(args) is tuple else kind(message)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 rebuilt = None
         rebuilt = rebuilt if rebuilt is not None else CandidateError(message)
         rebuilt.candidate_type, rebuilt.candidate_line = name, str(error.get("line") or "")
@@ -251,7 +251,7 @@ def judge(check, sandbox):
         return judge_decided(decided, stage)
     except Ended as ended:
         return "ended", f"{ended} (in {stage.name})"
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         if sandbox.decided is not None:
             return judge_decided(sandbox.decided, stage)
         if sandbox.ended is not None:  # the tests caught it; it stands too
@@ -287,7 +287,7 @@ def run_tests(check, sandbox, stage):
         if sandbox.decided is not None:
             raise sandbox.decided
         stage.name = {"<setup>": "the setup code", "<check>": sources.get("<check>")}.get(name, name.strip("<>"))
-        exec(code, namespace)  # noqa: S102
+        exec(code, namespace)
 
 
 def names_used(codes):
@@ -324,7 +324,7 @@ def run_code_context(check, sandbox, stage):
                 file.write(content)
 
     context["exec"] = sandboxed_exec
-    exec(compile(check["code_context"], "<code_context>", "exec", dont_inherit=True), context)  # noqa: S102
+    exec(compile(check["code_context"], "<code_context>", "exec", dont_inherit=True), context)
     template = context.get("exec_context")
     if isinstance(template, str) and "[insert]" in template:  # DS-1000 inserts the solution there
         sandbox.ask("compile", code=template.replace("[insert]", check["candidate"]))
@@ -339,7 +339,7 @@ def explain(kind, stage, error):
     """One line on what went wrong (the caller shortens it)."""
     try:
         message = str(error)[:500]
-    except Exception:  # noqa: BLE001
+    except Exception:
         message = "(unprintable)"
     name = getattr(error, "candidate_type", type(error).__name__)
     text = f"{name}: {message}" if message else name

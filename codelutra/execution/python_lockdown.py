@@ -253,7 +253,7 @@ def guard(scratch, report, SandboxViolation=SandboxViolation):
             return
         try:
             problem = check(args)
-        except Exception:  # noqa: BLE001
+        except Exception:
             problem = None  # arguments the call itself will reject
         if problem:
             if not reported:

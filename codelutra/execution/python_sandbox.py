@@ -101,7 +101,7 @@ def run(job, profile, notes, report):
     os.setsid()  # its own session and process group: what the supervisor kills
     try:
         levels = lockdown.lock_down(job, profile, notes)
-    except Exception as error:  # e.g. a hard limit below ours, for a caller without root  # noqa: BLE001
+    except Exception as error:  # e.g. a hard limit below ours, for a caller without root
         report("setup_error", detail=f"lock-down failed: {type(error).__name__}: {error}")
         os._exit(0)
     achieved = {name: levels[name] for name in ("network", "filesystem", "user", "processes")}
@@ -115,12 +115,12 @@ def run(job, profile, notes, report):
         try:
             serve(job["request_fd"], job["reply_fd"])
             report("done")  # the judge closed the pipe: the candidate did not end the run itself
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             os._exit(1)  # never back into main(): this process is the runner
         for stream in (sys.stdout, sys.stderr):  # what it printed, for the caller to quote (os._exit drops it)
             try:
                 stream.flush()
-            except Exception:  # noqa: BLE001, S110
+            except Exception:
                 pass
     os._exit(0)
 
@@ -197,10 +197,10 @@ class Candidate:
         """Run the candidate's code, then the setup code; answer with the names the tests use: data,
         modules' names, or numbers. The setup runs here too (MBPP's imports are the candidate's
         globals as well as the tests'); where it fails, it fails again in the judge, which says so."""
-        exec(self.compile(source), self.namespace)  # noqa: S102
+        exec(self.compile(source), self.namespace)
         try:
-            exec(compile(setup, "<setup>", "exec", dont_inherit=True), self.namespace)  # noqa: S102
-        except Exception:  # noqa: BLE001, S110
+            exec(compile(setup, "<setup>", "exec", dont_inherit=True), self.namespace)
+        except Exception:
             pass
         found, modules = {}, {}
         for name in names:
@@ -215,7 +215,7 @@ class Candidate:
     def exec_program(self, source, env):
         """DS-1000: run the program in `env`; answer with its variables and the files it wrote."""
         before = self.files()
-        exec(self.compile(source), env)  # noqa: S102
+        exec(self.compile(source), env)
         variables = {name: value for name, value in env.items()
                      if not name.startswith("__") and not isinstance(value, types.ModuleType)}
         written, total = {}, 0
@@ -254,11 +254,11 @@ class Candidate:
         """The error as data: its type's name, its arguments (as text if they are not data), the line."""
         try:
             args = python_data.encode(tuple(error.args))
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             args = None
         try:
             message = str(error)[:500]
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             message = "(unprintable)"
         return {"type": type(error).__name__, "args": args, "message": message, "line": self.failing_line(error),
                 "compile": bool(getattr(error, "codelutra_compile", False)), "memory": isinstance(error, MemoryError)}

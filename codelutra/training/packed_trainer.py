@@ -19,7 +19,7 @@ import torch
 from trl import DPOTrainer
 
 from codelutra.errors import UserError
-from codelutra.generation.onednn_linear import onednn_linear_layers as packed_linear_layers
+from codelutra.generation.onednn_linear import onednn_linear_layers
 from codelutra.training import trl_internals
 from codelutra.training.loss import preference_loss
 from codelutra.training.packing import (
@@ -62,14 +62,14 @@ class PackedDPOTrainer(DPOTrainer):
         What TRL's `compute_ref_log_probs` computes (the adapter disabled, or the frozen copy; cut at
         max_length the same way), but with the answers of a prompt sharing it and the prompts of a database
         their schema, instead of every sequence padded to its batch's longest: gold code, which the sampler
-        did not score, is most of what this pass computes. Its linear layers run packed for the CPU
-        (`packed_linear`): the weights do not change during the pass.
+        did not score, is most of what this pass computes. Its linear layers run on weights laid out once for oneDNN
+        (`onednn_linear`): the weights do not change during the pass.
         """
         unwrapped = self.accelerator.unwrap_model(self.model)
         model = self.ref_model or self.model
         adapter_off = unwrapped.disable_adapter() if self.ref_model is None and hasattr(unwrapped, "disable_adapter") else contextlib.nullcontext()
         values = [0.0] * len(sequences)
-        with torch.no_grad(), adapter_off, self.accelerator.autocast(), packed_linear_layers(model):
+        with torch.no_grad(), adapter_off, self.accelerator.autocast(), onednn_linear_layers(model):
             for chunk in _trees_of(sequences, REFERENCE_TREE_TOKENS):
                 # each sequence as a pair of itself: pack_pairs computes an answer repeated for a prompt once
                 rows = [{"prompt_ids": sequences[i][0], "chosen_ids": sequences[i][1], "rejected_ids": sequences[i][1]} for i in chunk]
