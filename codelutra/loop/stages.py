@@ -89,6 +89,7 @@ def generate_completions(
         return read_jsonl(out_path)
     kind = kind_of(tasks)
     from codelutra.generation.backends import open_backend
+    from codelutra.generation.constrain import prompt_grammars
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")
@@ -110,6 +111,7 @@ def generate_completions(
                     answer_prefix=kind.answer_prefix(prompt),
                     params=replace(params, seed=params.seed + start),
                     progress=advance,
+                    grammars=prompt_grammars(chunk, generation.constrain),
                 )
                 for task, completions in zip(chunk, outputs):
                     row = sample_row(task.id, completions)

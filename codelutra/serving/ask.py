@@ -39,13 +39,17 @@ def read_schema(db: str, style: str) -> str:
 def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 0) -> Answer:
     """Generate a query for `question` (greedily, or `vote` samples and vote) and run it on `db`."""
     from codelutra.generation.backends import open_backend
+    from codelutra.generation.constrain import prompt_grammars
 
     read_schema(db, cfg.prompt.schema_style)  # a bad --db fails here, before the model loads
     task = Task(id="ask", question=question, gold="", db_path=db)
     sampling = dict(n=vote, temperature=cfg.eval.vote_temperature, top_p=cfg.eval.vote_top_p) if vote else {}
     params = SamplingParams(max_new_tokens=SQL.max_new_tokens(cfg.eval.max_new_tokens), batch_size=cfg.eval.batch_size, keep_logprobs=True, **sampling)
+    grammars = prompt_grammars([task], cfg.generation.constrain)
     with open_backend(cfg.generation, model_path) as generate:
-        [completions] = generate([SQL.messages(task, cfg.prompt)], answer_prefix=SQL.answer_prefix(cfg.prompt), params=params)
+        [completions] = generate(
+            [SQL.messages(task, cfg.prompt)], answer_prefix=SQL.answer_prefix(cfg.prompt), params=params, grammars=grammars
+        )
     sqls = [SQL.extract(c.text) for c in completions]
     [ballots] = cast_ballots(
         [(db, sqls, [c.logprob for c in completions])], timeout_s=cfg.verify.timeout_s, workers=cfg.verify.workers
