@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="folder for eval.json and samples (default: eval_results/<model>__<tasks>)")
     ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], help="how to generate (config: generation.backend)")
     ev.add_argument("--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:8000/v1 (config: generation.base_url)")
-    ev.add_argument("--constrain", choices=["none", "schema"], help="SQL answers under the database's grammar (config: generation.constrain)")
+    ev.add_argument("--constrain", choices=["none", "schema"],
+                    help="SQL answers under the database's grammar (config: generation.constrain)")
     ev.add_argument("--vote", type=int, default=None, metavar="N",
                     help="SQL: also answer by voting over N sampled candidates, reported beside greedy (config: eval.vote)")
     ev.set_defaults(handler=_eval)
@@ -143,7 +144,8 @@ def _add_serving_commands(sub) -> None:
     ask.add_argument("--db", required=True, help="the database the query runs on (a SQLite file)")
     ask.add_argument("--vote", type=int, default=None, metavar="N", help="sample N queries and answer with the voted one (config: eval.vote)")
     ask.add_argument("--show-schema", action="store_true", help="print the schema the model is shown")
-    ask.add_argument("--constrain", choices=["none", "schema"], help="the query under the database's grammar (config: generation.constrain)")
+    ask.add_argument("--constrain", choices=["none", "schema"],
+                     help="the query under the database's grammar (config: generation.constrain)")
     ask.add_argument("--max-rows", type=int, default=20, help="rows of the result to print (default 20)")
     ask.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
     ask.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")

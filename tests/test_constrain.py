@@ -226,8 +226,9 @@ def test_constrained_answers_parse_and_name_only_the_schema(sql_model_dir, db, s
     prompts = _prompts(db)
     free = generate(model, tokenizer, prompts, answer_prefix=PREFIX, params=params, shared_prefix=shared_prefix)
     answers = generate(
-        model, tokenizer, prompts, answer_prefix=PREFIX, params=params, shared_prefix=shared_prefix, grammars=[grammar] * len(prompts)
-    )
+        model, tokenizer, prompts, answer_prefix=PREFIX, params=params, shared_prefix=shared_prefix,
+        grammars=[grammar] * len(prompts),
+    )  # fmt: skip
     free_faults = [_name_or_syntax_fault(db, extract_sql(s.text) or "") for row in free for s in row if not s.truncated]
     assert any(free_faults) or all(s.truncated for row in free for s in row), "unconstrained, the model should go wrong"
     finished = [s for row in answers for s in row if not s.truncated]
@@ -332,5 +333,6 @@ def test_ask_answers_under_the_grammar(sql_model_dir, db, tokenizer):
     assert cfg.generation.constrain == "schema"
     grammar = schema_grammar(db)
     constrained = ask(sql_model_dir, db, "Oldest singer?", cfg).sql
-    assert constrained and Grammars(tokenizer).start(grammar).consume_tokens(tokenizer(constrained, add_special_tokens=False).input_ids)
+    tokens = tokenizer(constrained or "", add_special_tokens=False).input_ids
+    assert constrained and Grammars(tokenizer).start(grammar).consume_tokens(tokens)
     assert ask(sql_model_dir, db, "Oldest singer?", load_config(None, ["eval.max_new_tokens=24"])).sql != constrained

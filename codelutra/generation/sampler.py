@@ -262,7 +262,8 @@ def _masked_sampling(constrained: Grammars, matchers, prompt_length: int, end_id
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     if params.greedy:
-        return dict(do_sample=False, logits_processor=LogitsProcessorList([GrammarMask(constrained, matchers, prompt_length, end_ids)]))
+        mask = GrammarMask(constrained, matchers, prompt_length, end_ids)
+        return dict(do_sample=False, logits_processor=LogitsProcessorList([mask]))
     warpers = [TemperatureLogitsWarper(params.temperature), TopKLogitsWarper(TOP_K)]
     warpers += [TopPLogitsWarper(params.top_p)] if params.top_p < 1.0 else []
     mask = GrammarMask(constrained, matchers, prompt_length, end_ids, warpers)

@@ -21,7 +21,8 @@ What a context-free grammar can and cannot say about names, and what this one sa
 Whitespace is free where the model's habits vary (up to 16 spaces, tabs and newlines at a time, so that a model
 cannot spend its token budget on blanks; none needed around punctuation)
 and required between two words, as SQLite requires; a word before "(" needs none where the habit is to write
-none (`count(`, `IN(`, `distinct(col)`: the lexer cannot look ahead, so `distinct(` is one terminal). The answer prefix has opened the ```sql block: the grammar
+none (`count(`, `IN(`, `distinct(col)`: the lexer cannot look ahead, so `distinct(` is one terminal).
+The answer prefix has opened the ```sql block: the grammar
 covers the query, an optional `;`, then the closing fence, after which only end-of-turn is allowed.
 Left out: WITH (its names would have to be free tables), window functions, VALUES, blobs, comments.
 """
