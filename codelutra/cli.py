@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="folder for eval.json and samples (default: eval_results/<model>__<tasks>)")
     ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], help="how to generate (config: generation.backend)")
     ev.add_argument("--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:8000/v1 (config: generation.base_url)")
+    ev.add_argument("--constrain", choices=["none", "schema"],
+                    help="SQL answers under the database's grammar (config: generation.constrain)")
     ev.add_argument("--vote", type=int, default=None, metavar="N",
                     help=f"SQL: also answer by voting over N (at most {MAX_VOTE}) sampled candidates, reported beside "
                          "greedy (config: eval.vote)")
@@ -125,7 +127,7 @@ def _eval(args) -> int:
         overrides.append(f"generation.backend={args.backend}")
     if args.base_url:
         overrides.append(f"generation.base_url={args.base_url}")
-    overrides += _vote_override(args)
+    overrides += _vote_override(args) + _constrain_override(args)
     cfg = load_config(args.config, overrides)
     if cfg.generation.backend != "openai":
         model = resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
@@ -166,6 +168,8 @@ def _add_serving_commands(sub, max_vote: int) -> None:
     ask.add_argument("--vote", type=int, default=None, metavar="N",
                      help=f"sample N queries (at most {max_vote}) and answer with the voted one (config: eval.vote)")
     ask.add_argument("--show-schema", action="store_true", help="print the schema the model is shown")
+    ask.add_argument("--constrain", choices=["none", "schema"],
+                     help="the query under the database's grammar (config: generation.constrain)")
     ask.add_argument("--max-rows", type=int, default=20, help="rows of the result to print (default 20)")
     ask.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
     ask.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
@@ -189,6 +193,10 @@ def _vote_override(args) -> list[str]:
     return [f"eval.vote={args.vote}"]
 
 
+def _constrain_override(args) -> list[str]:
+    return [f"generation.constrain={args.constrain}"] if args.constrain else []
+
+
 def _ask(args) -> int:
     from codelutra.config import load_config
     from codelutra.console import console, tables
@@ -203,7 +211,7 @@ def _ask(args) -> int:
         db = usable_address(args.db)
     except BadAddress as error:
         raise UserError(f"--db: {error}") from None  # not echoed: it may hold a password
-    cfg = load_config(args.config, list(args.set) + _vote_override(args))
+    cfg = load_config(args.config, list(args.set) + _vote_override(args) + _constrain_override(args))
     if cfg.generation.backend == "openai" and not args.model:
         raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
     model = args.model if cfg.generation.backend == "openai" else resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))

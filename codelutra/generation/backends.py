@@ -30,8 +30,12 @@ class Generate(Protocol):
         answer_prefix: str,
         params: SamplingParams,
         progress: Callable[[int], None] | None = None,
+        grammars: Sequence[str | None] | None = None,
     ) -> list[list[Candidate]]:
         """For each chat prompt, in input order, `params.n` completions.
+
+        `grammars`, one per prompt (None: unconstrained), restrict each prompt's completions to a grammar
+        (`codelutra.generation.constrain`); the openai backend takes none (the config refuses it).
 
         Every completion is the whole answer: it starts with `answer_prefix` (an opening code fence)
         however the backend got there. `progress(k)` is called with the number of prompts just finished.
@@ -54,7 +58,7 @@ def open_backend(generation: GenerationConfig, model: str) -> Iterator[Generate]
     elif generation.backend == "vllm":
         from codelutra.generation.vllm_backend import open_vllm
 
-        with open_vllm(model) as generate:
+        with open_vllm(model, constrained=generation.constrain != "none") as generate:
             yield generate
     else:
         from codelutra.generation.openai_backend import Endpoint

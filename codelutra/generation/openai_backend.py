@@ -52,8 +52,11 @@ class Endpoint:
         answer_prefix: str,
         params: SamplingParams,  # batch_size: the server batches, `concurrency` requests are in flight
         progress: Callable[[int], None] | None = None,
+        grammars: Sequence[str | None] | None = None,
     ) -> list[list[Candidate]]:
         """Texts, and whether the server cut each at max_tokens (finish_reason "length"); no tokens or log-probs."""
+        if grammars is not None and any(g is not None for g in grammars):
+            raise ValueError("the openai backend cannot decode under a grammar (generation.constrain)")
         sampling = {
             "n": params.n,
             "temperature": params.temperature,

@@ -21,6 +21,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from codelutra.candidates import Candidate
+from codelutra.generation.constrain import GrammarMask, Grammars, advance
 from codelutra.generation.prefix_cache import (
     KVBatch,
     PrefixCaches,
@@ -74,6 +75,7 @@ def generate(
     params: SamplingParams = SamplingParams(),
     progress: Callable[[int], None] | None = None,
     shared_prefix: bool = True,
+    grammars: Sequence[str | None] | None = None,
 ) -> list[list[Candidate]]:
     """Return, for each chat prompt, `params.n` completions (see `Generate` in backends.py).
 
@@ -85,6 +87,8 @@ def generate(
     attention takes no 4-D masks (FlashAttention).
     Greedy answers are the same on both paths; random samples are drawn from the same distribution but
     not the same random numbers (rows are drawn in another order).
+    `grammars` (one per prompt, None for none: `codelutra.generation.constrain.prompt_grammars`) restricts each
+    prompt's answers to its grammar; kept log-probabilities stay the unconstrained model's.
     """
     texts = [render_prompt(tokenizer, p, answer_prefix) for p in prompts]
     model.eval()
@@ -92,10 +96,11 @@ def generate(
     if shared_prefix and not supports_shared_prefix(model):
         warnings.warn(f"{type(model).__name__}: cache or attention unfit for shared-prefix reuse; sampling with plain generate", stacklevel=2)
         shared_prefix = False
+    grammars = list(grammars) if grammars is not None else [None] * len(texts)
     if not shared_prefix:
-        return _generate_plain(model, tokenizer, texts, answer_prefix, params, progress)
+        return _generate_plain(model, tokenizer, texts, answer_prefix, params, progress, grammars)
     with shared_context_attention_on(model) as share:
-        return _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, share)
+        return _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, share, grammars)
 
 
 @dataclass
@@ -108,9 +113,10 @@ class _Row:
     logprob: float = 0.0  # of its tokens so far (raw logits), and of end-of-turn once scored
     scoring_end: bool = False  # its answer ended without end-of-turn: one more step scores end-of-turn
     budget_spent: bool = False  # it ran to max_new_tokens
+    matcher: object = None  # its grammar's state (llguidance), None where unconstrained
 
 
-def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, share: bool) -> list[list[Candidate]]:
+def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, share: bool, grammars) -> list[list[Candidate]]:
     """The shared-prefix path: prefill shared runs once (prefix_cache), decode with rows joining and leaving.
 
     With `share`, rows that share a context read it once per step (`shared_attention`); otherwise each row
@@ -119,11 +125,13 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, s
     With `keep_logprobs`, each step's logits are scored as they come (log-softmax, the sampled token and
     end-of-turn gathered) and released: no step's full-vocabulary tensor outlives the step. An answer that
     ends at its closing fence or at max_new_tokens stays one step more to have its end-of-turn scored.
+    Under a grammar, tokens are chosen from masked logits and scored on the raw ones.
     """
     n, keep, max_new_tokens = params.n, params.keep_logprobs, params.max_new_tokens
     order, leaves = plan_prefix_tree([tokenizer(t, add_special_tokens=False).input_ids for t in texts])
     caches, queue = PrefixCaches(model), deque(order)
     choose = _token_chooser(params)
+    constrained = Grammars(tokenizer) if any(g is not None for g in grammars) else None
     fence = StopAfterClosingFence(tokenizer, 0, answer_prefix.count("```"))
     eos, end_ids = tokenizer.eos_token_id, {tokenizer.eos_token_id, tokenizer.pad_token_id}
     results: list[list[Candidate | None]] = [[None] * n for _ in texts]
@@ -137,7 +145,7 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, s
         if queue and (not rows or free >= admit_at):
             admitted = [queue.popleft() for _ in range(min(len(queue), max(1, free // n)))]
             joining = KVBatch.prefill(model, caches, [leaves[i] for i in admitted], n, share)
-            rows += [_Row(i, j) for i in admitted for j in range(n)]
+            rows += [_Row(i, j, matcher=constrained and constrained.start(grammars[i])) for i in admitted for j in range(n)]
             if batch is None or batch.rows == 0:
                 batch = joining
             else:
@@ -145,7 +153,11 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, s
         deciding = torch.tensor([not row.scoring_end for row in rows], device=batch.logits.device)
         tokens = torch.full((len(rows),), eos, device=batch.logits.device)
         if deciding.any():
-            tokens[deciding] = choose(batch.logits[deciding])
+            matchers = [row.matcher for row in rows if not row.scoring_end]
+            logits = batch.logits[deciding]
+            tokens[deciding] = choose(constrained.masked(logits, matchers) if constrained else logits)
+            if constrained:
+                advance(matchers, tokens[deciding].tolist())
         if keep:  # scored now, the step's full-vocabulary tensor released
             logprobs = batch.logits.log_softmax(-1)
             token_logprobs, end_logprobs = logprobs.gather(1, tokens[:, None])[:, 0].tolist(), logprobs[:, eos].tolist()
@@ -184,12 +196,13 @@ def _generate_shared(model, tokenizer, texts, answer_prefix, params, progress, s
     return results
 
 
-def _generate_plain(model, tokenizer, texts, answer_prefix, params, progress) -> list[list[Candidate]]:
+def _generate_plain(model, tokenizer, texts, answer_prefix, params, progress, grammars) -> list[list[Candidate]]:
     """The plain path: `model.generate` over batches of prompts, shortest first, with left padding.
 
     A batch holds batch_size // n prompts. With `params.keep_logprobs`, generate holds every step's raw
     logits until the batch ends: steps x batch x vocabulary floats (0.4 GB for SmolLM2 at the default
-    64 tokens and 32 sequences).
+    64 tokens and 32 sequences). Under a grammar, the mask runs before the sampling warpers (`GrammarMask`),
+    and the kept logits are still the raw ones.
     """
     n, keep_logprobs, max_new_tokens = params.n, params.keep_logprobs, params.max_new_tokens
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
@@ -202,13 +215,18 @@ def _generate_plain(model, tokenizer, texts, answer_prefix, params, progress) ->
     else:
         sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=TOP_K)
     end_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    constrained = Grammars(tokenizer) if any(g is not None for g in grammars) else None
     for start in range(0, len(order), prompts_per_batch):
         batch = order[start : start + prompts_per_batch]
         enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(model.device)
+        masks = {}
+        if constrained:
+            matchers = [constrained.start(grammars[i]) for i in batch for _ in range(n)]
+            masks = _masked_sampling(constrained, matchers, enc.input_ids.shape[1], end_ids, params)
         out = model.generate(
             **enc,
-            **sampling,
+            **(masks or sampling),
             # One step more when keeping log-probs: an answer cut at max_new_tokens gets its end-of-turn scored too.
             max_new_tokens=max_new_tokens + keep_logprobs,
             num_return_sequences=n,
@@ -240,6 +258,20 @@ def _generate_plain(model, tokenizer, texts, answer_prefix, params, progress) ->
     return results
 
 
+def _masked_sampling(constrained: Grammars, matchers, prompt_length: int, end_ids: set[int], params: SamplingParams) -> dict:
+    """`generate`'s sampling arguments with the grammar's mask first, then the warpers `sampling` would have made."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    if params.greedy:
+        mask = GrammarMask(constrained, matchers, prompt_length, end_ids)
+        return dict(do_sample=False, logits_processor=LogitsProcessorList([mask]))
+    warpers = [TemperatureLogitsWarper(params.temperature), TopKLogitsWarper(TOP_K)]
+    warpers += [TopPLogitsWarper(params.top_p)] if params.top_p < 1.0 else []
+    mask = GrammarMask(constrained, matchers, prompt_length, end_ids, warpers)
+    # generate's own warpers off (it would run them before a processor passed to it): the mask runs them itself.
+    return dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, logits_processor=LogitsProcessorList([mask]))
+
+
 def _token_chooser(params: SamplingParams) -> Callable[[torch.Tensor], torch.Tensor]:
     """Next tokens from raw logits as `generate` picks them: argmax, or a draw from `sampling_distribution`."""
     if params.greedy:
@@ -266,7 +298,8 @@ def sampling_distribution(logits: torch.Tensor, params: SamplingParams) -> tuple
     k = min(TOP_K, scaled.shape[-1])
     values, tokens = scaled.topk(k)  # sorted, most likely first
     kth = values[:, -1:]
-    tied = int((scaled >= kth).sum(-1).max())  # TopKLogitsWarper keeps every token tied with the k-th (bf16 logits tie)
+    # TopKLogitsWarper keeps every token tied with the k-th (bf16 logits tie); -inf ones (a grammar's mask) get no mass.
+    tied = int(((scaled >= kth) & (scaled > float("-inf"))).sum(-1).max())
     if tied > k:
         values, tokens = scaled.topk(tied)
         values = values.masked_fill(values < kth, float("-inf"))

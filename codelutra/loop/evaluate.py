@@ -111,7 +111,10 @@ def _inputs_v1(model, tasks, prompt, eval_cfg, max_new_tokens, verify, generatio
             "prompt": prompt.model_dump(mode="json"),
             "eval": {**eval_cfg.model_dump(mode="json", exclude={"batch_size"}), "max_new_tokens": max_new_tokens},
             "verify": verify.model_dump(mode="json", exclude={"workers"}),
-            "generation": generation.model_dump(mode="json", include={"backend", "base_url"}),
+            # constrain only where on, so that folders written before it existed still match an unconstrained evaluation
+            "generation": generation.model_dump(
+                mode="json", include={"backend", "base_url"} | ({"constrain"} if generation.constrain != "none" else set())
+            ),
         },
     }
 

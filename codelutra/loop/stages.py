@@ -106,6 +106,7 @@ def generate_completions(
         return [sampled_candidates(row) for row in read_jsonl(out_path)]
     kind = tasks.kind
     from codelutra.generation.backends import open_backend
+    from codelutra.generation.constrain import prompt_grammars
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")
@@ -127,6 +128,7 @@ def generate_completions(
                     answer_prefix=kind.answer_prefix(prompt),
                     params=replace(params, seed=params.seed + start),
                     progress=advance,
+                    grammars=prompt_grammars(chunk, generation.constrain),
                 )
                 for task, completions in zip(chunk, outputs):
                     row = sample_row(task.id, completions)

@@ -43,6 +43,7 @@ def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 
     prompt longer than the model's context is refused here, before the model's weights load.
     """
     from codelutra.generation.backends import open_backend
+    from codelutra.generation.constrain import prompt_grammars
     from codelutra.loop.stages import prompts_too_long
 
     if not question.strip():
@@ -56,8 +57,11 @@ def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 
         raise UserError(f"question: {reason} ({length})")
     sampling = dict(n=vote, temperature=cfg.eval.vote_temperature, top_p=cfg.eval.vote_top_p) if vote else {}
     params = SamplingParams(max_new_tokens=max_new_tokens, batch_size=cfg.eval.batch_size, keep_logprobs=True, **sampling)
+    grammars = prompt_grammars([task], cfg.generation.constrain)
     with open_backend(cfg.generation, model_path) as generate:
-        [completions] = generate([SQL.messages(task, cfg.prompt)], answer_prefix=SQL.answer_prefix(cfg.prompt), params=params)
+        [completions] = generate(
+            [SQL.messages(task, cfg.prompt)], answer_prefix=SQL.answer_prefix(cfg.prompt), params=params, grammars=grammars
+        )
     sqls = [SQL.extract(c.text) for c in completions]
     [ballots] = cast_ballots(
         [(db, sqls, [c.logprob for c in completions])], timeout_s=cfg.verify.timeout_s, workers=cfg.verify.workers

@@ -21,6 +21,28 @@ class Table:
     foreign_keys: list[tuple[list[str], str, list[str]]] = field(default_factory=list)  # (columns, parent, parent columns)
 
 
+def sqlite_tables(address: str) -> list[Table]:
+    """A SQLite database's tables, columns and primary keys: the names `render_schema` shows; opened read-only."""
+    import sqlite3
+    from pathlib import Path
+
+    path = local_file(address)
+    if not Path(path).is_file():
+        raise UserError(f"{path}: database not found")
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        names = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        ).fetchall()
+        tables = []
+        for (name,) in names:
+            info = db.execute("SELECT name, type, pk FROM pragma_table_info(?)", (name,)).fetchall()
+            tables.append(Table(name, [(c, t) for c, t, _ in info], [c for c, _, pk in sorted(info, key=lambda r: r[2]) if pk]))
+        return tables
+    finally:
+        db.close()
+
+
 def read_tables(address: str) -> list[Table]:
     """The tables of a DuckDB or PostgreSQL database, in creation order."""
     engine = engine_of(address)
