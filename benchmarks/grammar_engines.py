@@ -1,6 +1,6 @@
 """Which grammar engine for `generation.constrain: schema`: llguidance against xgrammar, on Spider's databases.
 
-For each database, the schema grammar (`codelutra.generation.sql_grammar`) is compiled for SmolLM2's tokenizer,
+For each database, the schema grammar (`codelutra.tasks.sql_grammar`) is compiled for SmolLM2's tokenizer,
 then the token mask is computed at every step of some of the database's gold answers (the query, a newline and
 the closing fence), each token consumed after its mask, as in decoding. llguidance takes the grammar as written;
 xgrammar takes it through `Grammar.from_lark` after two rewrites it needs (hex escapes as `\\uXXXX`, the alias
@@ -82,8 +82,8 @@ def main() -> int:
     if not (SPIDER / "train_spider.json").is_file():
         print(f"no Spider data at {SPIDER}", file=sys.stderr)
         return 2
-    from codelutra.generation.sql_grammar import schema_grammar
     from codelutra.models import EMBEDDED_DEFAULT, load_tokenizer, resolve_model
+    from codelutra.tasks.sql_grammar import schema_grammar
 
     tokenizer = load_tokenizer(resolve_model(EMBEDDED_DEFAULT))
     gold = defaultdict(list)

@@ -12,12 +12,12 @@ import torch
 
 from codelutra.config import load_config
 from codelutra.errors import UserError
-from codelutra.generation.constrain import Grammars, allowed_tokens, prompt_grammars
+from codelutra.generation.constrain import Grammars, allowed_tokens
 from codelutra.generation.sampler import generate
-from codelutra.generation.sql_grammar import schema_grammar
 from codelutra.generation.types import SamplingParams, render_prompt
 from codelutra.models import load_model, load_tokenizer
 from codelutra.tasks import Task
+from codelutra.tasks.sql_grammar import prompt_grammars, schema_grammar
 from tests.conftest import shared_dataset
 
 PREFIX = "```sql\n"

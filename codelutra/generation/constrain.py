@@ -24,29 +24,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor
 
-from codelutra.errors import UserError
-from codelutra.execution.engines import engine_of
-from codelutra.tasks import Task
-
 CONSTRAINTS = ("none", "schema")
-
-
-def prompt_grammars(tasks: Sequence[Task], constrain: str) -> list[str | None] | None:
-    """Per task, the grammar its answer is decoded under: None for every task when `constrain` is none,
-    and for Python tasks, which are not constrained; SQL on a database other than SQLite is refused."""
-    if constrain == "none":
-        return None
-    from codelutra.generation.sql_grammar import schema_grammar
-
-    grammars = []
-    for task in tasks:
-        if task.kind != "sql":
-            grammars.append(None)
-            continue
-        if engine_of(task.db_path) != "sqlite":
-            raise UserError(f"generation.constrain=schema: the grammar is SQLite's, and {task.db_path} is not a SQLite database")
-        grammars.append(schema_grammar(task.db_path))
-    return grammars
 
 
 @functools.lru_cache(maxsize=4)

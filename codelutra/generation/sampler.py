@@ -87,7 +87,7 @@ def generate(
     attention takes no 4-D masks (FlashAttention).
     Greedy answers are the same on both paths; random samples are drawn from the same distribution but
     not the same random numbers (rows are drawn in another order).
-    `grammars` (one per prompt, None for none: `codelutra.generation.constrain.prompt_grammars`) restricts each
+    `grammars` (one per prompt, None for none: `codelutra.tasks.sql_grammar.prompt_grammars`) restricts each
     prompt's answers to its grammar; kept log-probabilities stay the unconstrained model's.
     """
     texts = [render_prompt(tokenizer, p, answer_prefix) for p in prompts]

@@ -6,6 +6,8 @@ redone, so re-running the same command after a crash resumes at the first missin
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import random
 import threading
 import time
@@ -277,3 +279,18 @@ def stage_timer(path: Path, stage: str, artifact: Path, heartbeat_s: float = HEA
         stop.set()
         heart.join()
         write()
+        release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Give the memory a finished stage freed back to the system before the next stage allocates its own.
+
+    A stage's models and caches are freed when it ends, but glibc keeps freed heap for reuse, so a two-iteration
+    run's largest process would carry the first iteration's leftovers into the second's training. `malloc_trim`
+    is glibc's; elsewhere the collector's pass is all there is.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -106,7 +106,7 @@ def generate_completions(
         return [sampled_candidates(row) for row in read_jsonl(out_path)]
     kind = tasks.kind
     from codelutra.generation.backends import open_backend
-    from codelutra.generation.constrain import prompt_grammars
+    from codelutra.tasks.sql_grammar import prompt_grammars
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")

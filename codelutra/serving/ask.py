@@ -43,8 +43,8 @@ def ask(model_path: str, db: str, question: str, cfg: RunConfig, *, vote: int = 
     prompt longer than the model's context is refused here, before the model's weights load.
     """
     from codelutra.generation.backends import open_backend
-    from codelutra.generation.constrain import prompt_grammars
     from codelutra.loop.stages import prompts_too_long
+    from codelutra.tasks.sql_grammar import prompt_grammars
 
     if not question.strip():
         raise UserError("question: empty; ask something about the database")

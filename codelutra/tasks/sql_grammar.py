@@ -31,7 +31,11 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 
+from codelutra.errors import UserError
+from codelutra.execution.engines import engine_of
+from codelutra.tasks import Task
 from codelutra.tasks.catalog import sqlite_tables
 
 # Words the grammar uses as keywords: an alias may not be one, and a table or column named so must be quoted.
@@ -155,3 +159,19 @@ def _ascii_case_free(text: str) -> str:
         return f"\\x{{{ord(c):x}}}"
 
     return "".join(char(c) for c in text)
+
+
+def prompt_grammars(tasks: Sequence[Task], constrain: str) -> list[str | None] | None:
+    """Per task, the grammar its answer is decoded under: None for every task when `constrain` is none,
+    and for Python tasks, which are not constrained; SQL on a database other than SQLite is refused."""
+    if constrain == "none":
+        return None
+    grammars = []
+    for task in tasks:
+        if task.kind != "sql":
+            grammars.append(None)
+            continue
+        if engine_of(task.db_path) != "sqlite":
+            raise UserError(f"generation.constrain=schema: the grammar is SQLite's, and {task.db_path} is not a SQLite database")
+        grammars.append(schema_grammar(task.db_path))
+    return grammars
