@@ -7,7 +7,11 @@ transaction that is rolled back).
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from codelutra.errors import UserError
 from codelutra.execution.engines import engine_of, local_file, missing_driver
@@ -21,26 +25,31 @@ class Table:
     foreign_keys: list[tuple[list[str], str, list[str]]] = field(default_factory=list)  # (columns, parent, parent columns)
 
 
-def sqlite_tables(address: str) -> list[Table]:
-    """A SQLite database's tables, columns and primary keys: the names `render_schema` shows; opened read-only."""
-    import sqlite3
-    from pathlib import Path
+# The user's tables of a SQLite database (name, CREATE statement), in creation order.
+SQLITE_TABLES = "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
 
+
+@contextmanager
+def read_only_sqlite(address: str) -> Iterator[sqlite3.Connection]:
+    """A SQLite database opened so that reading it can never change it; a missing file is the user's error."""
     path = local_file(address)
     if not Path(path).is_file():
         raise UserError(f"{path}: database not found")
     db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
-        names = db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-        ).fetchall()
+        yield db
+    finally:
+        db.close()
+
+
+def sqlite_tables(address: str) -> list[Table]:
+    """A SQLite database's tables, columns and primary keys: the names `render_schema` shows."""
+    with read_only_sqlite(address) as db:
         tables = []
-        for (name,) in names:
+        for name, _ in db.execute(SQLITE_TABLES).fetchall():
             info = db.execute("SELECT name, type, pk FROM pragma_table_info(?)", (name,)).fetchall()
             tables.append(Table(name, [(c, t) for c, t, _ in info], [c for c, _, pk in sorted(info, key=lambda r: r[2]) if pk]))
         return tables
-    finally:
-        db.close()
 
 
 def read_tables(address: str) -> list[Table]:

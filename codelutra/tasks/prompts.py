@@ -9,11 +9,11 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
-from pathlib import Path
 
 from codelutra.errors import UserError
 from codelutra.execution.engines import DIALECTS, engine_of
 from codelutra.tasks import Task
+from codelutra.tasks.catalog import SQLITE_TABLES, read_only_sqlite, read_tables
 
 SCHEMA_STYLES = ("compact", "create")
 
@@ -40,26 +40,15 @@ def render_schema(db_path: str, style: str = "compact") -> str:
     if style not in SCHEMA_STYLES:
         raise UserError(f"unknown schema style {style!r}: expected one of {', '.join(SCHEMA_STYLES)}")
     if engine_of(db_path) != "sqlite":
-        from codelutra.tasks.catalog import read_tables
-
         tables = read_tables(db_path)
         fold_case = engine_of(db_path) == "duckdb"
         render = _create_statements if style == "create" else _compact_tables
         return render(tables, fold_case)
-    path = Path(db_path)
-    if not path.is_file():
-        raise UserError(f"{db_path}: database not found")
-    # Read-only, so that reading a user's database can never change it.
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        tables = db.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-        ).fetchall()
+    with read_only_sqlite(db_path) as db:
+        tables = db.execute(SQLITE_TABLES).fetchall()
         if style == "create":
             return "\n".join(" ".join(sql.split()) for _, sql in tables)
         return _compact_schema(db, [name for name, _ in tables])
-    finally:
-        db.close()
 
 
 def _compact_schema(db: sqlite3.Connection, tables: list[str]) -> str:
