@@ -59,7 +59,8 @@ def write_report(run: RunLayout, history: list[dict], cfg) -> None:
         f"# codelutra run `{cfg.name}`\n\n"
         f"Model: `{cfg.model.name}`; training tasks: `{cfg.train_tasks.path}`; "
         f"held-out tasks: `{cfg.eval_tasks.path}`; loss: {cfg.train.loss} "
-        f"(beta={cfg.train.beta}, lambda={cfg.train.sft_weight}).\n\n"
+        f"(beta={cfg.train.beta}, lambda={cfg.train.sft_weight}, anchor={cfg.train.anchor}, "
+        f"rejected_window={cfg.train.rejected_window}).\n\n"
         + markdown_table(history)
         + f"\n![accuracy per iteration]({run.plot.name})\n"
         + timings_table(run, len(history))

@@ -85,7 +85,8 @@ def model_card(spec: Path, model_dir: Path) -> str:
         "## Recipe",
         "",
         (
-            f"- loss: {train.loss} (beta {train.beta}, SFT weight {train.sft_weight}), "
+            f"- loss: {train.loss} (beta {train.beta}, SFT weight {train.sft_weight}, anchor {train.anchor}, "
+            f"rejected window {train.rejected_window}), "
             f"learning rate {train.learning_rate}, {train.epochs} epoch(s) per iteration"
         ),
         f"- LoRA: {train.lora} (r {train.lora_r}, alpha {train.lora_alpha}), merged into the weights",
