@@ -38,8 +38,11 @@ from codelutra.training.trainer import train_policy
 def main() -> int:
     args = _parser().parse_args()
     run = RunLayout(Path(args.run_dir).resolve())
-    base_cfg = load_config(run.config)
     k = args.iteration
+    if not run.config.exists() or not run.iteration(k).pairs.exists():
+        print(f"fixed_pairs: error: {run.iteration(k).pairs}: no such file (a run folder whose iteration {k} has pairs)", file=sys.stderr)
+        return 2
+    base_cfg = load_config(run.config)
     policy = resolve_model(base_cfg.model.name) if k == 1 else str(run.iteration(k - 1).model)
     pairs = read_pairs(run.iteration(k).pairs)
     eval_source = base_cfg.eval_tasks.model_copy(update={"limit": args.eval_limit})
@@ -55,12 +58,12 @@ def main() -> int:
             arms[name]["seeds"][seed] = train_and_evaluate(policy, pairs, out, cfg, seed, eval_tasks)
             console.print(f"{name} seed {seed}: {arms[name]['seeds'][seed]['accuracy']:.1%}")
     control = next(iter(arms))
+    # the policy before this iteration, greedy, so the same verdicts for every training seed
+    before = {(seed, pid): v == "correct" for seed in args.seeds for pid, v in untrained["verdicts"].items()}
     for name, arm in arms.items():
         arm["mean"] = sum(s["accuracy"] for s in arm["seeds"].values()) / len(arm["seeds"])
         if name != control:
             arm[f"minus_{control}"] = paired_difference(_verdicts(arm), _verdicts(arms[control]))
-        # the policy before this iteration, greedy, so the same verdicts for every training seed
-        before = {(seed, pid): v == "correct" for seed in args.seeds for pid, v in untrained["verdicts"].items()}
         arm["minus_policy"] = paired_difference(_verdicts(arm), before)
     result = {
         **info,
