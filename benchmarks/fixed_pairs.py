@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from paired import paired_difference
-from record import RESULTS, provenance, provenance_markdown, write_results
+from record import RESULTS, provenance, provenance_markdown, training_ends, write_results
 
 from codelutra.artifacts import read_jsonl
 from codelutra.candidates import Pair, read_pairs
@@ -86,8 +86,7 @@ def train_and_evaluate(policy, pairs, out: Path, cfg, seed: int, eval_tasks) -> 
     files = IterationFiles(out)
     if not files.trained:
         train_policy(policy, pairs, out, cfg.train, seed=seed)
-    log = [row for row in read_jsonl(files.train_log) if "logps/chosen" in row]
-    return {**evaluate(str(files.model), out, cfg, eval_tasks), "trainer": _trainer_summary(log)}
+    return {**evaluate(str(files.model), out, cfg, eval_tasks), "trainer": training_ends(files.train_log)}
 
 
 def evaluate(model: str, out: Path, cfg, eval_tasks) -> dict:
@@ -97,14 +96,6 @@ def evaluate(model: str, out: Path, cfg, eval_tasks) -> dict:
     result = evaluate_model(model, eval_tasks, files.dir, label=out.name, **settings)
     verdicts = {row["id"]: row["verdicts"][0] for row in read_jsonl(files.eval.verdicts)}
     return {"accuracy": result["accuracy"], "counts": result["counts"], "verdicts": verdicts}
-
-
-def _trainer_summary(log: list[dict]) -> dict:
-    """Chosen and rejected summed log-probs and the reward margin, at the first and last logged step."""
-    if not log:
-        return {}
-    keys = ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected", "rewards/margins", "loss")
-    return {key: [round(log[0].get(key, float("nan")), 3), round(log[-1].get(key, float("nan")), 3)] for key in keys}
 
 
 def _verdicts(arm: dict) -> dict:

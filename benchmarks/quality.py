@@ -43,7 +43,7 @@ from collections import Counter
 from pathlib import Path
 
 from paired import paired_difference
-from record import REPO, RESULTS, SPIDER, SPIDER_PATHS, provenance, provenance_markdown, write_results
+from record import REPO, RESULTS, SPIDER, SPIDER_PATHS, provenance, provenance_markdown, training_ends, write_results
 from rich.table import Table
 
 from codelutra.artifacts import read_json, read_jsonl
@@ -291,21 +291,13 @@ def _iteration(row: dict, run: RunLayout) -> dict:
         "pairs": len(pairs),
         "pairs_gold_chosen": sum(p["chosen_source"] == "gold" for p in pairs),
         "rejected_kinds": dict(Counter(p["rejected_kind"] for p in pairs)),
-        "dpo_term": dpo_term(it),
+        "dpo_term": training_ends(it.train_log),
         "verdicts": {r["id"]: r["verdicts"][0] for r in read_jsonl(it.eval.verdicts)},
         "train_seconds": times["train"],
         # sample + verify + pair + train, then evaluate; iteration 1 of sft/dpo reuses the first arm's samples
         "stage_seconds": times,
         "wall_seconds": round(sum(times.values()), 1),
     }
-
-
-def dpo_term(it) -> dict:
-    """What training did to the answers, from the trainer's log: chosen and rejected summed log-probs and the reward
-    margin at the first and the last logged step (the chosen answers' log-prob change is rewards/chosen / beta)."""
-    log = [row for row in read_jsonl(it.train_log) if "logps/chosen" in row] if it.train_log.exists() else []
-    keys = ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/margins")
-    return {key: [log[0][key], log[-1][key]] for key in keys} if log else {}
 
 
 def paired(per_seed: dict, a: str, b: str) -> list[dict]:

@@ -80,6 +80,18 @@ def provenance_markdown(info: dict) -> str:
     )
 
 
+# What training did to the answers, as the trainer logs it (rewards are beta x the log-prob change against the reference).
+TRAINING_KEYS = ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected", "rewards/margins", "loss")
+
+
+def training_ends(train_log: Path) -> dict:
+    """Each of TRAINING_KEYS at the first and the last logged step of a `train_log.jsonl` ({} without one)."""
+    from codelutra.artifacts import read_jsonl
+
+    log = [row for row in read_jsonl(train_log) if "logps/chosen" in row] if train_log.exists() else []
+    return {key: [log[0].get(key, float("nan")), log[-1].get(key, float("nan"))] for key in TRAINING_KEYS} if log else {}
+
+
 def write_results(results_dir: Path, stem: str, data: dict, markdown: str) -> list[Path]:
     """Write `<stem>.json` and `<stem>.md` into `results_dir`; return their paths."""
     json_path, md_path = results_dir / f"{stem}.json", results_dir / f"{stem}.md"
