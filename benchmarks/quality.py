@@ -25,9 +25,14 @@ Task sets: `builtin` (builtin:train / builtin:heldout) and `spider` (configs/spi
 held-out databases that no training problem uses; ../shared/data/spider). Runs go to
 OUTPUT/runs/quality-<tasks>-<arm>-seed<s>; re-running the same command resumes them, so seeds can
 run side by side (`--seeds 0` and `--seeds 1` in two processes, then `--seeds 0,1` to write the
-results of both). Results go to benchmarks/results/quality-<tasks>[-quick][-TAG].{json,md,png}.
+results of both). Results go to benchmarks/results/quality-<tasks>[-quick|-decide][-TAG].{json,md,png}.
 
-Usage: python benchmarks/quality.py [--tasks builtin|spider|all] [--quick] [--iterations K] [--seeds 0,1] [--arms codelutra,sft,dpo]
+Sizes: --quick is a smoke run; the default (full) the old 64-problem protocol; --decide the one that can tell
+codelutra from sft (issue 25): per iteration 240 fresh problems of the pool of 480, 4 samples each, one pair per
+problem, 60 steps of 4 pairs (one pass over iteration 1's pairs, the same steps for every arm after); the 360
+problems of builtin:heldout-large; 3 iterations, seeds 0,1,2, arms codelutra and sft.
+
+Usage: python benchmarks/quality.py [--tasks builtin|spider|all] [--quick|--decide] [--iterations K] [--seeds 0,1] [--arms codelutra,sft,dpo]
        [--model M] [--output DIR] [--tag T] [--set key=value ...]
 """
 
@@ -43,8 +48,8 @@ from collections import Counter
 from pathlib import Path
 
 from paired import paired_difference
-from record import REPO, RESULTS, SPIDER, SPIDER_PATHS, provenance, provenance_markdown, training_ends, write_results
-from rich.table import Table
+from quality_report import markdown, plot_curves, summary_table
+from record import REPO, RESULTS, SPIDER, SPIDER_PATHS, provenance, training_ends, write_results
 
 from codelutra.artifacts import read_json, read_jsonl
 from codelutra.config import RunConfig, dump_config, load_config
@@ -55,7 +60,7 @@ from codelutra.loop.refine import Refiner
 
 ARMS = ("codelutra", "sft", "dpo")
 
-# Per task set: the config file it starts from, and the sizes of the full and the quick mode.
+# Per task set: the config file it starts from, and its sizes (full, quick, and for builtin decide).
 # Full builtin: every iteration draws 64 fresh problems of the 480 (so 3 iterations see 192 distinct ones),
 # 4 samples each, up to 2 pairs per problem, 20 steps of 4 pairs; all 180 held-out problems. Two seeds of the
 # three arms take about an hour on 2 CPU cores, the seeds side by side. On a GPU raise them with --set.
@@ -71,6 +76,15 @@ TASK_SETS = {
             "sampling.n=4",
             "pairs.max_per_problem=2",
             "train.max_steps=20",
+        ],
+        "decide": [
+            "train_tasks.limit=480",
+            "train_tasks.per_iteration=240",
+            "eval_tasks.path=builtin:heldout-large",
+            "eval_tasks.limit=360",
+            "sampling.n=4",
+            "pairs.max_per_problem=1",
+            "train.max_steps=60",
         ],
         "quick": [
             "train_tasks.limit=8",
@@ -116,11 +130,15 @@ def main() -> int:
     args = _parser().parse_args()
     info = provenance()
     results_dir = Path(args.results)
-    tasks = args.tasks or ("builtin" if args.quick else "all")
+    tasks = args.tasks or ("all" if args.size == "full" else "builtin")
     names = list(TASK_SETS) if tasks == "all" else [tasks]
     finished = []
     try:
         for name in names:
+            if args.size not in TASK_SETS[name]:
+                raise UserError(
+                    f"{name} has no --{args.size} size; it has {', '.join(k for k in TASK_SETS[name] if k != 'config')}"
+                )
             if name == "spider" and not SPIDER.exists():
                 console.print(
                     f"[yellow]spider skipped:[/] no data at {SPIDER} (set CODELUTRA_SHARED_DATA to the folder holding spider/)"
@@ -156,11 +174,14 @@ def _arms(text: str) -> tuple[str, ...]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", choices=[*TASK_SETS, "all"], help="task sets to run (default: all; quick: builtin)")
-    parser.add_argument("--quick", action="store_true", help="small problem counts and steps: minutes on a CPU")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="size", action="store_const", const="quick", help="a smoke run: minutes on a CPU")
+    size.add_argument("--decide", dest="size", action="store_const", const="decide", help="the protocol that decides (builtin)")
+    parser.set_defaults(size="full")
     parser.add_argument("--iterations", type=int, default=None, help="iterations per arm (default 3; quick: 2)")
-    parser.add_argument("--seeds", type=_seeds, default=None, help="seeds, comma-separated (default 0,1; quick: 0)")
-    arms_help = f"arms to run, comma-separated (default: {','.join(ARMS)}; a knob study may run codelutra alone)"
-    parser.add_argument("--arms", type=_arms, default=ARMS, help=arms_help)
+    parser.add_argument("--seeds", type=_seeds, default=None, help="seeds, comma-separated (default 0,1; quick: 0; decide: 0,1,2)")
+    arms_help = f"arms to run, comma-separated (default: {','.join(ARMS)}; decide: codelutra,sft)"
+    parser.add_argument("--arms", type=_arms, default=None, help=arms_help)
     parser.add_argument("--model", default=None, help="model for every arm (default: the embedded default)")
     parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ goes into (default: benchmarks/)")
     parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
@@ -172,11 +193,11 @@ def _parser() -> argparse.ArgumentParser:
 def arm_config(task_set: str, arm: str, seed: int, args) -> RunConfig:
     """The RunConfig of one arm and seed: the task set's config and sizes, then --set, then what defines the arm."""
     spec = TASK_SETS[task_set]
-    iterations = args.iterations or (2 if args.quick else 3)
-    suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+    iterations = args.iterations or (2 if args.size == "quick" else 3)
+    suffix = _suffix(args)
     overrides = [
         *spec.get("paths", []),
-        *spec["quick" if args.quick else "full"],
+        *spec[args.size],
         *([f"model.name={args.model}"] if args.model else []),
         *args.set,
         f"output_dir={args.output}",
@@ -192,7 +213,8 @@ def arm_config(task_set: str, arm: str, seed: int, args) -> RunConfig:
 def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
     """Run (or resume) the three arms of every seed on one task set; write and return its results."""
     start = time.monotonic()
-    seeds = args.seeds or ([0] if args.quick else [0, 1])
+    seeds = args.seeds or {"quick": [0], "full": [0, 1], "decide": [0, 1, 2]}[args.size]
+    args.arms = args.arms or (ARMS[:2] if args.size == "decide" else ARMS)
     per_seed, first_run = {}, None
     for seed in seeds:
         histories, runs = {}, {}
@@ -215,7 +237,8 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
     result = {
         "benchmark": "quality",
         "tasks": task_set,
-        "quick": args.quick,
+        "quick": args.size == "quick",
+        "size": args.size,
         **info,
         "settings": _settings(cfg, first_run, seeds),
         "base": _base(read_json(first_run.iteration(0).eval.result), cfg.sampling.n),
@@ -224,11 +247,15 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
         "per_seed": {str(seed): per_seed[seed] for seed in seeds},
         "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
     }
-    stem = f"quality-{task_set}" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+    stem = f"quality-{task_set}{_suffix(args)}"
     plot_curves(result, results_dir / f"{stem}.png")
     for path in write_results(results_dir, stem, result, markdown(result, f"{stem}.png")):
         console.print(f"wrote {path}")
     return result
+
+
+def _suffix(args) -> str:
+    return ("" if args.size == "full" else f"-{args.size}") + (f"-{args.tag}" if args.tag else "")
 
 
 def _copy(sources: list[Path], targets: list[Path]) -> None:
@@ -343,149 +370,6 @@ def _across_seeds(histories: list[list[dict]]) -> list[dict]:
             row[key] = [r[key] for r in per_seed]
         rows.append(row)
     return rows
-
-
-def _rows(result: dict):
-    """(arm, iteration, mean, min, max, per-seed accuracies, train pass@1, pass@n, pairs, gold-chosen, wall s)."""
-    base = result["base"]
-    acc = base["heldout_pass@1_greedy"]
-    yield ("base model", 0, acc, acc, acc, [acc], None, None, None, None, base["eval_seconds"])
-    for arm, history in result["arms"].items():
-        for r in history:
-            yield (
-                arm, r["iteration"], r["mean"], r["min"], r["max"], r["accuracies"], _mean(r["train_pass@1"]),
-                _mean(r["train_pass@n"]), _mean(r["pairs"]), _mean(r["pairs_gold_chosen"]), _mean(r["wall_seconds"]),
-            )  # fmt: skip
-
-
-def _cells(row) -> list[str]:
-    arm, k, mean, low, high, accuracies, pass1, passn, pairs, gold, wall = row
-    return [
-        arm, str(k), f"{mean:.1%}", f"{low:.1%} - {high:.1%}", ", ".join(f"{a:.1%}" for a in accuracies),
-        _optional(pass1, ".1%"), _optional(passn, ".1%"), _optional(pairs, ".0f"), _optional(gold, ".0f"), f"{wall:.0f}",
-    ]  # fmt: skip
-
-
-def _optional(value, fmt: str) -> str:
-    return "" if value is None else format(value, fmt)
-
-
-HEADERS = ("arm", "iter", "mean", "min - max", "per seed", "train pass@1", "train pass@n", "pairs", "gold chosen", "wall s")
-
-
-def summary_table(result: dict) -> Table:
-    s = result["settings"]
-    table = Table(
-        title=f"Quality: {result['tasks']} ({'quick' if result['quick'] else 'full'}), held-out execution accuracy "
-        f"({s['eval_problems']} problems, seeds {', '.join(map(str, s['seeds']))})",
-        caption="train pass@1 / pass@n: the policy that sampled the iteration's training problems, n samples each",
-    )
-    for name in HEADERS:
-        table.add_column(name, justify="left" if name in ("arm", "per seed") else "right")
-    for row in _rows(result):
-        table.add_row(*_cells(row))
-    return table
-
-
-def markdown(result: dict, png: str) -> str:
-    s = result["settings"]
-    lines = [
-        f"# Quality benchmark: {result['tasks']} ({'quick' if result['quick'] else 'full'})",
-        "",
-        provenance_markdown(result),
-        (
-            f"Seeds: {', '.join(map(str, s['seeds']))}. Per iteration: {s['train_problems_per_iteration']} training problems "
-            f"(drawn from a pool of {s['train_pool']}), {s['samples_per_problem']} samples each, "
-            f"{s['train_steps_per_iteration']} training steps; {s['iterations']} iterations; held-out problems: "
-            f"{s['eval_problems']} (greedy decoding, execution accuracy), the same for every arm and seed."
-        ),
-        "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in _rows(result):
-        lines.append("| " + " | ".join(_cells(row)) + " |")
-    lines += [
-        "",
-        (
-            "Mean and min - max over the seeds; pairs, gold chosen (pairs whose correct side is the gold code, not the "
-            "model's own answer) and wall s are means over the seeds. Train pass@1 / pass@n: how often the policy that "
-            "sampled the iteration's training problems was right by itself (unbiased estimator over its samples). "
-            "Wall s: sampling, verifying, pairing, training and evaluating that iteration (summed over resumptions); "
-            "iteration 1 of the sft and dpo arms reuses the codelutra arm's samples, so it has no sampling time."
-        ),
-        "",
-        *paired_markdown(result),
-        f"![accuracy per iteration]({png})",
-        "",
-        f"Configuration of the codelutra arm, seed {s['seeds'][0]} (the others differ only in `train.loss`, `seed` and `name`):",
-        "",
-        "```yaml",
-        s["config"].rstrip(),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def paired_markdown(result: dict) -> list[str]:
-    """The paired differences (the comparison that decides) and, per iteration, the pairs' rejected kinds and the DPO term."""
-    lines = []
-    for name, rows in result.get("paired", {}).items():
-        lines += [
-            f"Paired, {name.replace('_minus_', ' - ')} (per held-out problem and seed; 95% bootstrap interval, "
-            "problems resampled within seeds; an interval holding 0 is a tie):",
-            "",
-            "| iteration | mean | 95% interval | verdicts paired |",
-            "|---:|---:|---|---:|",
-        ]
-        lines += [f"| {r['iteration']} | {r['mean']:+.1%} | [{r['ci95'][0]:+.1%}, {r['ci95'][1]:+.1%}] | {r['n']} |" for r in rows]
-        lines.append("")
-    lines += [
-        "| arm | iter | rejected kinds (seed mean) | chosen logp first -> last | rejected logp first -> last |",
-        "|---|---:|---|---|---|",
-    ]
-    for arm, history in result["arms"].items():
-        for r in history:
-            kinds = Counter()
-            for mix in r["rejected_kinds"]:
-                kinds.update(mix)
-            term = r["dpo_term"][0] or {}
-            logps = [" -> ".join(f"{v:.2f}" for v in term.get(key, [])) for key in ("logps/chosen", "logps/rejected")]
-            mix = ", ".join(f"{kind} {count / len(r['rejected_kinds']):.0f}" for kind, count in kinds.most_common())
-            lines.append(f"| {arm} | {r['iteration']} | {mix} | {logps[0]} | {logps[1]} |")
-    return [*lines, ""]
-
-
-def plot_curves(result: dict, path: Path) -> None:
-    """The three arms' mean held-out accuracy per iteration, the band between the seeds' lowest and highest."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    base = 100 * result["base"]["heldout_pass@1_greedy"]
-    for arm, history in result["arms"].items():
-        steps = [0] + [r["iteration"] for r in history]
-        line = ax.plot(steps, [base] + [100 * r["mean"] for r in history], marker="o", label=arm)[0]
-        low, high = (
-            [base] + [100 * r["min"] for r in history],
-            [base] + [100 * r["max"] for r in history],
-        )
-        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
-    s = result["settings"]
-    ax.set_xlabel("iteration (0 = base model)")
-    ax.set_ylabel(f"held-out execution accuracy (%), {s['eval_problems']} problems")
-    seeds = f"mean of {len(s['seeds'])} seeds, band: min - max" if len(s["seeds"]) > 1 else f"seed {s['seeds'][0]}"
-    ax.set_title(f"CodeLutra vs SFT only vs DPO only: {result['tasks']}" + (" (quick)" if result["quick"] else "") + f"\n{seeds}")
-    ax.set_xticks(range(s["iterations"] + 1))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def read_split(root: Path, split: str) -> list[dict]:
 
 
 def all_records(root: Path) -> list[dict]:
-    return read_split(root, "train") + read_split(root, "heldout")
+    return read_split(root, "train") + read_split(root, "heldout-large")
 
 
 def table_contents(db_file: Path) -> dict[str, list]:
@@ -50,6 +50,17 @@ def test_sizes(root):
     assert len(train) + len(heldout) >= 600
     assert len(train) >= 450
     assert 150 <= len(heldout) <= 200
+
+
+def test_large_heldout_is_heldout_and_as_many_new_problems(root):
+    heldout, large = read_split(root, "heldout"), read_split(root, "heldout-large")
+    assert len(large) == 2 * len(heldout)
+    assert [r for r in large if r in heldout] == heldout  # the same records, in the same order
+    for db_id in {r["db_id"] for r in heldout}:
+        own = [r for r in large if r["db_id"] == db_id]
+        assert len(own) == 2 * sum(r["db_id"] == db_id for r in heldout)
+        assert [r["id"] for r in own] == [f"{db_id}-{n}" for n in range(1, len(own) + 1)]
+    assert {r["db_id"] for r in large} == {r["db_id"] for r in heldout}
 
 
 def test_records_have_the_documented_fields(root):
@@ -211,7 +222,7 @@ def test_questions_use_values_from_the_data(root):
 
 def test_builds_are_identical(root, tmp_path):
     again = build_builtin_tasks(tmp_path / "again")
-    for split in ("train", "heldout"):
+    for split in ("train", "heldout", "heldout-large"):
         assert (again / f"{split}.jsonl").read_bytes() == (root / f"{split}.jsonl").read_bytes()
     db_names = sorted(p.name for p in (root / "databases").glob("*.sqlite"))
     assert db_names == sorted(p.name for p in (again / "databases").glob("*.sqlite"))

@@ -13,7 +13,7 @@ from codelutra.models import cache_dir
 from codelutra.tasks import Skipped
 from codelutra.tasks.kinds import TaskSet
 
-BUILTIN_SPLITS = ("train", "heldout")
+BUILTIN_SPLITS = ("train", "heldout", "heldout-large")
 SHOWN_CAUSES = 10  # causes of skipping printed one a line; the others are counted together
 
 

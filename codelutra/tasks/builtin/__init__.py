@@ -5,6 +5,9 @@ and train / held-out JSONL files for the SQL task loader. Train and held-out pro
 databases (as Spider does) but the same question families, so what a model learns on the train databases
 can transfer to the held-out ones. Data and questions come from fixed word lists and seeded RNGs, so every
 build writes the same content; bump BUILTIN_VERSION whenever that content changes.
+
+`heldout-large` holds the held-out problems and as many new ones again from the same databases (360 in
+all): a comparison of two training methods needs that many problems to tell a few points from noise.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from typing import NamedTuple
 from .domains import HELDOUT_DOMAINS, TRAIN_DOMAINS, Domain, write_database
 from .questions import FAMILIES, Context, Family
 
-BUILTIN_VERSION = 1
+BUILTIN_VERSION = 2  # 2: heldout-large added (train and heldout are as in 1)
 
 # (split, its databases, problems per database)
 SPLITS = (("train", TRAIN_DOMAINS, 80), ("heldout", HELDOUT_DOMAINS, 90))
+LARGE_HELDOUT = "heldout-large"  # heldout, then as many new problems per held-out database
 MAX_MISSES = 40  # unusable drafts in a row after which a family counts as used up for a database
 
 
@@ -62,26 +66,50 @@ def build_builtin_tasks(root: str | Path) -> Path:
 
 
 def _is_built(root: Path) -> bool:
-    return (root / "train.jsonl").is_file() and (root / "heldout.jsonl").is_file()
+    return all((root / f"{split}.jsonl").is_file() for split in (*(s for s, _, _ in SPLITS), LARGE_HELDOUT))
 
 
 def _write_task_set(directory: Path) -> None:
     (directory / "databases").mkdir()
+    splits = {}
     for split, domains, per_database in SPLITS:
-        records = []
+        splits[split] = []
         for domain in domains:
             db_path = directory / "databases" / f"{domain.db_id}.sqlite"
             write_database(domain, db_path)
-            for n, problem in enumerate(generate_problems(domain, db_path, per_database), 1):
-                records.append({
-                    "id": f"{domain.db_id}-{n}",
-                    "question": problem.question,
-                    "gold_sql": problem.sql,
-                    "db_path": f"databases/{domain.db_id}.sqlite",
-                    "db_id": domain.db_id,
-                })
+            problems = generate_problems(domain, db_path, per_database)
+            splits[split] += [_record(domain, n, problem) for n, problem in enumerate(problems, 1)]
+    splits[LARGE_HELDOUT] = _large_heldout(directory, splits["heldout"])
+    for split, records in splits.items():
         lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         (directory / f"{split}.jsonl").write_text(lines, encoding="utf-8")
+
+
+def _record(domain: Domain, n: int, problem: Problem) -> dict:
+    return {
+        "id": f"{domain.db_id}-{n}",
+        "question": problem.question,
+        "gold_sql": problem.sql,
+        "db_path": f"databases/{domain.db_id}.sqlite",
+        "db_id": domain.db_id,
+    }
+
+
+def _large_heldout(directory: Path, heldout: list[dict]) -> list[dict]:
+    """Each held-out database's problems, then as many new ones (questions and golds it does not have yet).
+
+    The new ones come from a larger draw of the same generator, so the difficulty levels keep their shares.
+    """
+    records = []
+    for domain in HELDOUT_DOMAINS:
+        own = [record for record in heldout if record["db_id"] == domain.db_id]
+        questions, golds = {r["question"] for r in own}, {r["gold_sql"] for r in own}
+        drawn = generate_problems(domain, directory / "databases" / f"{domain.db_id}.sqlite", 2 * len(own))
+        new = [p for p in drawn if p.question not in questions and p.sql not in golds][: len(own)]
+        if len(new) < len(own):
+            raise RuntimeError(f"built-in tasks: {domain.db_id} has {len(new)} new problems for {LARGE_HELDOUT}, not {len(own)}")
+        records += own + [_record(domain, len(own) + n, problem) for n, problem in enumerate(new, 1)]
+    return records
 
 
 def generate_problems(domain: Domain, db_path: Path, count: int) -> list[Problem]:
