@@ -169,7 +169,8 @@ def _add_serving_commands(sub, max_vote: int) -> None:
                      help=f"sample N queries (at most {max_vote}) and answer with the voted one (config: eval.vote)")
     ask.add_argument("--show-schema", action="store_true", help="print the schema the model is shown")
     ask.add_argument("--constrain", choices=["none", "schema"],
-                     help="the query under the database's grammar (config: generation.constrain)")
+                     help="schema (the default where the database is SQLite): the query under the database's grammar, "
+                          "naming only its tables and columns; none: unconstrained")
     ask.add_argument("--max-rows", type=int, default=20, help="rows of the result to print (default 20)")
     ask.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
     ask.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
@@ -202,7 +203,7 @@ def _ask(args) -> int:
     from codelutra.console import console, tables
     from codelutra.execution.engines import BadAddress, usable_address
     from codelutra.models import EMBEDDED_DEFAULT, resolve_model
-    from codelutra.serving.ask import ask, read_schema, result_table
+    from codelutra.serving.ask import ask, decoding_constraint, read_schema, result_table
 
     if args.max_rows < 1:
         raise UserError(f"--max-rows: expected at least 1, got {args.max_rows}")
@@ -211,7 +212,9 @@ def _ask(args) -> int:
         db = usable_address(args.db)
     except BadAddress as error:
         raise UserError(f"--db: {error}") from None  # not echoed: it may hold a password
-    cfg = load_config(args.config, list(args.set) + _vote_override(args) + _constrain_override(args))
+    cfg = load_config(args.config, list(args.set) + _vote_override(args))
+    constrain, decoding = decoding_constraint(args.constrain, db, cfg.generation.backend)
+    cfg = load_config(args.config, list(args.set) + _vote_override(args) + [f"generation.constrain={constrain}"])
     if cfg.generation.backend == "openai" and not args.model:
         raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
     model = args.model if cfg.generation.backend == "openai" else resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
@@ -219,6 +222,7 @@ def _ask(args) -> int:
     if args.show_schema:
         tables.print(schema, markup=False, highlight=False)
     answer = ask(model, db, question, cfg, vote=cfg.eval.vote)
+    console.print(decoding)
     if answer.vote is not None:
         agreeing = answer.vote.group_sizes[0] if answer.vote.group_sizes else 0
         console.print(f"voted: {agreeing} of {answer.candidates} candidates agree on this result "

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from codelutra.config import load_config
-from codelutra.serving.ask import ask, result_table
+from codelutra.serving.ask import ask, decoding_constraint, result_table
 from codelutra.tasks.sources import load_tasks
 
 
@@ -34,6 +34,30 @@ def test_ask_prints_the_query_and_its_result_or_says_why_not(tiny_model_dir, bui
     else:
         assert result.returncode == 1
         assert result.stderr.strip().splitlines()[-1].startswith(("codelutra: the query failed", "codelutra: the model wrote no SQL"))
+
+
+def test_ask_decodes_under_the_grammar_by_default_and_says_so(tiny_model_dir, builtin_db):
+    on = _ask("How many flights are there?", "--model", tiny_model_dir, "--db", builtin_db, "--set", "eval.max_new_tokens=16")
+    off = _ask("How many flights are there?", "--model", tiny_model_dir, "--db", builtin_db, "--set", "eval.max_new_tokens=16",
+               "--constrain", "none")
+    assert "decoding: under the database's grammar" in on.stderr and "Traceback" not in on.stderr
+    assert "decoding: unconstrained (--constrain none)" in off.stderr and "Traceback" not in off.stderr
+
+
+@pytest.mark.parametrize(
+    "requested, db, backend, constrain, said",
+    [
+        (None, "shop.sqlite", "transformers", "schema", "under the database's grammar"),
+        ("none", "shop.sqlite", "transformers", "none", "--constrain none"),
+        (None, "duckdb:///shop.duckdb", "transformers", "none", "not DuckDB's"),
+        (None, "postgresql://reader@localhost/shop", "vllm", "none", "not PostgreSQL's"),
+        (None, "shop.sqlite", "openai", "none", "the openai backend takes no grammar"),
+        ("schema", "duckdb:///shop.duckdb", "transformers", "schema", "under the database's grammar"),  # refused later, saying why
+    ],
+)
+def test_the_default_constraint_is_the_grammar_where_it_can_be(requested, db, backend, constrain, said):
+    assert decoding_constraint(requested, db, backend)[0] == constrain
+    assert said in decoding_constraint(requested, db, backend)[1]
 
 
 def test_ask_with_vote_answers_with_the_voted_candidate(tiny_model_dir, builtin_db):

@@ -323,13 +323,14 @@ def test_vllm_gets_the_grammar_per_prompt(tiny_model_dir, monkeypatch, db):
 
 
 def test_ask_answers_under_the_grammar(sql_model_dir, db, tokenizer):
-    """`codelutra ask --constrain schema` (the config key it sets): the query is (a start of) one the grammar allows,
+    """`codelutra ask` (its default, the config key it sets): the query is (a start of) one the grammar allows,
     and not the one this model writes without the constraint."""
-    from codelutra.cli import _constrain_override, _parser
-    from codelutra.serving.ask import ask
+    from codelutra.cli import _parser
+    from codelutra.serving.ask import ask, decoding_constraint
 
-    args = _parser().parse_args(["ask", "Oldest singer?", "--db", db, "--constrain", "schema"])
-    cfg = load_config(None, _constrain_override(args) + ["eval.max_new_tokens=24"])
+    args = _parser().parse_args(["ask", "Oldest singer?", "--db", db])
+    constrain, _ = decoding_constraint(args.constrain, db, "transformers")
+    cfg = load_config(None, [f"generation.constrain={constrain}", "eval.max_new_tokens=24"])
     assert cfg.generation.constrain == "schema"
     grammar = schema_grammar(db)
     constrained = ask(sql_model_dir, db, "Oldest singer?", cfg).sql

@@ -3,6 +3,8 @@
 The model's query is untrusted like every candidate: it runs in the SQL sandbox (read-only database,
 reads only, time and memory limits), never in this process. With `vote` > 0 the model samples that
 many queries and the answer is the voted one (`codelutra.loop.vote`), as in `codelutra eval --vote`.
+Unless told otherwise, the query is decoded under the database's grammar (`codelutra.tasks.sql_grammar`):
+a user's own database is one the model never saw, where inventing tables and columns is its usual failure.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 from codelutra.config import RunConfig
 from codelutra.errors import UserError
+from codelutra.execution.engines import DIALECTS, engine_of
 from codelutra.execution.sql import QueryResult
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.vote import Ballot, Vote, cast_ballots, choose
@@ -26,6 +29,18 @@ class Answer:
     result: QueryResult | None  # None when there was no SQL to run
     vote: Vote | None  # None when answered greedily
     candidates: int
+
+
+def decoding_constraint(requested: str | None, db: str, backend: str) -> tuple[str, str]:
+    """ask's `generation.constrain` and the line that tells the user: the schema's grammar unless turned off
+    (`requested`, from --constrain) or not possible here (the grammar is SQLite's; the openai backend takes none)."""
+    if requested == "none":
+        return "none", "decoding: unconstrained (--constrain none)"
+    if requested is None and backend == "openai":
+        return "none", "decoding: unconstrained (the openai backend takes no grammar)"
+    if requested is None and (engine := engine_of(db)) != "sqlite":
+        return "none", f"decoding: unconstrained (the grammar covers SQLite's queries, not {DIALECTS[engine]}'s)"
+    return "schema", "decoding: under the database's grammar, so only its tables and columns (--constrain none: off)"
 
 
 def read_schema(db: str, style: str) -> str:
