@@ -17,6 +17,8 @@ memory are its own:
 * training: preference pairs per second of the project's training stage (`train_policy` with the
   task set's TrainConfig: prefix-tree packing; and with packing off) against TRL's DPOTrainer with TRL's
   and PEFT's defaults, on the same pairs, each with its achieved GFLOP/s beside a plain matmul's;
+* schema-constrained sampling (`generation.constrain: schema`): the sampler's tokens/s with each database's
+  grammar against without it, on the same prompts, n = 1 and n = 8 (grammars built inside the timed span);
 * the whole iteration (the project's `Refiner`, one iteration) at three sizes, problems x samples.
 
 The problems (--tasks) are builtin:train's, or the Spider training databases' of configs/spider.yaml
@@ -40,7 +42,13 @@ from pathlib import Path
 
 from record import REPO, RESULTS, SPIDER, provenance, provenance_markdown, write_results
 from rich.table import Table
-from speed_sampling import SHARED_SAMPLING_SIZES, measure_sampling, measure_shared_sampling, shared_sampling_ratio_line
+from speed_sampling import (
+    SHARED_SAMPLING_SIZES,
+    measure_constrained_sampling,
+    measure_sampling,
+    measure_shared_sampling,
+    shared_sampling_ratio_line,
+)
 from speed_tasks import TASK_SETS, tasks_of
 from speed_training import measure_iterations, measure_training, pairs_of
 from speed_verification import measure_verification
@@ -61,6 +69,7 @@ RATIOS = {
     "training": "pairs/s relative to TRL's DPOTrainer with its defaults",
     "iteration": "seconds relative to the smallest size (how cost grows)",
     "shared_sampling": "tokens/s relative to plain generate on the same prompts and samples",
+    "constrained_sampling": "tokens/s relative to unconstrained sampling on the same prompts (generation.constrain)",
 }
 
 
@@ -78,9 +87,11 @@ def main() -> int:
     sections = {}
     if "sampling" in stages or ({"verification", "training"} & set(stages) and not args.samples):
         sections["sampling"], samples = measure_sampling(model, sizes)
+    shared_sizes = {**SHARED_SAMPLING_SIZES["quick" if args.quick else "full"], **({"problems": args.problems} if args.problems else {})}
     if "shared_sampling" in stages:
-        shared_sizes = {**SHARED_SAMPLING_SIZES["quick" if args.quick else "full"], **({"problems": args.problems} if args.problems else {})}
         sections["shared_sampling"] = measure_shared_sampling(model, args.tasks, shared_sizes)
+    if "constrained_sampling" in stages:
+        sections["constrained_sampling"] = measure_constrained_sampling(model, args.tasks, shared_sizes)
     if args.samples:
         samples = read_jsonl(args.samples)[: sizes["problems"]]
     if {"verification", "training"} & set(stages):

@@ -148,3 +148,72 @@ def shared_sampling_ratio_line(rows: list[dict]) -> str:
     """The line `--quick` ends with: the lower of the n = 1 and n = 8 ratios."""
     ratio = min(row["ratio"] for row in rows if row["variant"].startswith("shared"))
     return f"ratio sampling_shared_vs_plain {ratio:.3g}x"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema-constrained sampling against unconstrained (generation.constrain: schema)
+
+
+def constrained_sampling_stage(model_path: str, task_set: str, problems: int, n: int, max_new_tokens: int, constrain: str) -> dict:
+    """The sampling stage's sampler (shared prefix, oneDNN layers), with or without each database's grammar.
+
+    The timed span includes building the grammars (`prompt_grammars`, once per database, as a run does), so the
+    constrained row pays for everything that constraining costs; the grammars' share is returned beside it.
+    """
+    from codelutra.generation.onednn_linear import onednn_linear_layers
+    from codelutra.generation.sampler import generate
+    from codelutra.models import load_model, load_tokenizer
+    from codelutra.tasks.sql_grammar import prompt_grammars, schema_grammar
+
+    cfg = task_config(task_set)
+    tasks, prompt, s = train_tasks(task_set, problems), cfg.prompt, cfg.sampling
+    model, tokenizer = load_model(model_path), load_tokenizer(model_path)
+    messages = [SQL.messages(task, prompt) for task in tasks]
+    params = SamplingParams(
+        n=n,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_new_tokens=max_new_tokens,
+        batch_size=s.batch_size,
+        seed=0,
+        keep_logprobs=True,
+    )
+    run = functools.partial(generate, model, tokenizer, answer_prefix=SQL.answer_prefix(prompt), params=params)
+    with onednn_linear_layers(model):
+        run(messages[:1])  # warm-up: first-call costs are not throughput (the grammar cache stays cold)
+        schema_grammar.cache_clear()
+        start = time.perf_counter()
+        grammars = prompt_grammars(tasks, constrain)
+        grammar_seconds = time.perf_counter() - start
+        completions = run(messages, grammars=grammars)
+        seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "grammar_seconds": grammar_seconds,
+        "tokens": sum(len(c.token_ids) for row in completions for c in row),
+    }
+
+
+def measure_constrained_sampling(model: str, task_set: str, sizes: dict) -> list[dict]:
+    """Tokens/s with and without the schema's grammar on the same prompts, n = 1 and n = 8.
+
+    A constrained answer may be shorter or longer than the free one, so the ratio compares seconds per token;
+    each row's note also gives the whole call's seconds.
+    """
+    rows = []
+    for n, problems in ((1, sizes["problems"]), (8, max(1, sizes["problems"] // 12))):
+        free = None
+        for constrain in ("none", "schema"):
+            label = f"{'unconstrained' if constrain == 'none' else 'schema grammar'}, {problems} problems x {n}"
+            console.print(f"speed: sampling, {label}")
+            m = measure(
+                constrained_sampling_stage, model, task_set, problems, n, sizes["max_new_tokens"], constrain, preload=LIBRARIES
+            )
+            out = m["value"]
+            note = f"{out['seconds']:.3g} s for the call"
+            if constrain == "schema":
+                note += f", {out['grammar_seconds']:.2g} s of it building the grammars; seconds per token {free['rate'] / (out['tokens'] / out['seconds']):.3g}x unconstrained"
+            row = result_row(label, out["tokens"], "tokens", {**m, "seconds": out["seconds"]}, note)
+            free = free or row
+            rows.append({**row, "ratio": significant(row["rate"] / free["rate"]), "n": n})
+    return rows

@@ -94,6 +94,11 @@ def test_speed_quick_measures_every_stage(tmp_path, tiny_model_dir):
     assert PROVENANCE <= set(result)
     sections = result["sections"]
     assert [r["variant"] for r in sections["sampling"]] == ["batch 4 sequences"]
+    constrained = sections["constrained_sampling"]
+    assert [(r["variant"].split(",")[0], r["n"]) for r in constrained] == [
+        ("unconstrained", 1), ("schema grammar", 1), ("unconstrained", 8), ("schema grammar", 8),
+    ]  # fmt: skip
+    assert "building the grammars" in constrained[1]["note"] and constrained[0]["ratio"] == 1
     assert len(sections["verification"]) == 4 and len(sections["training"]) == 3 and len(sections["iteration"]) == 1
     assert sections["verification"][0]["work"] == 2 * 4  # problems x the quick mode's 4 samples each
     for pool in sections["verification"][2:]:  # the batch judges each candidate as the one-at-a-time loop does
