@@ -15,7 +15,11 @@ What a context-free grammar can and cannot say about names, and what this one sa
   dependency that a CFG can express only by spelling out one copy of the query grammar per binding of aliases to
   tables (exponential in the tables a query joins), and a decoding mask allows the union of every parse still
   alive, so any looser fallback beside those copies would undo the restriction. Not done here.
-- Aliases, and names in double quotes (SQLite reads `"x"` as a string where no column is called x, and Spider's
+- The alias before a dot (`T1.`) has at most 3 characters (T1, t2, a: the habit of Spider's golds and of the
+  models trained on them). A free name of any length there was where constrained decoding got lost: a model
+  that began an invented column (`city_name`) could only go on as a would-be alias, since nothing but `.` may
+  follow one, and it wrote identifier characters until its token budget ran out.
+- Aliases where they are declared, and names in double quotes (SQLite reads `"x"` as a string where no column is called x, and Spider's
   gold queries write strings so), are free; backquoted and bracketed names must be the database's.
 
 Whitespace is free where the model's habits vary (up to 16 spaces, tabs and newlines at a time, so that a model
@@ -87,7 +91,7 @@ function: FUNCTION _o "(" _o ((DISTINCT _s)? expr (_o "," _o expr)* | "*")? _o "
 literal: NUMBER | SQ_STRING | DQ_STRING | NULL
 column: column_name | qualifier "." column_name | table_column
 table_column: {qualified}
-qualifier: ALIAS
+qualifier: QUALIFIER
 table: {tables}
 column_name: ANY_COLUMN
 
@@ -99,6 +103,7 @@ SQ_STRING: /'([^'`]|'')*'/
 DQ_STRING: /"([^"`]|"")*"/
 OPERATOR: "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=" | "+" | "-" | "*" | "/" | "%" | "||" | "&" | "|" | "<<" | ">>"
 ALIAS: /[A-Za-z_][A-Za-z0-9_]*/ & ~/{reserved}/
+QUALIFIER: /[A-Za-z_][A-Za-z0-9_]{{0,2}}/ & ~/{reserved}/
 FUNCTION: {functions}
 TYPE: ({types}) (/[ ]*\([ ]*[0-9]+[ ]*(,[ ]*[0-9]+[ ]*)?\)/)?
 ANY_COLUMN: {columns}
