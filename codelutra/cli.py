@@ -15,6 +15,7 @@ from pathlib import Path
 
 from codelutra.errors import SetupWarning, UserError
 
+MAX_QUESTION_BYTES = 64 * 1024  # read no more of --question-file than this (it is tokenized whole)
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -249,7 +250,13 @@ def _question(args) -> str:
         return args.question
     source = args.question_file
     try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).expanduser().read_bytes()
+        if source == "-":
+            data = sys.stdin.buffer.read(MAX_QUESTION_BYTES + 1)
+        else:
+            with Path(source).expanduser().open("rb") as file:
+                data = file.read(MAX_QUESTION_BYTES + 1)
+        if len(data) > MAX_QUESTION_BYTES:
+            raise UserError(f"--question-file {source}: longer than {MAX_QUESTION_BYTES // 1024} KiB; a question is a few sentences")
         return data.decode("utf-8").strip()
     except OSError as e:
         raise UserError(f"--question-file {source}: cannot read it ({e.strerror or e})") from None

@@ -229,6 +229,14 @@ def test_ask_refuses_a_question_longer_than_the_context_before_loading_the_model
     assert "tokens" in line
 
 
+def test_ask_refuses_a_question_file_too_large_to_be_a_question(tmp_path, capsys, tiny_model_dir, shop_db, monkeypatch):
+    _must_not_load_weights(monkeypatch)
+    question = tmp_path / "big.txt"
+    question.write_bytes(b"How many? " * 10_000)  # 100 KB
+    _refused(capsys, tmp_path, ["ask", "--question-file", str(question), "--model", tiny_model_dir, "--db", str(shop_db)],
+             "--question-file", "longer than 64 KiB")  # fmt: skip
+
+
 def test_ask_takes_the_question_from_a_file_or_standard_input(tmp_path, capsys, tiny_model_dir, shop_db, monkeypatch):
     asked = []
     monkeypatch.setattr("codelutra.serving.ask.ask", lambda model, db, question, cfg, vote: asked.append(question) or 1 / 0)
