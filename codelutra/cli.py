@@ -17,6 +17,7 @@ from codelutra.errors import SetupWarning, UserError
 
 MAX_QUESTION_BYTES = 64 * 1024  # read no more of --question-file than this (it is tokenized whole)
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
