@@ -27,6 +27,14 @@ def test_execution(solution: str):
     assert env["result"] == 6
 '''
 
+# HumanEval's shape: the prompt (a signature and docstring) is the program's start, the candidate its completion.
+HUMANEVAL = {
+    "task": "python",
+    "preamble": 'from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    """The sum of xs."""\n',
+    "entry_point": "total",
+    "tests": ["def check(candidate):\n    assert candidate([1, 2, 3]) == 6\n"],
+}
+
 
 @pytest.fixture
 def db(tmp_path) -> str:
@@ -84,6 +92,9 @@ def test_mixed_batch_gives_one_verdict_per_line_in_order(tmp_path, db):
         ({"id": 12, "task": "ds1000", "candidate": "result = 6"}, INVALID, "missing field 'code_context'"),
         ({**sql, "id": 13}, INVALID, "missing field 'candidate'"),
         ({**python, "id": 14, "candidate": ADD, "setup": 3}, INVALID, "field 'setup' must be a string"),
+        ({**HUMANEVAL, "id": 15, "candidate": "    return sum(xs)\n"}, "correct", ""),  # a completion after its prompt
+        ({**HUMANEVAL, "id": 16, "candidate": "    return sum(xs)\n", "preamble": None}, "syntax_error", ""),
+        ({**HUMANEVAL, "id": 17, "candidate": "    return max(xs)\n"}, "wrong_result", "check(total) failed"),
     ]
     in_path, out_path = tmp_path / "candidates.jsonl", tmp_path / "out" / "verdicts.jsonl"
     write_lines(in_path, [line for line, _, _ in cases])

@@ -3,10 +3,12 @@
 Input, one JSON object a line (blank lines are skipped):
 
     {"id": ..., "task": "sql", "db": PATH, "gold": SQL, "candidate": SQL or null}
-    {"id": ..., "task": "python", "candidate": CODE or null, "tests": [CODE, ...], "setup": CODE, "entry_point": NAME}
+    {"id": ..., "task": "python", "candidate": CODE or null, "tests": [CODE, ...], "setup": CODE, "entry_point": NAME,
+     "preamble": CODE}
     {"id": ..., "task": "ds1000", "candidate": CODE or null, "code_context": CODE}
 
-("setup" and "entry_point" are optional; "db" is a database address as given: a SQLite path (or
+("setup", "entry_point" and "preamble" are optional; "preamble" is the program's start before the candidate, as
+HumanEval's prompt is for its completions, the way the official harness runs them; "db" is a database address as given: a SQLite path (or
 `sqlite:///path`), relative to the working dir, `duckdb:///file.duckdb` or `postgresql://user@host/db`,
 never with a password.)
 Output: one line per input line, in input order, {"id", "verdict", "detail", "seconds"}. A line
@@ -113,6 +115,7 @@ def _parse(number: int, line: bytes) -> tuple[object, SqlCheck | PythonCheck | s
                 tests=tuple(string_list_field(record, "tests", _BadField)),
                 setup=_text(record, "setup", default=""),
                 entry_point=_text(record, "entry_point", default=None),
+                preamble=_text(record, "preamble", default=""),
             )
         elif task == "ds1000":
             check = PythonCheck(_code(record, "candidate"), code_context=_text(record, "code_context"))
