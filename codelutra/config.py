@@ -163,6 +163,9 @@ class TrainConfig(_Section):
     # (the first wrong tokens, as Step-DPO contrasts the first wrong step); null: the whole rejected answer.
     # 4 trains on about 40% fewer tokens than whole answers at the same held-out accuracy (README).
     rejected_window: int | None = Field(default=4, ge=1)
+    # Which pairs the DPO term contrasts: "all" (the paper), or "own": only pairs whose correct side is the model's
+    # own answer, so that gold code (written by someone else, in another hand) trains the SFT term alone.
+    preference_on: Literal["all", "own"] = "all"
     lora: bool = True  # False: full fine-tuning
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)
@@ -203,6 +206,8 @@ class TrainConfig(_Section):
             raise ValueError(
                 "anchor (DPO-Positive) is computed by the packed trainer only: with packing: false set anchor: 0 (TRL's own loss)"
             )
+        if self.preference_on != "all" and not self.packing:
+            raise ValueError("preference_on: own is computed by the packed trainer only: with packing: false keep preference_on: all")
         return self
 
     @model_validator(mode="after")

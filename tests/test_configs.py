@@ -36,3 +36,11 @@ def test_a_stored_config_naming_float32_still_loads_and_another_dtype_is_refused
     assert load_config(path) == load_config()
     with pytest.raises(UserError, match="float32 only"):
         load_config(None, ["model.dtype=bfloat16"])
+
+
+@pytest.mark.parametrize("setting", ["train.anchor=50", "train.preference_on=own"])
+def test_settings_of_the_packed_trainer_are_refused_without_packing(setting):
+    """TRL's own batches (packing false) compute TRL's loss only: a setting it cannot honour is refused, not ignored."""
+    with pytest.raises(UserError, match="packed trainer only"):
+        load_config(None, ["train.anchor=0", setting, "train.packing=false"])
+    assert load_config(None, ["train.anchor=0", "train.packing=false"]).train.preference_on == "all"

@@ -58,3 +58,15 @@ def test_with_the_anchor_the_gradient_raises_a_fallen_chosen_answer_harder():
         loss.backward()
         grads[anchor] = -chosen.grad.item()  # how hard a descent step raises the chosen log-prob
     assert grads[10.0] > 5 * grads[0.0] > 0
+
+
+def test_pairs_left_out_of_the_dpo_term_still_count_in_its_mean():
+    """train.preference_on=own: a gold-chosen pair trains the SFT term only; the DPO term stays a mean over the batch."""
+    chosen, rejected, ref_chosen, ref_rejected, tokens = _batch()
+    kept = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0])
+    loss = preference_loss(chosen, rejected, ref_chosen, ref_rejected, tokens, beta=0.1, dpo_weight=1.0, sft_weight=1.0, dpo_pairs=kept)
+    per_pair = -F.logsigmoid(0.1 * ((chosen - ref_chosen) - (rejected - ref_rejected)))
+    assert torch.allclose(loss, (per_pair[0] + per_pair[2]) / 5 - chosen.sum() / tokens)
+    loss.backward()
+    assert rejected.grad[1] == 0 and rejected.grad[0] > 0  # only the SFT term touches a left-out pair, and not its rejected side
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -198,3 +199,23 @@ def test_the_anchor_raises_the_loss_where_the_chosen_answer_fell(iteration_1, tm
         _perturb_adapter(trainer.model, seed=3)
     plain_loss, anchored_loss = _trainer_loss(plain)[0], _trainer_loss(anchored)[0]
     assert anchored_loss > plain_loss + 1e-3, "the perturbed adapter lowers a chosen answer, which the anchor penalises"
+
+
+@FLOAT32_ONLY
+def test_preference_on_own_leaves_gold_chosen_pairs_to_the_sft_term(iteration_1, tmp_path):
+    """train.preference_on=own: the loss is the formula less the DPO term of the pairs whose chosen side is gold."""
+    pairs = _pairs()
+    pairs[0] = dataclasses.replace(pairs[0], chosen_source="gold")
+    losses = {}
+    for on in ("all", "own"):
+        trainer = build_trainer(iteration_1, pairs, tmp_path / on, TrainConfig(**PAPER, batch_size=2, preference_on=on), seed=0)
+        _perturb_adapter(trainer.model, seed=4)
+        losses[on], batch = _trainer_loss(trainer)
+    with torch.no_grad():
+        pi, _, _ = _sequence_logps(trainer.model, batch)
+        ref, _, _ = _sequence_logps(load_model(iteration_1), batch)
+    (pi_c, pi_r), (ref_c, ref_r) = pi.chunk(2), ref.chunk(2)
+    gold_pair_term = -F.logsigmoid(0.1 * ((pi_c[0] - ref_c[0]) - (pi_r[0] - ref_r[0])))
+    assert float(gold_pair_term) > 0.05
+    assert losses["own"] == pytest.approx(losses["all"] - float(gold_pair_term) / 2, rel=1e-4, abs=1e-5)
+

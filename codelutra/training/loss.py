@@ -24,6 +24,7 @@ def preference_loss(
     dpo_weight: float,
     sft_weight: float,
     anchor: float = 0.0,
+    dpo_pairs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The batch's loss.
 
@@ -33,12 +34,15 @@ def preference_loss(
         pooled over the batch (TRL's `sft` loss type).
     dpo_weight, sft_weight: the terms' weights (0 leaves a term out: `train.loss` sft or dpo).
     anchor: DPO-Positive's lambda; 0 is TRL's sigmoid DPO exactly.
+    dpo_pairs: [pairs] 1 where the DPO term contrasts the pair, 0 where the pair trains the SFT term only
+        (`train.preference_on`); None: every pair. The term stays a mean over all the batch's pairs.
     """
     loss = chosen.new_zeros(())
     if dpo_weight:
         chosen_ratio, rejected_ratio = chosen - ref_chosen, rejected - ref_rejected
         margin = chosen_ratio - rejected_ratio - anchor * torch.clamp(-chosen_ratio, min=0)
-        loss = loss + dpo_weight * -F.logsigmoid(beta * margin).mean()
+        per_pair = -F.logsigmoid(beta * margin)
+        loss = loss + dpo_weight * (per_pair if dpo_pairs is None else per_pair * dpo_pairs).mean()
     if sft_weight:
         loss = loss + sft_weight * -chosen.sum() / chosen_tokens
     return loss

@@ -96,6 +96,7 @@ class PackedDPOTrainer(DPOTrainer):
             dpo_weight=terms.get("sigmoid", 0.0),
             sft_weight=terms.get("sft", 0.0),
             anchor=self.anchor,
+            dpo_pairs=inputs["dpo_pairs"].to(chosen.dtype) if "dpo_pairs" in inputs else None,
         )
         chosen_ratio, rejected_ratio = chosen.detach() - ref_chosen, rejected.detach() - ref_rejected
         self._log_rewards(chosen, rejected, chosen_ratio, rejected_ratio, inputs["input_ids"].numel())

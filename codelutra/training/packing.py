@@ -112,7 +112,7 @@ def pack_pairs(examples: list[dict], max_length: int | None) -> dict[str, torch.
         "chosen_answer": torch.tensor([sides[0] for sides in pair_answers]),
         "rejected_answer": torch.tensor([sides[1] for sides in pair_answers]),
     }
-    for key in ("ref_chosen_logps", "ref_rejected_logps"):
+    for key in ("ref_chosen_logps", "ref_rejected_logps", "dpo_pairs"):
         if key in examples[0]:
             batch[key] = torch.tensor([example[key] for example in examples])
     return batch

@@ -132,9 +132,12 @@ def build_trainer(
             layers_to_transform=_top_layers(model, cfg.lora_top_layers),
             task_type="CAUSAL_LM",
         )
-    dataset = Dataset.from_list([preference_row(p, tokenizer) for p in pairs])
-    if cfg.anchor and not cfg.packing:  # a copy of a config (model_copy) is not validated again
-        raise UserError("train.anchor (DPO-Positive) is computed by the packed trainer only: set train.anchor=0 with packing false")
+    rows = [preference_row(p, tokenizer) for p in pairs]
+    if cfg.preference_on == "own":  # gold-chosen pairs train the SFT term only (loss.py's dpo_pairs)
+        rows = [row | {"dpo_pairs": float(p.chosen_source != "gold")} for row, p in zip(rows, pairs)]
+    dataset = Dataset.from_list(rows)
+    if (cfg.anchor or cfg.preference_on != "all") and not cfg.packing:  # a copy of a config (model_copy) is not validated again
+        raise UserError("train.anchor and train.preference_on are computed by the packed trainer only: set them off with packing false")
     if cfg.packing:
         from codelutra.training.packed_trainer import PackedDPOTrainer
 
