@@ -27,12 +27,17 @@ OUTPUT/runs/quality-<tasks>-<arm>-seed<s>; re-running the same command resumes t
 run side by side (`--seeds 0` and `--seeds 1` in two processes, then `--seeds 0,1` to write the
 results of both). Results go to benchmarks/results/quality-<tasks>[-quick|-decide][-TAG].{json,md,png}.
 
+A knob arm (`--arm own:train.preference_on=own`) is the codelutra arm with those overrides, run beside the others
+under its own name and paired against sft (`paired.own_minus_sft`); with `--arms sft` the sft runs already made are
+reused, so a mechanism costs only its own arm.
+
 Sizes: --quick is a smoke run; the default (full) the old 64-problem protocol; --decide the one that can tell
 codelutra from sft (issue 25): per iteration 240 fresh problems of the pool of 480, 4 samples each, one pair per
 problem, 60 steps of 4 pairs (one pass over iteration 1's pairs, the same steps for every arm after); the 360
 problems of builtin:heldout-large; 3 iterations, seeds 0,1,2, arms codelutra and sft.
 
 Usage: python benchmarks/quality.py [--tasks builtin|spider|all] [--quick|--decide] [--iterations K] [--seeds 0,1] [--arms codelutra,sft,dpo]
+       [--arm NAME:key=value,...]
        [--model M] [--output DIR] [--tag T] [--set key=value ...]
 """
 
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import shutil
 import statistics
 import sys
@@ -165,10 +171,17 @@ def _seeds(text: str) -> list[int]:
 
 def _arms(text: str) -> tuple[str, ...]:
     arms = tuple(text.split(","))
-    unknown = [arm for arm in arms if arm not in ARMS]
-    if unknown or len(set(arms)) != len(arms):
-        raise argparse.ArgumentTypeError(f"expected distinct arms of {','.join(ARMS)}; got {text!r}")
+    if len(set(arms)) != len(arms) or not all(re.fullmatch(r"[a-z0-9_]+", arm) for arm in arms):
+        raise argparse.ArgumentTypeError(f"expected distinct arm names (a-z, 0-9, _), e.g. codelutra,sft; got {text!r}")
     return arms
+
+
+def _knob_arm(text: str) -> tuple[str, list[str]]:
+    """NAME:key=value,...: the codelutra arm with these overrides, run beside the others under NAME."""
+    name, _, overrides = text.partition(":")
+    if not re.fullmatch(r"[a-z0-9_]+", name) or name in ARMS or not all("=" in o for o in overrides.split(",")):
+        raise argparse.ArgumentTypeError(f"expected NAME:key=value,... with a new name (a-z, 0-9, _); got {text!r}")
+    return name, overrides.split(",")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -182,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=_seeds, default=None, help="seeds, comma-separated (default 0,1; quick: 0; decide: 0,1,2)")
     arms_help = f"arms to run, comma-separated (default: {','.join(ARMS)}; decide: codelutra,sft)"
     parser.add_argument("--arms", type=_arms, default=None, help=arms_help)
+    parser.add_argument("--arm", type=_knob_arm, action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="a further arm: codelutra with these overrides, paired against sft (e.g. own:train.preference_on=own)")
     parser.add_argument("--model", default=None, help="model for every arm (default: the embedded default)")
     parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ goes into (default: benchmarks/)")
     parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
@@ -203,7 +218,7 @@ def arm_config(task_set: str, arm: str, seed: int, args) -> RunConfig:
         f"output_dir={args.output}",
         f"name=quality-{task_set}-{arm}-seed{seed}{suffix}",
         f"seed={seed}",
-        f"train.loss={arm}",
+        *([f"train.loss={arm}"] if arm in ARMS else dict(args.arm)[arm]),
         f"max_iterations={iterations}",
         "min_gain=-1",  # never stop early: every arm runs every iteration
     ]
@@ -214,7 +229,10 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
     """Run (or resume) the three arms of every seed on one task set; write and return its results."""
     start = time.monotonic()
     seeds = args.seeds or {"quick": [0], "full": [0, 1], "decide": [0, 1, 2]}[args.size]
-    args.arms = args.arms or (ARMS[:2] if args.size == "decide" else ARMS)
+    args.arms = (*(args.arms or (ARMS[:2] if args.size == "decide" else ARMS)), *(name for name, _ in args.arm))
+    unknown = [arm for arm in args.arms if arm not in ARMS and arm not in dict(args.arm)]
+    if unknown:
+        raise UserError(f"--arms: {unknown[0]!r} is none of {', '.join(ARMS)} and no --arm defines it")
     per_seed, first_run = {}, None
     for seed in seeds:
         histories, runs = {}, {}
@@ -243,7 +261,7 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
         "settings": _settings(cfg, first_run, seeds),
         "base": _base(read_json(first_run.iteration(0).eval.result), cfg.sampling.n),
         "arms": {arm: _across_seeds([per_seed[seed][arm] for seed in seeds]) for arm in args.arms},
-        "paired": {f"codelutra_minus_{b}": paired(per_seed, "codelutra", b) for b in ("sft", "dpo") if b in args.arms[1:]},
+        "paired": {f"{a}_minus_{b}": paired(per_seed, a, b) for a, b in _comparisons(args.arms)},
         "per_seed": {str(seed): per_seed[seed] for seed in seeds},
         "wall_seconds_this_invocation": round(time.monotonic() - start, 1),
     }
@@ -252,6 +270,12 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
     for path in write_results(results_dir, stem, result, markdown(result, f"{stem}.png")):
         console.print(f"wrote {path}")
     return result
+
+
+def _comparisons(arms: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The paired comparisons: every other arm against sft, and codelutra against dpo."""
+    against_sft = [(arm, "sft") for arm in arms if arm != "sft" and arm != "dpo" and "sft" in arms]
+    return against_sft + ([("codelutra", "dpo")] if {"codelutra", "dpo"} <= set(arms) else [])
 
 
 def _suffix(args) -> str:

@@ -39,7 +39,7 @@ def test_quality_quick_runs_three_arms_per_seed_from_one_base_evaluation(tmp_pat
         "quality.py", "--tasks", "builtin", "--iterations", "2", "--seeds", "0,1", "--model", tiny_model_dir,
         "--output", str(tmp_path), "--results", str(results),
         "--set", "train_tasks.limit=2", "--set", "eval_tasks.limit=2", "--set", "sampling.max_new_tokens=8",
-        "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1",
+        "--set", "eval.max_new_tokens=8", "--set", "train.max_steps=1", "--arm", "own:train.preference_on=own",
     )
 
     assert "Quality: builtin (quick)" in stdout
@@ -49,7 +49,9 @@ def test_quality_quick_runs_three_arms_per_seed_from_one_base_evaluation(tmp_pat
     settings = result["settings"]
     assert settings["train_steps_per_iteration"] == 1 and settings["samples_per_problem"] == 2 and settings["seeds"] == [0, 1]
     assert result["base"]["n"] == 2 and "heldout_pass@1_greedy" in result["base"]
-    assert set(result["arms"]) == {"codelutra", "sft", "dpo"} and set(result["per_seed"]) == {"0", "1"}
+    assert list(result["arms"]) == ["codelutra", "sft", "dpo", "own"] and set(result["per_seed"]) == {"0", "1"}
+    assert list(result["paired"]) == ["codelutra_minus_sft", "own_minus_sft", "codelutra_minus_dpo"]
+    assert "preference_on: own" in (tmp_path / "runs" / "quality-builtin-own-seed0-quick" / "config.yaml").read_text()
     for arm, history in result["arms"].items():
         assert [row["iteration"] for row in history] == [1, 2]
         for row in history:  # one value per seed, in seed order, and the spread of the accuracies
@@ -190,7 +192,8 @@ def test_quality_refuses_an_unknown_arm_in_one_line():
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--arms", "codelutra,ppo"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 2 and "expected distinct arms of codelutra,sft,dpo; got 'codelutra,ppo'" in done.stderr
+    assert done.returncode == 2 and "--arms: 'ppo' is none of codelutra, sft, dpo and no --arm defines it" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_fixed_pairs_trains_one_iterations_pairs_once_per_arm_and_pairs_the_verdicts(tmp_path, tiny_model_dir):
