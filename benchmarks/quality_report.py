@@ -130,7 +130,7 @@ def paired_markdown(result: dict) -> list[str]:
 
 
 def plot_curves(result: dict, path: Path) -> None:
-    """The three arms' mean held-out accuracy per iteration, the band between the seeds' lowest and highest."""
+    """Each arm's mean held-out accuracy per iteration, the band between the seeds' lowest and highest."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +150,7 @@ def plot_curves(result: dict, path: Path) -> None:
     ax.set_xlabel("iteration (0 = base model)")
     ax.set_ylabel(f"held-out execution accuracy (%), {s['eval_problems']} problems")
     seeds = f"mean of {len(s['seeds'])} seeds, band: min - max" if len(s["seeds"]) > 1 else f"seed {s['seeds'][0]}"
-    ax.set_title(f"CodeLutra vs SFT only vs DPO only: {result['tasks']}" + f" ({result['size']})" + f"\n{seeds}")
+    ax.set_title(f"{' vs '.join(result['arms'])}: {result['tasks']}" + f" ({result['size']})" + f"\n{seeds}")
     ax.set_xticks(range(s["iterations"] + 1))
     ax.grid(alpha=0.3)
     ax.legend()
