@@ -140,6 +140,7 @@ def main() -> int:
     names = list(TASK_SETS) if tasks == "all" else [tasks]
     finished = []
     try:
+        args.arms = _resolved_arms(args)
         for name in names:
             if args.size not in TASK_SETS[name]:
                 raise UserError(
@@ -229,10 +230,6 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
     """Run (or resume) the three arms of every seed on one task set; write and return its results."""
     start = time.monotonic()
     seeds = args.seeds or {"quick": [0], "full": [0, 1], "decide": [0, 1, 2]}[args.size]
-    args.arms = (*(args.arms or (ARMS[:2] if args.size == "decide" else ARMS)), *(name for name, _ in args.arm))
-    unknown = [arm for arm in args.arms if arm not in ARMS and arm not in dict(args.arm)]
-    if unknown:
-        raise UserError(f"--arms: {unknown[0]!r} is none of {', '.join(ARMS)} and no --arm defines it")
     per_seed, first_run = {}, None
     for seed in seeds:
         histories, runs = {}, {}
@@ -270,6 +267,15 @@ def run_task_set(task_set: str, args, info: dict, results_dir: Path) -> dict:
     for path in write_results(results_dir, stem, result, markdown(result, f"{stem}.png")):
         console.print(f"wrote {path}")
     return result
+
+
+def _resolved_arms(args) -> tuple[str, ...]:
+    """The arms to run: --arms (or the size's default), then the --arm ones; each a built-in arm or an --arm."""
+    arms = (*(args.arms or (ARMS[:2] if args.size == "decide" else ARMS)), *(name for name, _ in args.arm))
+    unknown = [arm for arm in arms if arm not in ARMS and arm not in dict(args.arm)]
+    if unknown:
+        raise UserError(f"--arms: {unknown[0]!r} is none of {', '.join(ARMS)} and no --arm defines it")
+    return arms
 
 
 def _comparisons(arms: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from statistics import fmean
 
 from record import provenance_markdown
 from rich.table import Table
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0
 
 
 def _rows(result: dict):
@@ -25,8 +21,8 @@ def _rows(result: dict):
     for arm, history in result["arms"].items():
         for r in history:
             yield (
-                arm, r["iteration"], r["mean"], r["min"], r["max"], r["accuracies"], _mean(r["train_pass@1"]),
-                _mean(r["train_pass@n"]), _mean(r["pairs"]), _mean(r["pairs_gold_chosen"]), _mean(r["wall_seconds"]),
+                arm, r["iteration"], r["mean"], r["min"], r["max"], r["accuracies"], fmean(r["train_pass@1"]),
+                fmean(r["train_pass@n"]), fmean(r["pairs"]), fmean(r["pairs_gold_chosen"]), fmean(r["wall_seconds"]),
             )  # fmt: skip
 
 

@@ -16,24 +16,34 @@ from codelutra.generation.types import SamplingParams
 from codelutra.tasks.kinds import SQL
 
 
-def sample_stage(model_path: str, task_set: str, problems: int, samples: int, batch_size: int) -> dict:
-    """Sample with the project's defaults (temperature, top_p, max_new_tokens) and, as the sampling stage's
-    backend does, oneDNN linear layers; time the generation only."""
-    from codelutra.candidates import sample_row
-    from codelutra.generation.onednn_linear import onednn_linear_layers
+def _sampling_call(model_path: str, task_set: str, problems: int, n: int, max_new_tokens: int | None, batch_size: int | None = None, **options):
+    """What every sampling stage here times: the task set's first `problems` training prompts, the model, and the
+    sampler bound to them with the task set's temperature and top_p, its batch size and token budget unless given.
+
+    Returns (tasks, model, messages, params, run); `options` go to `generate` (e.g. shared_prefix).
+    """
     from codelutra.generation.sampler import generate
     from codelutra.models import load_model, load_tokenizer
 
     cfg = task_config(task_set)
     tasks, prompt, s = train_tasks(task_set, problems), cfg.prompt, cfg.sampling
     model, tokenizer = load_model(model_path), load_tokenizer(model_path)
-    prefix = SQL.answer_prefix(prompt)
     messages = [SQL.messages(task, prompt) for task in tasks]
     params = SamplingParams(
-        n=samples, temperature=s.temperature, top_p=s.top_p, max_new_tokens=SQL.max_new_tokens(s.max_new_tokens),
-        batch_size=batch_size, seed=0, keep_logprobs=True,
-    )
-    run = functools.partial(generate, model, tokenizer, answer_prefix=prefix, params=params)
+        n=n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=max_new_tokens or SQL.max_new_tokens(s.max_new_tokens),
+        batch_size=batch_size or s.batch_size, seed=0, keep_logprobs=True,
+    )  # fmt: skip
+    run = functools.partial(generate, model, tokenizer, answer_prefix=SQL.answer_prefix(prompt), params=params, **options)
+    return tasks, model, messages, params, run
+
+
+def sample_stage(model_path: str, task_set: str, problems: int, samples: int, batch_size: int) -> dict:
+    """Sample with the project's defaults (temperature, top_p, max_new_tokens) and, as the sampling stage's
+    backend does, oneDNN linear layers; time the generation only."""
+    from codelutra.candidates import sample_row
+    from codelutra.generation.onednn_linear import onednn_linear_layers
+
+    tasks, model, messages, _, run = _sampling_call(model_path, task_set, problems, samples, None, batch_size)
     with onednn_linear_layers(model):
         run(messages[:1])  # warm-up: first-call costs are not throughput
         start = time.perf_counter()
@@ -76,15 +86,8 @@ def shared_sampling_stage(model_path: str, task_set: str, problems: int, n: int,
     `onednn`: with the linear layers run by oneDNN as the sampling stage's backend runs them (`onednn_linear`).
     """
     from codelutra.generation.onednn_linear import onednn_linear_layers
-    from codelutra.generation.sampler import generate
-    from codelutra.models import load_model, load_tokenizer
 
-    cfg = task_config(task_set)
-    tasks, prompt, s = train_tasks(task_set, problems), cfg.prompt, cfg.sampling
-    model, tokenizer = load_model(model_path), load_tokenizer(model_path)
-    messages = [SQL.messages(task, prompt) for task in tasks]
-    params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=max_new_tokens, batch_size=s.batch_size, seed=0, keep_logprobs=True)
-    run = functools.partial(generate, model, tokenizer, answer_prefix=SQL.answer_prefix(prompt), params=params, shared_prefix=shared_prefix)
+    _, model, messages, params, run = _sampling_call(model_path, task_set, problems, n, max_new_tokens, shared_prefix=shared_prefix)
     computed, forward = [0], model.forward
 
     def counting_forward(*args, **kwargs):  # every token a forward pass is given, padding included
@@ -161,24 +164,9 @@ def constrained_sampling_stage(model_path: str, task_set: str, problems: int, n:
     constrained row pays for everything that constraining costs; the grammars' share is returned beside it.
     """
     from codelutra.generation.onednn_linear import onednn_linear_layers
-    from codelutra.generation.sampler import generate
-    from codelutra.models import load_model, load_tokenizer
     from codelutra.tasks.sql_grammar import prompt_grammars, schema_grammar
 
-    cfg = task_config(task_set)
-    tasks, prompt, s = train_tasks(task_set, problems), cfg.prompt, cfg.sampling
-    model, tokenizer = load_model(model_path), load_tokenizer(model_path)
-    messages = [SQL.messages(task, prompt) for task in tasks]
-    params = SamplingParams(
-        n=n,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        max_new_tokens=max_new_tokens,
-        batch_size=s.batch_size,
-        seed=0,
-        keep_logprobs=True,
-    )
-    run = functools.partial(generate, model, tokenizer, answer_prefix=SQL.answer_prefix(prompt), params=params)
+    tasks, model, messages, _, run = _sampling_call(model_path, task_set, problems, n, max_new_tokens)
     with onednn_linear_layers(model):
         run(messages[:1])  # warm-up: first-call costs are not throughput (the grammar cache stays cold)
         schema_grammar.cache_clear()

@@ -44,7 +44,9 @@ def main() -> int:
         print("spider_decoding: error: no model to evaluate (--no-base needs --model)", file=sys.stderr)
         return 2
     try:
-        rows = [row for model in models for row in evaluate_four_ways(model, args)]
+        cfg = spider_config(args, "none")
+        questions = load_tasks(cfg.eval_tasks, cfg.verify)  # the golds checked once, for every model
+        rows = [row for model in models for row in evaluate_four_ways(model, questions, args)]
     except UserError as e:
         print(f"spider_decoding: error: {e}", file=sys.stderr)
         return 2
@@ -69,18 +71,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def evaluate_four_ways(model: str, args) -> list[dict]:
-    """The model's four rows: greedy and voted, each without and with the schema's grammar."""
+def spider_config(args, constrain: str):
+    """configs/spider.yaml with the data's paths, the question count, the vote, the backend and the constraint."""
+    overrides = [*SPIDER_PATHS, f"eval_tasks.limit={args.limit or 'null'}", f"eval.vote={args.vote}"]
+    return load_config(CONFIG, [*overrides, f"generation.constrain={constrain}", f"generation.backend={args.backend}"])
+
+
+def evaluate_four_ways(model: str, questions: tuple, args) -> list[dict]:
+    """The model's four rows: greedy and voted, each without and with the schema's grammar.
+
+    `questions`: the held-out tasks and the problems skipped (`load_tasks`), the same for every model.
+    """
+    path = resolve_model(model)
+    cfg = spider_config(args, "none")
+    tasks, skipped = questions
+    tasks, too_long = prompts_that_fit(
+        tasks, path, source=cfg.eval_tasks.path, prompt=cfg.prompt,
+        max_new_tokens=tasks.kind.max_new_tokens(cfg.eval.max_new_tokens), generation=cfg.generation,
+    )  # fmt: skip
     rows = []
     for constrain in ("none", "schema"):
-        overrides = [*SPIDER_PATHS, f"eval_tasks.limit={args.limit or 'null'}", f"eval.vote={args.vote}"]
-        cfg = load_config(CONFIG, [*overrides, f"generation.constrain={constrain}", f"generation.backend={args.backend}"])
-        path = resolve_model(model)
-        tasks, skipped = load_tasks(cfg.eval_tasks, cfg.verify)
-        tasks, too_long = prompts_that_fit(
-            tasks, path, source=cfg.eval_tasks.path, prompt=cfg.prompt,
-            max_new_tokens=tasks.kind.max_new_tokens(cfg.eval.max_new_tokens), generation=cfg.generation,
-        )  # fmt: skip
+        cfg = spider_config(args, constrain)
         folder = Path(args.output) / "runs" / "spider-decoding" / f"{_slug(model)}-{constrain}"
         console.rule(f"spider decoding: {model}, constrain {constrain}, {len(tasks)} questions")
         result = evaluate_model(

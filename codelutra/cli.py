@@ -214,9 +214,9 @@ def _ask(args) -> int:
         db = usable_address(args.db)
     except BadAddress as error:
         raise UserError(f"--db: {error}") from None  # not echoed: it may hold a password
-    cfg = load_config(args.config, list(args.set) + _vote_override(args))
-    constrain, decoding = decoding_constraint(args.constrain, db, cfg.generation.backend)
-    cfg = load_config(args.config, list(args.set) + _vote_override(args) + [f"generation.constrain={constrain}"])
+    overrides = list(args.set) + _vote_override(args)
+    constrain, decoding = decoding_constraint(args.constrain, db, load_config(args.config, overrides).generation.backend)
+    cfg = load_config(args.config, [*overrides, f"generation.constrain={constrain}"])  # validated with the constraint
     if cfg.generation.backend == "openai" and not args.model:
         raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")
     model = args.model if cfg.generation.backend == "openai" else resolve_model(_model_of(args.model or EMBEDDED_DEFAULT))
