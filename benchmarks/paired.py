@@ -3,11 +3,17 @@
 Two arms evaluated on the same problems with the same seeds differ, problem by problem, by -1, 0 or +1;
 the mean of those differences is the accuracy gap, and resampling problems (within each seed, so every
 seed keeps its weight) gives its 95% interval. An interval that holds 0 is a tie.
+
+Usage: python benchmarks/paired.py EVAL_DIR_A EVAL_DIR_B   (two `codelutra eval` folders on the same problems:
+       prints each one's accuracy and A - B with its interval)
 """
 
 from __future__ import annotations
 
+import json
 import random
+import sys
+from pathlib import Path
 
 
 def paired_difference(a: dict, b: dict, *, resamples: int = 4000, seed: int = 0) -> dict:
@@ -38,3 +44,28 @@ def paired_difference(a: dict, b: dict, *, resamples: int = 4000, seed: int = 0)
         "only_a": sum(a[k] and not b[k] for k in keys),
         "only_b": sum(b[k] and not a[k] for k in keys),
     }
+
+
+def eval_verdicts(folder: str | Path) -> dict:
+    """A `codelutra eval` folder's greedy verdicts as paired_difference takes them: (0, problem id) -> correct."""
+    lines = (Path(folder) / "eval_verdicts.jsonl").read_text(encoding="utf-8").splitlines()
+    return {(0, row["id"]): row["verdicts"][0] == "correct" for row in map(json.loads, lines)}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python benchmarks/paired.py EVAL_DIR_A EVAL_DIR_B", file=sys.stderr)
+        return 2
+    a, b = (eval_verdicts(folder) for folder in argv)
+    diff = paired_difference(a, b)
+    for name, verdicts in zip("AB", (a, b)):
+        print(f"{name}: {sum(verdicts.values()) / len(verdicts):.1%} of {len(verdicts)}")
+    low, high = diff["ci95"]
+    print(f"A - B: {diff['mean']:+.1%} [{low:+.1%}, {high:+.1%}] over {diff['n']} problems; "
+          f"only A right {diff['only_a']}, only B right {diff['only_b']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+

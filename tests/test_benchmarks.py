@@ -246,3 +246,15 @@ def test_spider_decoding_gives_each_model_four_rows(tmp_path, tiny_model_dir):
     assert all(r["n"] == 2 and sum(r["counts"].values()) == 2 for r in rows)
     assert "| vote@2 + grammar | 2 |" in (results / "spider-decoding.md").read_text()
 
+
+
+def test_paired_compares_two_eval_folders_problem_by_problem(tmp_path):
+    for name, verdicts in (("a", ["correct", "correct", "wrong_result"]), ("b", ["correct", "runtime_error", "wrong_result"])):
+        (tmp_path / name).mkdir()
+        rows = [{"id": f"p{i}", "verdicts": [v]} for i, v in enumerate(verdicts)]
+        (tmp_path / name / "eval_verdicts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paired.py"), str(tmp_path / "a"), str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "A: 66.7% of 3" in done.stdout and "B: 33.3% of 3" in done.stdout
+    assert "A - B: +33.3%" in done.stdout and "only A right 1, only B right 0" in done.stdout
