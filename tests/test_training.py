@@ -219,3 +219,13 @@ def test_preference_on_own_leaves_gold_chosen_pairs_to_the_sft_term(iteration_1,
     assert float(gold_pair_term) > 0.05
     assert losses["own"] == pytest.approx(losses["all"] - float(gold_pair_term) / 2, rel=1e-4, abs=1e-5)
 
+
+def test_preference_on_own_mask_reaches_the_training_batches(iteration_1, tmp_path):
+    """The mask survives Trainer's dataloader, which drops every column the trainer does not list (it once did)."""
+    pairs = _pairs()
+    pairs[0] = dataclasses.replace(pairs[0], chosen_source="gold")
+    trainer = build_trainer(iteration_1, pairs, tmp_path, TrainConfig(**PAPER, batch_size=2, preference_on="own"), seed=0)
+    masks = sorted(float(v) for batch in trainer.get_train_dataloader() for v in batch["dpo_pairs"])
+    assert masks == sorted(float(p.chosen_source != "gold") for p in pairs)
+    assert 0.0 in masks and 1.0 in masks
+

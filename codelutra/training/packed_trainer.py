@@ -50,6 +50,12 @@ class PackedDPOTrainer(DPOTrainer):
         super().__init__(model=model, args=args, data_collator=PackedPreferenceCollator(args.max_length), **kwargs)
         self.anchor = anchor  # train.anchor: DPO-Positive's lambda (codelutra/training/loss.py)
 
+    def _set_signature_columns_if_needed(self):
+        """TRL's columns and `dpo_pairs` (train.preference_on's mask): Trainer drops every column not listed here."""
+        super()._set_signature_columns_if_needed()
+        if "dpo_pairs" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "dpo_pairs"]
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         step = self.args.per_device_train_batch_size * max(1, self.args.world_size) * self.args.gradient_accumulation_steps

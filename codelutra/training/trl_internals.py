@@ -26,6 +26,7 @@ INTERNALS = {
     "DataCollatorForPreference": "its batch keys and layout, which the reference pass builds for rows of its own",
     "Trainer._get_train_sampler": "overridden by the packed trainer: batches of pairs that share a prefix",
     "Trainer.compute_loss": "overridden by the packed trainer: the loss of one packed tree",
+    "Trainer._remove_unused_columns": "keeps the columns of _signature_columns, which the packed trainer extends by dpo_pairs",
 }
 
 COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -114,6 +115,8 @@ def check() -> None:
         require(line in loss, "DPOTrainer loss settings", f"the {loss_type!r} loss is no longer {line}")
     columns = inspect.getsource(DPOTrainer._set_signature_columns_if_needed)
     require(all(f'"{c}"' in columns for c in COLUMNS), "DPOTrainer dataset columns", "the tokenized columns changed")
+    drop = inspect.getsource(Trainer._remove_unused_columns)
+    require("self._set_signature_columns_if_needed()" in drop and "self._signature_columns" in drop, "Trainer._remove_unused_columns", "no longer keeps the columns of _signature_columns")
     prepare = inspect.getsource(DPOTrainer._prepare_dataset)
     require("add_eos" in prepare, "DPOTrainer dataset columns", "end-of-turn is no longer appended to the answers")
     batch = DataCollatorForPreference(pad_token_id=0)([{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5]}])
