@@ -258,3 +258,29 @@ def test_paired_compares_two_eval_folders_problem_by_problem(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "A: 66.7% of 3" in done.stdout and "B: 33.3% of 3" in done.stdout
     assert "A - B: +33.3%" in done.stdout and "only A right 1, only B right 0" in done.stdout
+
+
+def test_explain_check_sorts_answers_by_what_sqlite_says_of_them(tmp_path):
+    answers = {
+        "airline-1": ("SELECT origin, min(distance) FROM flight GROUP BY origin", False),
+        "airline-2": ("SELECT max(price) FROM flight WHERE", False),
+        "airline-3": ("SELECT country FROM airlines", False),
+        "airline-4": ("SELECT invented_column FROM flight", False),
+        "airline-5": ("SELECT founded FROM flight", False),  # a column of airline, not of flight
+        "airline-6": ("SELECT name FROM airline WHERE", True),
+    }
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "eval_verdicts.jsonl").write_text("".join(json.dumps({"id": i, "sql": [sql], "verdicts": ["x"]}) + "\n" for i, (sql, _) in answers.items()))
+    (folder / "eval_samples.jsonl").write_text("".join(json.dumps({"id": i, "truncated": [cut]}) + "\n" for i, (_, cut) in answers.items()))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "explain_check.py"), str(folder), "--tasks", "builtin:heldout",
+                           "--results", str(tmp_path / "results")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads((tmp_path / "results" / "explain-check.json").read_text())["folders"]
+    assert row["kinds"] == {"compiles": 1, "syntax_error": 1, "no_such_table": 1, "column_invented": 1, "column_out_of_scope": 1, "truncated": 1}
+    assert PROVENANCE <= set(json.loads((tmp_path / "results" / "explain-check.json").read_text()))
+    (folder / "eval_verdicts.jsonl").write_text(json.dumps({"id": "nowhere-1", "sql": ["SELECT 1"], "verdicts": ["x"]}) + "\n")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "explain_check.py"), str(folder), "--tasks", "builtin:heldout",
+                           "--results", str(tmp_path / "results")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "nowhere-1" in done.stderr and len(done.stderr.strip().splitlines()) == 1
