@@ -163,9 +163,11 @@ class TrainConfig(_Section):
     # (the first wrong tokens, as Step-DPO contrasts the first wrong step); null: the whole rejected answer.
     # 4 trains on about 40% fewer tokens than whole answers at the same held-out accuracy (README).
     rejected_window: int | None = Field(default=4, ge=1)
-    # Which pairs the DPO term contrasts: "all" (the paper), or "own": only pairs whose correct side is the model's
-    # own answer, so that gold code (written by someone else, in another hand) trains the SFT term alone.
-    preference_on: Literal["all", "own"] = "all"
+    # Which pairs the DPO term contrasts; the others train the SFT term alone. "all" (the paper); "own": only pairs
+    # whose correct side is the model's own answer, not gold code; "errors": only pairs whose rejected answer did not
+    # run (an error, a cut answer), not a wrong result, which is often a right query for another question
+    # (README, "What the DPO term does here").
+    preference_on: Literal["all", "own", "errors"] = "all"
     lora: bool = True  # False: full fine-tuning
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)
@@ -207,7 +209,7 @@ class TrainConfig(_Section):
                 "anchor (DPO-Positive) is computed by the packed trainer only: with packing: false set anchor: 0 (TRL's own loss)"
             )
         if self.preference_on != "all" and not self.packing:
-            raise ValueError("preference_on: own is computed by the packed trainer only: with packing: false keep preference_on: all")
+            raise ValueError(f"preference_on: {self.preference_on} is computed by the packed trainer only: with packing: false keep preference_on: all")
         return self
 
     @model_validator(mode="after")

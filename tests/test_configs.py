@@ -38,7 +38,7 @@ def test_a_stored_config_naming_float32_still_loads_and_another_dtype_is_refused
         load_config(None, ["model.dtype=bfloat16"])
 
 
-@pytest.mark.parametrize("setting", ["train.anchor=50", "train.preference_on=own"])
+@pytest.mark.parametrize("setting", ["train.anchor=50", "train.preference_on=own", "train.preference_on=errors"])
 def test_settings_of_the_packed_trainer_are_refused_without_packing(setting):
     """TRL's own batches (packing false) compute TRL's loss only: a setting it cannot honour is refused, not ignored."""
     with pytest.raises(UserError, match="packed trainer only"):

@@ -14,7 +14,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from codelutra.candidates import Pair, pair_of_row
 from codelutra.config import TrainConfig
 from codelutra.models import load_model
-from codelutra.training.trainer import build_trainer, train_policy
+from codelutra.training.trainer import build_trainer, contrasted, train_policy
 
 # The paper's loss on whole answers (the hand-computed formula below); the defaults add DPO-Positive's anchor and
 # cut rejected answers after their divergence (train.anchor, train.rejected_window), tested on their own at the end.
@@ -220,12 +220,18 @@ def test_preference_on_own_leaves_gold_chosen_pairs_to_the_sft_term(iteration_1,
     assert losses["own"] == pytest.approx(losses["all"] - float(gold_pair_term) / 2, rel=1e-4, abs=1e-5)
 
 
-def test_preference_on_own_mask_reaches_the_training_batches(iteration_1, tmp_path):
-    """The mask survives Trainer's dataloader, which drops every column the trainer does not list (it once did)."""
+@pytest.mark.parametrize(("on", "expected"), [("own", [0.0, 1.0, 1.0, 1.0]), ("errors", [1.0, 0.0, 1.0, 1.0])])
+def test_preference_on_mask_reaches_the_training_batches(iteration_1, tmp_path, on, expected):
+    """own: gold-chosen pairs leave the DPO term; errors: pairs whose rejected answer ran and returned a wrong result.
+
+    The mask must survive Trainer's dataloader, which drops every column the trainer does not list (it once did).
+    """
     pairs = _pairs()
     pairs[0] = dataclasses.replace(pairs[0], chosen_source="gold")
-    trainer = build_trainer(iteration_1, pairs, tmp_path, TrainConfig(**PAPER, batch_size=2, preference_on="own"), seed=0)
+    pairs[1] = dataclasses.replace(pairs[1], rejected=dataclasses.replace(pairs[1].rejected, verdict="wrong_result"))
+    pairs[2] = dataclasses.replace(pairs[2], rejected=dataclasses.replace(pairs[2].rejected, verdict="runtime_error"))
+    assert [float(contrasted(p, on)) for p in pairs] == expected
+    trainer = build_trainer(iteration_1, pairs, tmp_path, TrainConfig(**PAPER, batch_size=2, preference_on=on), seed=0)
     masks = sorted(float(v) for batch in trainer.get_train_dataloader() for v in batch["dpo_pairs"])
-    assert masks == sorted(float(p.chosen_source != "gold") for p in pairs)
-    assert 0.0 in masks and 1.0 in masks
+    assert masks == sorted(expected)
 

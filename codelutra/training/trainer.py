@@ -133,8 +133,8 @@ def build_trainer(
             task_type="CAUSAL_LM",
         )
     rows = [preference_row(p, tokenizer) for p in pairs]
-    if cfg.preference_on == "own":  # gold-chosen pairs train the SFT term only (loss.py's dpo_pairs)
-        rows = [row | {"dpo_pairs": float(p.chosen_source != "gold")} for row, p in zip(rows, pairs)]
+    if cfg.preference_on != "all":  # the pairs left out of the DPO term train the SFT term only (loss.py's dpo_pairs)
+        rows = [row | {"dpo_pairs": float(contrasted(p, cfg.preference_on))} for row, p in zip(rows, pairs)]
     dataset = Dataset.from_list(rows)
     if (cfg.anchor or cfg.preference_on != "all") and not cfg.packing:  # a copy of a config (model_copy) is not validated again
         raise UserError("train.anchor and train.preference_on are computed by the packed trainer only: set them off with packing false")
@@ -224,6 +224,15 @@ def _refuse_sharded_weights(trainer) -> None:
             "train: FSDP and DeepSpeed ZeRO-3 shard the weights, which the final save needs whole; "
             "use data parallel (accelerate launch --multi_gpu) or DeepSpeed ZeRO-1/2"
         )
+
+
+def contrasted(pair: Pair, preference_on: str) -> bool:
+    """Whether the DPO term contrasts this pair under `train.preference_on` (else it trains the SFT term only)."""
+    if preference_on == "own":
+        return pair.chosen_source != "gold"
+    if preference_on == "errors":
+        return pair.rejected.verdict != "wrong_result"
+    return True
 
 
 def preference_row(pair: Pair, tokenizer) -> dict:
