@@ -284,3 +284,20 @@ def test_explain_check_sorts_answers_by_what_sqlite_says_of_them(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "explain_check.py"), str(folder), "--tasks", "builtin:heldout",
                            "--results", str(tmp_path / "results")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "nowhere-1" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_constructs_counts_right_answers_and_uses_per_construct(tmp_path):
+    answers = {"airline-1": ("SELECT origin, min(distance) FROM flight GROUP BY origin", "correct"),  # its gold: GROUP BY, min
+               "airline-2": ("SELECT price FROM flight ORDER BY distance LIMIT 1", "wrong_result")}  # its gold: max(), no ORDER BY
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "eval_verdicts.jsonl").write_text("".join(json.dumps({"id": i, "sql": [sql], "verdicts": [v]}) + "\n" for i, (sql, v) in answers.items()))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "constructs.py"), str(folder), "--tasks", "builtin:heldout",
+                           "--results", str(tmp_path / "results")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads((tmp_path / "results" / "constructs.json").read_text())["folders"]
+    counts = row["constructs"]
+    assert counts["GROUP BY"] == {"gold_uses": 1, "right": 1, "answers_use": 1}
+    assert counts["aggregate"] == {"gold_uses": 2, "right": 1, "answers_use": 1}
+    assert counts["ORDER BY"] == {"gold_uses": 0, "right": 0, "answers_use": 1} == counts["LIMIT"]
