@@ -17,10 +17,9 @@ import re
 import sys
 from pathlib import Path
 
-from record import RESULTS, provenance, provenance_markdown, write_results
+from record import add_results_arguments, provenance, provenance_markdown, publish
 
 from codelutra.config import TaskSource
-from codelutra.console import console
 from codelutra.errors import UserError
 from codelutra.tasks.sources import load_tasks
 
@@ -83,9 +82,7 @@ def main() -> int:
         print(f"constructs: error: {e}", file=sys.stderr)
         return 2
     result = {"benchmark": "constructs", **provenance(), "tasks": args.tasks, "folders": folders}
-    for path in write_results(Path(args.results), "constructs" + (f"-{args.tag}" if args.tag else ""), result, markdown(result)):
-        console.print(f"wrote {path}")
-    print(markdown(result).split("\n\n", 2)[2])
+    publish(args, "constructs", result, markdown(result))
     return 0
 
 
@@ -93,8 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="eval folders (a run's iter_K, `codelutra eval`'s output) on one task set")
     parser.add_argument("--tasks", default="builtin:heldout-large", help="the task set they were evaluated on")
-    parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
-    parser.add_argument("--tag", default="", help="suffix of the result files' names")
+    add_results_arguments(parser)
     return parser
 
 

@@ -19,10 +19,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from record import RESULTS, SPIDER_PATHS, provenance, provenance_markdown, write_results
+from record import SPIDER_PATHS, add_results_arguments, provenance, provenance_markdown, publish
 
 from codelutra.config import TaskSource, load_config
-from codelutra.console import console
 from codelutra.errors import UserError
 from codelutra.execution.engines import engine_of
 from codelutra.tasks.catalog import read_only_sqlite, sqlite_tables
@@ -108,15 +107,13 @@ def main() -> int:
         tasks, _ = load_tasks(source)
         by_id = {task.id: task for task in tasks}
         if any(task.kind != "sql" or engine_of(task.db_path) != "sqlite" for task in tasks):
-            raise UserError("explain_check: the task set is not SQLite SQL (EXPLAIN here is SQLite's)")
+            raise UserError("the task set is not SQLite SQL (EXPLAIN here is SQLite's)")
         folders = [check_folder(Path(folder), by_id) for folder in args.eval_dirs]
     except (UserError, FileNotFoundError) as e:
         print(f"explain_check: error: {e}", file=sys.stderr)
         return 2
     result = {"benchmark": "explain_check", **provenance(), "folders": folders}
-    for path in write_results(Path(args.results), "explain-check" + (f"-{args.tag}" if args.tag else ""), result, markdown(result)):
-        console.print(f"wrote {path}")
-    print(markdown(result).split("\n\n", 2)[2])
+    publish(args, "explain-check", result, markdown(result))
     return 0
 
 
@@ -125,8 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="`codelutra eval` folders on the same task set")
     parser.add_argument("--tasks", default="builtin:heldout-large", help="the task set the folders were evaluated on")
     parser.add_argument("--config", default=None, help="take the task set from this config's eval_tasks (e.g. configs/spider.yaml)")
-    parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
-    parser.add_argument("--tag", default="", help="suffix of the result files' names")
+    add_results_arguments(parser)
     return parser
 
 

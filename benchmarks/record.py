@@ -100,6 +100,21 @@ def write_results(results_dir: Path, stem: str, data: dict, markdown: str) -> li
     return [json_path, md_path]
 
 
+def add_results_arguments(parser) -> None:
+    """--results and --tag, as the scripts that write `<name>[-TAG].{json,md}` take them."""
+    parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
+    parser.add_argument("--tag", default="", help="suffix of the result files' names")
+
+
+def publish(args, name: str, result: dict, markdown: str) -> None:
+    """Write `<name>[-TAG].{json,md}` into --results, say where, and print the markdown's table part."""
+    from codelutra.console import console
+
+    for path in write_results(Path(args.results), name + (f"-{args.tag}" if args.tag else ""), result, markdown):
+        console.print(f"wrote {path}")
+    print(markdown.split("\n\n", 2)[2])
+
+
 class PeakTreeMemory:
     """The largest resident memory of a process and all its descendants, summed, polled in a thread.
 
