@@ -45,7 +45,7 @@ class PackedDPOTrainer(DPOTrainer):
         if attention not in MASKED_ATTENTION:
             raise UserError(
                 f"train.packing needs the model's attention to be one of {', '.join(MASKED_ATTENTION)} (a 4-D tree mask); "
-                f"this model uses {attention!r}: set train.packing=false and train.anchor=0"
+                f"this model uses {attention!r}: set train.packing=false, train.anchor=0 and train.preference_on=all"
             )
         super().__init__(model=model, args=args, data_collator=PackedPreferenceCollator(args.max_length), **kwargs)
         self.anchor = anchor  # train.anchor: DPO-Positive's lambda (codelutra/training/loss.py)
