@@ -5,7 +5,8 @@ the mean of those differences is the accuracy gap, and resampling problems (with
 seed keeps its weight) gives its 95% interval. An interval that holds 0 is a tie.
 
 Usage: python benchmarks/paired.py EVAL_DIR_A EVAL_DIR_B   (two `codelutra eval` folders on the same problems:
-       prints each one's accuracy and A - B with its interval)
+       prints each one's accuracy and A - B with its interval; a verdicts file instead of a folder, e.g.
+       EVAL_DIR/vote_verdicts.jsonl, compares the voted answers)
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ def paired_difference(a: dict, b: dict, *, resamples: int = 4000, seed: int = 0)
 
 
 def eval_verdicts(folder: str | Path) -> dict:
-    """A `codelutra eval` folder's greedy verdicts as paired_difference takes them: (0, problem id) -> correct."""
-    lines = (Path(folder) / "eval_verdicts.jsonl").read_text(encoding="utf-8").splitlines()
+    """A `codelutra eval` folder's greedy verdicts (or a verdicts file's) as paired_difference takes them:
+    (0, problem id) -> correct."""
+    path = Path(folder)
+    lines = (path if path.is_file() else path / "eval_verdicts.jsonl").read_text(encoding="utf-8").splitlines()
     return {(0, row["id"]): row["verdicts"][0] == "correct" for row in map(json.loads, lines)}
 
 

@@ -258,6 +258,11 @@ def test_paired_compares_two_eval_folders_problem_by_problem(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "A: 66.7% of 3" in done.stdout and "B: 33.3% of 3" in done.stdout
     assert "A - B: +33.3%" in done.stdout and "only A right 1, only B right 0" in done.stdout
+    voted = tmp_path / "b" / "vote_verdicts.jsonl"  # a verdicts file stands for its answers: B's voted ones
+    voted.write_text("".join(json.dumps({"id": f"p{i}", "verdicts": ["correct"]}) + "\n" for i in range(3)))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paired.py"), str(tmp_path / "a"), str(voted)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "B: 100.0% of 3" in done.stdout and "A - B: -33.3%" in done.stdout, done.stderr
 
 
 def test_explain_check_sorts_answers_by_what_sqlite_says_of_them(tmp_path):
