@@ -12,15 +12,16 @@ Usage: python benchmarks/constructs.py EVAL_DIR [EVAL_DIR ...] [--tasks builtin:
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
 from record import add_results_arguments, provenance, provenance_markdown, publish
 
+from codelutra.artifacts import read_jsonl
 from codelutra.config import TaskSource
 from codelutra.errors import UserError
+from codelutra.layout import EvalFiles
 from codelutra.tasks.sources import load_tasks
 
 CONSTRUCTS = {
@@ -45,11 +46,11 @@ def uses(sql: str) -> set[str]:
 
 def tally(folder: Path, golds: dict[str, str]) -> dict:
     """Per construct: problems whose gold uses it, of those the ones this folder got right, its answers using it."""
-    rows = [json.loads(line) for line in (folder / "eval_verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = read_jsonl(EvalFiles(folder).verdicts)
     counts = {name: {"gold_uses": 0, "right": 0, "answers_use": 0} for name in CONSTRUCTS}
     for row in rows:
         if row["id"] not in golds:
-            raise UserError(f"{folder / 'eval_verdicts.jsonl'}: problem {row['id']!r} is not in the task set given")
+            raise UserError(f"{EvalFiles(folder).verdicts}: problem {row['id']!r} is not in the task set given")
         right = row["verdicts"][0] == "correct"
         for name in uses(golds[row["id"]]):
             counts[name]["gold_uses"] += 1

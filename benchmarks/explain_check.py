@@ -13,7 +13,6 @@ Usage: python benchmarks/explain_check.py EVAL_DIR [--tasks builtin:heldout-larg
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import Counter
@@ -21,9 +20,11 @@ from pathlib import Path
 
 from record import SPIDER_PATHS, add_results_arguments, provenance, provenance_markdown, publish
 
+from codelutra.artifacts import read_jsonl
 from codelutra.config import TaskSource, load_config
 from codelutra.errors import UserError
 from codelutra.execution.engines import engine_of
+from codelutra.layout import EvalFiles
 from codelutra.tasks.catalog import read_only_sqlite, sqlite_tables
 from codelutra.tasks.sources import load_tasks
 
@@ -60,17 +61,16 @@ def kind_of(message: str, columns: set[str]) -> str:
 
 def check_folder(folder: Path, tasks: dict) -> dict:
     """The kind of every answer of `folder` (its eval_verdicts.jsonl and eval_samples.jsonl) with examples."""
-    verdicts = [json.loads(line) for line in (folder / "eval_verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
-    truncated = {
-        row["id"]: row["truncated"][0] for row in map(json.loads, (folder / "eval_samples.jsonl").read_text(encoding="utf-8").splitlines())
-    }
+    files = EvalFiles(folder)
+    verdicts = read_jsonl(files.verdicts)
+    truncated = {row["id"]: row["truncated"][0] for row in read_jsonl(files.samples)}
     columns_of: dict[str, set[str]] = {}
     counts: Counter = Counter()
     examples: dict[str, list] = {}
     for row in verdicts:
         task = tasks.get(row["id"])
         if task is None:
-            raise UserError(f"{folder / 'eval_verdicts.jsonl'}: problem {row['id']!r} is not in the task set given")
+            raise UserError(f"{files.verdicts}: problem {row['id']!r} is not in the task set given")
         if truncated.get(row["id"]):
             kind, message = "truncated", ""
         else:

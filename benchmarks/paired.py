@@ -11,10 +11,12 @@ Usage: python benchmarks/paired.py EVAL_DIR_A EVAL_DIR_B   (two `codelutra eval`
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
+
+from codelutra.artifacts import read_jsonl
+from codelutra.layout import EvalFiles
 
 
 def paired_difference(a: dict, b: dict, *, resamples: int = 4000, seed: int = 0) -> dict:
@@ -51,8 +53,7 @@ def eval_verdicts(folder: str | Path) -> dict:
     """A `codelutra eval` folder's greedy verdicts (or a verdicts file's) as paired_difference takes them:
     (0, problem id) -> correct."""
     path = Path(folder)
-    lines = (path if path.is_file() else path / "eval_verdicts.jsonl").read_text(encoding="utf-8").splitlines()
-    return {(0, row["id"]): row["verdicts"][0] == "correct" for row in map(json.loads, lines)}
+    return {(0, row["id"]): row["verdicts"][0] == "correct" for row in read_jsonl(path if path.is_file() else EvalFiles(path).verdicts)}
 
 
 def main(argv: list[str]) -> int:
