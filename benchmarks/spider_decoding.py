@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=[], help="a refined model (RUN_DIR/iter_K/model, a folder or Hub id); repeatable")
     parser.add_argument("--no-base", action="store_true", help="leave out the embedded base model")
-    parser.add_argument("--vote", type=int, default=8, help="candidates per question for voting (default 8)")
+    parser.add_argument("--vote", type=int, default=8, help="candidates per question for voting (default 8; 0: greedy rows only)")
     parser.add_argument("--limit", type=int, default=None, help="a fixed random sample of this many questions (default: all)")
     parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers", help="how to generate")
     parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ goes into (default: benchmarks/)")
@@ -99,7 +99,8 @@ def evaluate_four_ways(model: str, questions: tuple, args) -> list[dict]:
             label=f"{_slug(model)} {constrain}", skipped=skipped + too_long,
         )  # fmt: skip
         grammar = " + grammar" if constrain == "schema" else ""
-        for decoding, part in (("greedy", result), (f"vote@{args.vote}", result["voted"])):
+        parts = [("greedy", result)] + ([(f"vote@{args.vote}", result["voted"])] if args.vote else [])
+        for decoding, part in parts:
             rows.append({
                 "model": model,
                 "decoding": decoding + grammar,
