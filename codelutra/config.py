@@ -233,6 +233,9 @@ class EvalConfig(_Section):
     vote: int = Field(default=0, ge=0, le=MAX_VOTE)
     vote_temperature: float = Field(default=0.8, gt=0)  # the voting candidates' sampling temperature
     vote_top_p: float = Field(default=0.95, gt=0, le=1)
+    # Evaluate the base model first (the run's baseline, iteration 0). Off where that evaluation is already known
+    # or costs more than it tells: voting a base model that rambles to the token budget on a thousand questions.
+    base: bool = True
 
 
 class GenerationConfig(_Section):

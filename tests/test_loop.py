@@ -91,6 +91,18 @@ def test_run_writes_every_artifact_and_chains_references(tmp_path, tiny_model_di
     ]
 
 
+def test_eval_base_false_leaves_the_base_model_unevaluated(tmp_path, tiny_model_dir):
+    """eval.base: false: no iteration-0 evaluation; the history, report and timings start at iteration 1."""
+    history = Refiner(_config(tmp_path, tiny_model_dir, "eval.base=false", "min_gain=0.5")).run()
+    run_dir = tmp_path / "runs" / "tiny"
+    assert [h["iteration"] for h in history] == [1, 2], "min_gain has nothing to compare iteration 1 with"
+    assert not (run_dir / "iter_0" / "eval.json").exists()
+    report = (run_dir / "report.md").read_text()
+    assert "| base model |" not in report and "| iteration 1 |" in report
+    assert "base model was not evaluated" in report
+    assert "| 1 |" in report and "| 2 |" in report  # both iterations' timings
+
+
 def test_the_base_model_as_reference_and_a_continued_adapter_reach_the_trainer(tmp_path, tiny_model_dir, recorded_training):
     """train.reference: base and train.lora_adapter: continued (their effect on the loss: tests/test_training.py)."""
     Refiner(_config(tmp_path, tiny_model_dir, "train.reference=base", "train.lora_adapter=continued")).run()

@@ -235,3 +235,26 @@ def test_preference_on_mask_reaches_the_training_batches(iteration_1, tmp_path, 
     masks = sorted(float(v) for batch in trainer.get_train_dataloader() for v in batch["dpo_pairs"])
     assert masks == sorted(expected)
 
+
+
+@FLOAT32_ONLY
+def test_sft_alone_loads_no_reference_and_spares_its_pass(iteration_1, tiny_model_dir, tmp_path, monkeypatch):
+    """train.loss: sft reads no reference log-prob: no reference model is loaded, no reference pass runs."""
+    import codelutra.models
+    import codelutra.training.trainer as trainer_module
+
+    def no_reference_pass(*args, **kwargs):
+        raise AssertionError("the reference pass ran for train.loss: sft")
+
+    loaded = []
+    real_load = codelutra.models.load_model
+    monkeypatch.setattr(trainer_module, "_with_reference_logprobs", no_reference_pass)
+    monkeypatch.setattr(codelutra.models, "load_model", lambda path, *a, **kw: loaded.append(path) or real_load(path, *a, **kw))
+    cfg = TrainConfig(**PAPER, loss="sft", batch_size=2)
+    trainer = build_trainer(iteration_1, _pairs(), tmp_path, cfg, seed=0, reference_path=tiny_model_dir)
+    assert loaded == [iteration_1], "only the policy is loaded"
+    _perturb_adapter(trainer.model, seed=2)
+    loss, batch = _trainer_loss(trainer)
+    reference = load_model(tiny_model_dir)  # any reference: the SFT term does not read it
+    expected = _loss_by_hand(trainer.model, reference, batch, 0.1, lam=1.0) - _loss_by_hand(trainer.model, reference, batch, 0.1, lam=0.0)
+    assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)

@@ -69,10 +69,12 @@ class Refiner:
         if overlap:
             console.print(f"[yellow]note:[/] train and eval tasks share databases: {', '.join(sorted(overlap))}")
 
-        history = [self._evaluate(policy, 0)]
+        history = [self._evaluate(policy, 0)] if self.cfg.eval.base else []
         for k in range(1, self.cfg.max_iterations + 1):
             policy = self._iterate(k, policy)
             history.append(self._evaluate(policy, k))
+            if len(history) < 2:
+                continue  # eval.base: false, so iteration 1 has nothing to gain over
             gain = history[-1]["accuracy"] - history[-2]["accuracy"]
             if gain < self.cfg.min_gain and k < self.cfg.max_iterations:
                 console.print(f"iteration {k} gained {gain:+.1%} < min_gain {self.cfg.min_gain:.1%}: stopping")

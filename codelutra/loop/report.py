@@ -63,7 +63,8 @@ def write_report(run: RunLayout, history: list[dict], cfg) -> None:
         f"rejected_window={cfg.train.rejected_window}).\n\n"
         + markdown_table(history)
         + f"\n![accuracy per iteration]({run.plot.name})\n"
-        + timings_table(run, len(history))
+        + ("" if history and history[0]["iteration"] == 0 else "\nThe base model was not evaluated (`eval.base: false`).\n")
+        + timings_table(run, [r["iteration"] for r in history])
     )
     atomic_write_text(run.report, text)
 
@@ -71,10 +72,10 @@ def write_report(run: RunLayout, history: list[dict], cfg) -> None:
 STAGES = ("sample", "verify", "pair", "train", "eval")
 
 
-def timings_table(run: RunLayout, iterations: int) -> str:
-    """Seconds per stage and iteration, from each iteration's timings.json (where the Refiner wrote one)."""
+def timings_table(run: RunLayout, iterations: list[int]) -> str:
+    """Seconds per stage of each of `iterations`, from its timings.json (where the Refiner wrote one)."""
     rows = []
-    for k in range(iterations):
+    for k in iterations:
         path = run.iteration(k).timings
         if path.exists():
             times = read_json(path)

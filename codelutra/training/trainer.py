@@ -145,7 +145,9 @@ def build_trainer(
     else:
         trainer_class = DPOTrainer
     # None: the reference is the adapter-disabled policy (LoRA) or TRL's frozen copy of policy_path (full fine-tuning)
-    separate_reference = reference_path != policy_path or adapter is not None
+    # SFT alone reads no reference log-prob, so it loads no reference and spares the reference pass (zeros stand in)
+    needs_reference = cfg.loss != "sft"
+    separate_reference = needs_reference and (reference_path != policy_path or adapter is not None)
     trainer = trainer_class(
         model=model,
         ref_model=load_model(reference_path) if separate_reference else None,
@@ -158,7 +160,11 @@ def build_trainer(
     dataset = trainer.train_dataset
     if cfg.rejected_window is not None:
         dataset = _rejected_cut_after_divergence(dataset, cfg.rejected_window)
-    trainer.train_dataset = _with_reference_logprobs(trainer, dataset, reuse_kept=reuse_kept)
+    if needs_reference:
+        dataset = _with_reference_logprobs(trainer, dataset, reuse_kept=reuse_kept)
+    else:
+        dataset = dataset.add_column("ref_chosen_logps", [0.0] * len(dataset)).add_column("ref_rejected_logps", [0.0] * len(dataset))
+    trainer.train_dataset = dataset
     trl_internals.keep_reference_logprobs(trainer)
     trainer.ref_model = None  # a separate reference (or full fine-tuning's frozen copy) is no longer needed
     return trainer
