@@ -160,6 +160,7 @@ def test_eval_folder_is_reused_only_for_the_same_inputs(tmp_path, capsys, tiny_m
     assert main([*base, "--limit", "2"]) == 0
     assert json.loads((out / "eval.json").read_text())["n"] == 2
     assert main([*base, "--limit", "2"]) == 0  # the same evaluation: its results are reused
+    assert main([*base, "--limit", "2", "--set", "eval.base=false"]) == 0  # whether a run evaluates its base: not an input
     _refused(capsys, tmp_path, [*base, "--limit", "3"], str(out), "tasks", "start fresh")
     _refused(capsys, tmp_path, [*base, "--limit", "2", "--set", "prompt.schema_style=create"], "settings.prompt.schema_style")
     _refused(capsys, tmp_path, [*base[:-1], "eval.max_new_tokens=9", "--limit", "2"], "settings.eval.max_new_tokens")

@@ -231,20 +231,25 @@ def test_fixed_pairs_trains_one_iterations_pairs_once_per_arm_and_pairs_the_verd
     assert trained == ["control-seed0", "control-seed1", "cut-seed0", "cut-seed1"]
 
 
-def test_spider_decoding_gives_each_model_four_rows(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize(
+    ("vote", "decodings"),
+    [("2", ["greedy", "vote@2", "greedy + grammar", "vote@2 + grammar"]), ("0", ["greedy", "greedy + grammar"])],
+)
+def test_spider_decoding_gives_each_model_its_rows(tmp_path, tiny_model_dir, vote, decodings):
+    """Four rows a model with --vote N; with --vote 0 the greedy ones only (the base model, cheaply)."""
     shared_dataset("spider")
     results = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "spider_decoding.py"), "--no-base", "--model", tiny_model_dir,
-         "--limit", "2", "--vote", "2", "--output", str(tmp_path), "--results", str(results)],
+         "--limit", "2", "--vote", vote, "--output", str(tmp_path), "--results", str(results)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     rows = json.loads((results / "spider-decoding.json").read_text())["rows"]
-    assert [r["decoding"] for r in rows] == ["greedy", "vote@2", "greedy + grammar", "vote@2 + grammar"]
+    assert [r["decoding"] for r in rows] == decodings
     assert all(r["n"] == 2 and sum(r["counts"].values()) == 2 for r in rows)
-    assert "| vote@2 + grammar | 2 |" in (results / "spider-decoding.md").read_text()
+    assert f"| {decodings[-1]} | 2 |" in (results / "spider-decoding.md").read_text()
 
 
 

@@ -109,7 +109,8 @@ def _inputs_v1(model, tasks, prompt, eval_cfg, max_new_tokens, verify, generatio
         "tasks": {"n": len(tasks), "sha256": hashlib.sha256(problems.encode()).hexdigest()},
         "settings": {
             "prompt": prompt.model_dump(mode="json"),
-            "eval": {**eval_cfg.model_dump(mode="json", exclude={"batch_size"}), "max_new_tokens": max_new_tokens},
+            # eval.base says whether a run evaluates its base model at all, nothing about how an evaluation runs
+            "eval": {**eval_cfg.model_dump(mode="json", exclude={"batch_size", "base"}), "max_new_tokens": max_new_tokens},
             "verify": verify.model_dump(mode="json", exclude={"workers"}),
             # constrain only where on, so that folders written before it existed still match an unconstrained evaluation
             "generation": generation.model_dump(
