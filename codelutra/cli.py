@@ -215,7 +215,7 @@ def _ask(args) -> int:
     except BadAddress as error:
         raise UserError(f"--db: {error}") from None  # not echoed: it may hold a password
     overrides = list(args.set) + _vote_override(args)
-    constrain, decoding = decoding_constraint(args.constrain, db, load_config(args.config, overrides).generation.backend)
+    constrain, decoding = decoding_constraint(args.constrain, load_config(args.config, overrides).generation.backend)
     cfg = load_config(args.config, [*overrides, f"generation.constrain={constrain}"])  # validated with the constraint
     if cfg.generation.backend == "openai" and not args.model:
         raise UserError("--model: name the model the endpoint serves (the openai backend has no default model)")

@@ -247,8 +247,9 @@ class GenerationConfig(_Section):
     base_url: str | None = None  # openai: the API root, e.g. http://127.0.0.1:8000/v1
     api_key_env: str = Field(default="OPENAI_API_KEY", min_length=1)  # openai: the variable holding the key, if any
     concurrency: int = Field(default=4, ge=1)  # openai: requests in flight
-    # schema: SQL answers decoded under a grammar of SQLite queries over the task's own tables and columns
-    # (`codelutra.tasks.sql_grammar`); Python tasks are never constrained. Kept log-probs stay unconstrained.
+    # schema: SQL answers decoded under a grammar of the engine's queries (SQLite, DuckDB or PostgreSQL) over the task's
+    # own tables and columns (`codelutra.tasks.sql_grammar`); Python tasks are never constrained. Kept log-probs stay
+    # unconstrained.
     constrain: Literal["none", "schema"] = "none"
 
     @field_validator("base_url")

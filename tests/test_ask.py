@@ -45,19 +45,17 @@ def test_ask_decodes_under_the_grammar_by_default_and_says_so(tiny_model_dir, bu
 
 
 @pytest.mark.parametrize(
-    "requested, db, backend, constrain, said",
+    "requested, backend, constrain, said",
     [
-        (None, "shop.sqlite", "transformers", "schema", "under the database's grammar"),
-        ("none", "shop.sqlite", "transformers", "none", "--constrain none"),
-        (None, "duckdb:///shop.duckdb", "transformers", "none", "not DuckDB's"),
-        (None, "postgresql://reader@localhost/shop", "vllm", "none", "not PostgreSQL's"),
-        (None, "shop.sqlite", "openai", "none", "the openai backend takes no grammar"),
-        ("schema", "duckdb:///shop.duckdb", "transformers", "schema", "under the database's grammar"),  # refused later, saying why
+        (None, "transformers", "schema", "under the database's grammar"),  # on any engine: the grammar is its dialect
+        (None, "vllm", "schema", "under the database's grammar"),
+        ("none", "transformers", "none", "--constrain none"),
+        (None, "openai", "none", "the openai backend takes no grammar"),
     ],
 )
-def test_the_default_constraint_is_the_grammar_where_it_can_be(requested, db, backend, constrain, said):
-    assert decoding_constraint(requested, db, backend)[0] == constrain
-    assert said in decoding_constraint(requested, db, backend)[1]
+def test_the_default_constraint_is_the_grammar_where_it_can_be(requested, backend, constrain, said):
+    assert decoding_constraint(requested, backend)[0] == constrain
+    assert said in decoding_constraint(requested, backend)[1]
 
 
 def test_ask_with_vote_answers_with_the_voted_candidate(tiny_model_dir, builtin_db):

@@ -10,13 +10,16 @@ import uuid
 import pytest
 
 from codelutra.execution.sql import SqlCheck, run_queries, verify_sql
+from codelutra.models import load_tokenizer
 from codelutra.tasks.prompts import render_schema, sql_messages
 from codelutra.tasks.sql import load_sql_tasks
+from codelutra.tasks.sql_grammar import schema_grammar
 from tests.engine_fixtures import (
     run_refinement_on,
     write_duckdb_concert,
     write_sqlite_concert,
 )
+from tests.test_constrain import accepts, rejected_golds
 
 pytest.importorskip("duckdb", reason="duckdb is not installed (pip install 'codelutra[duckdb]')")
 
@@ -182,3 +185,37 @@ def test_codelutra_verify_lines_take_a_database_address(concert, tmp_path):
     assert [o["verdict"] for o in out] == ["correct", "forbidden", "invalid"]
     assert out[2]["detail"].startswith("line 3: field 'db': ") and "password" in out[2]["detail"]
     assert counts["correct"] == counts["forbidden"] == counts["invalid"] == 1
+
+
+DUCKDB_DIALECT = [
+    ("SELECT name FROM singer WHERE country ILIKE 'fr%' AND name GLOB 'J*'", True),
+    ("SELECT fee::INTEGER, CAST(fee AS DOUBLE) FROM concert", True),
+    ('SELECT "Name" FROM SINGER', True),  # DuckDB matches names in any case, quoted or not
+    ('SELECT name FROM singer WHERE country = "France"', False),  # a double-quoted text is a name in DuckDB
+    ("SELECT `name` FROM singer", False),
+    ("SELECT name FROM singer LIMIT 1, 2", False),
+    ("SELECT nme FROM singer", False),
+]
+
+
+@pytest.mark.parametrize(("sql", "accepted"), DUCKDB_DIALECT)
+def test_the_grammar_speaks_duckdbs_dialect(concert, tiny_model_dir, sql, accepted):
+    assert accepts(load_tokenizer(tiny_model_dir), schema_grammar(concert), sql) == accepted
+
+
+def test_the_grammar_takes_the_golds_exported_to_duckdb(exported, tiny_model_dir):
+    """Every gold query the export kept (it ran on DuckDB), against its database's DuckDB grammar."""
+    folder = exported[0]
+    rows = [json.loads(line) for split in ("train", "heldout") for line in (folder / f"{split}.jsonl").read_text().splitlines()]
+    golds = [("duckdb://" + str(folder / r["db_url"].removeprefix("duckdb://")), r["gold_sql"]) for r in rows]
+    rejected = rejected_golds(load_tokenizer(tiny_model_dir), golds)
+    assert len(golds) > 400
+    assert not rejected, rejected[:10]
+
+
+def test_a_duckdb_task_is_decoded_under_duckdbs_grammar(concert):
+    from codelutra.tasks import Task
+    from codelutra.tasks.sql_grammar import prompt_grammars
+
+    [grammar] = prompt_grammars([Task(id="c", question="q", gold="", db_path=concert)], "schema")
+    assert grammar == schema_grammar(concert) and '"::"' in grammar and "DQ_STRING | NULL" not in grammar

@@ -11,8 +11,10 @@ import pytest
 
 from codelutra.errors import UserError
 from codelutra.execution.sql import SqlCheck, run_queries, verify_sql
+from codelutra.models import load_tokenizer
 from codelutra.tasks.prompts import render_schema, sql_messages
 from codelutra.tasks.sql import load_sql_tasks
+from codelutra.tasks.sql_grammar import schema_grammar
 from tests.engine_fixtures import (
     CONCERTS,
     READER,
@@ -20,6 +22,7 @@ from tests.engine_fixtures import (
     run_refinement_on,
     write_sqlite_concert,
 )
+from tests.test_constrain import accepts, rejected_golds
 
 pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'codelutra[postgres]')")
 
@@ -215,3 +218,42 @@ def test_export_writes_a_database_per_db_id_read_by_a_select_only_role(postgres_
 @pytest.mark.slow  # a whole refinement loop on the tiny model
 def test_refinement_loop_on_postgres(exported, tmp_path, tiny_model_dir):
     run_refinement_on(exported, tmp_path, tiny_model_dir, dialect="PostgreSQL")
+
+
+# A mixed-case name must be quoted in its exact case in PostgreSQL: unquoted, it folds to lower case.
+POSTGRES_DIALECT = [
+    ("SELECT name FROM singer WHERE country ILIKE 'fr%' ORDER BY born NULLS LAST", True),
+    ("SELECT fee::integer, CAST(fee AS REAL) FROM concert", True),
+    ('SELECT NAME, "Stage Name", "BirthYear" FROM Singer', True),
+    ('SELECT "name" FROM singer WHERE country = "France"', False),  # a double-quoted text is a name
+    ("SELECT BirthYear FROM singer", False),  # folds to birthyear: no such column
+    ('SELECT "birthyear" FROM singer', False),
+    ("SELECT name FROM singer WHERE name GLOB 'J*'", False),  # SQLite's and DuckDB's, not PostgreSQL's
+    ("SELECT name FROM singer WHERE singer_id == 1", False),
+    ("SELECT [name] FROM singer", False),
+]
+
+
+@pytest.mark.parametrize(("sql", "accepted"), POSTGRES_DIALECT)
+def test_the_grammar_speaks_postgresqls_dialect(postgres_server, tiny_model_dir, sql, accepted):
+    name = "grammar_case"
+    if not _database_exists(postgres_server, name):
+        postgres_server.create_concert_database(name)
+        with postgres_server.admin(name) as db:
+            db.execute('ALTER TABLE singer ADD COLUMN "BirthYear" integer, ADD COLUMN "Stage Name" text')
+    address = postgres_server.address(name, READER)
+    assert accepts(load_tokenizer(tiny_model_dir), schema_grammar(address), sql) == accepted
+
+
+def _database_exists(server, name: str) -> bool:
+    with server.admin() as db:
+        return db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def test_the_grammar_takes_the_golds_exported_to_postgres(exported, tiny_model_dir):
+    """Every gold query the export kept (it ran on PostgreSQL), against its database's PostgreSQL grammar."""
+    rows = [json.loads(line) for split in ("train", "heldout") for line in (exported / f"{split}.jsonl").read_text().splitlines()]
+    golds = [(r["db_url"], r["gold_sql"]) for r in rows]
+    rejected = rejected_golds(load_tokenizer(tiny_model_dir), golds)
+    assert len(golds) > 400
+    assert not rejected, rejected[:10]

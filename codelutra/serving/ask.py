@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from codelutra.config import RunConfig
 from codelutra.errors import UserError
-from codelutra.execution.engines import DIALECTS, engine_of
 from codelutra.execution.sql import QueryResult
 from codelutra.generation.types import SamplingParams
 from codelutra.loop.vote import Ballot, Vote, cast_ballots, choose
@@ -31,15 +30,14 @@ class Answer:
     candidates: int
 
 
-def decoding_constraint(requested: str | None, db: str, backend: str) -> tuple[str, str]:
+def decoding_constraint(requested: str | None, backend: str) -> tuple[str, str]:
     """ask's `generation.constrain` and the line that tells the user: the schema's grammar unless turned off
-    (`requested`, from --constrain) or not possible here (the grammar is SQLite's; the openai backend takes none)."""
+    (`requested`, from --constrain) or not possible here (the openai backend takes none). The grammar is the
+    database engine's dialect (SQLite, DuckDB or PostgreSQL)."""
     if requested == "none":
         return "none", "decoding: unconstrained (--constrain none)"
     if requested is None and backend == "openai":
         return "none", "decoding: unconstrained (the openai backend takes no grammar)"
-    if requested is None and (engine := engine_of(db)) != "sqlite":
-        return "none", f"decoding: unconstrained (the grammar covers SQLite's queries, not {DIALECTS[engine]}'s)"
     return "schema", "decoding: under the database's grammar, so only its tables and columns (--constrain none: off)"
 
 

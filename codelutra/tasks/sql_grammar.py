@@ -22,6 +22,12 @@ What a context-free grammar can and cannot say about names, and what this one sa
 - Aliases where they are declared, and names in double quotes (SQLite reads `"x"` as a string where no column is called x, and Spider's
   gold queries write strings so), are free; backquoted and bracketed names must be the database's.
 
+DuckDB and PostgreSQL get the same grammar with their differences (`DIALECTS`): names are quoted with double
+quotes only, a double-quoted text is a name and never a string, `expr::type` casts, ILIKE, no `LIMIT a, b`, their
+own function names; in PostgreSQL a name that is not all lower case must be quoted, in its exact case, since an
+unquoted name is folded to lower case. Their tables and columns are read from the server or file
+(`catalog.read_tables`), as the prompt shows them.
+
 Whitespace is free where the model's habits vary (up to 16 spaces, tabs and newlines at a time, so that a model
 cannot spend its token budget on blanks; none needed around punctuation)
 and required between two words, as SQLite requires; a word before "(" needs none where the habit is to write
@@ -36,11 +42,11 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from codelutra.errors import UserError
 from codelutra.execution.engines import engine_of
 from codelutra.tasks import Task
-from codelutra.tasks.catalog import sqlite_tables
+from codelutra.tasks.catalog import read_tables, sqlite_tables
 
 # Words the grammar uses as keywords: an alias may not be one, and a table or column named so must be quoted.
 KEYWORDS = (
@@ -58,19 +64,64 @@ TYPES = "integer int real text numeric float double varchar char date datetime d
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+
+@dataclass(frozen=True)
+class Dialect:
+    """What one engine's read-only queries differ in, as far as this grammar goes."""
+
+    quotes: tuple[str, ...]  # how a name may be quoted, as (open, close) pairs
+    quoted_case: str  # "free": a quoted name matches in any case (SQLite, DuckDB); "exact": as written (PostgreSQL)
+    bare_case: str  # "free": an unquoted name matches in any case; "lower": only a lower-case name may go unquoted
+    double_quoted_strings: bool  # SQLite reads "x" as a string where no column is called x
+    casts: bool  # expr::type
+    limit_comma: bool  # LIMIT offset, count
+    ilike: bool
+    glob: bool
+    double_equals: bool  # ==
+    functions: tuple[str, ...]
+
+
+_SQLITE_FUNCTIONS = tuple(FUNCTIONS)
+_DUCKDB_FUNCTIONS = tuple((
+    "count sum avg min max abs length lower upper substr substring round coalesce ifnull nullif instr replace trim "
+    "ltrim rtrim string_agg group_concat concat strftime strptime date_part date_trunc datediff year month day "
+    "hour minute second now current_date typeof ceil ceiling floor sqrt pow power exp ln log log10 mod sign "
+    "greatest least random median mode count_if bool_and bool_or regexp_matches starts_with contains"
+).split())
+_POSTGRES_FUNCTIONS = tuple((
+    "count sum avg min max abs length char_length lower upper substr substring round coalesce nullif replace trim "
+    "ltrim rtrim string_agg concat position strpos date_part date_trunc age now to_char to_date ceil ceiling floor "
+    "sqrt power exp ln log mod sign greatest least random bool_and bool_or every"
+).split())
+_DOUBLE_QUOTES = (('"', '"'),)
+DIALECTS = {
+    "sqlite": Dialect(
+        quotes=(('"', '"'), ("`", "`"), ("[", "]")), quoted_case="free", bare_case="free", double_quoted_strings=True,
+        casts=False, limit_comma=True, ilike=False, glob=True, double_equals=True, functions=_SQLITE_FUNCTIONS,
+    ),
+    "duckdb": Dialect(
+        quotes=_DOUBLE_QUOTES, quoted_case="free", bare_case="free", double_quoted_strings=False,
+        casts=True, limit_comma=False, ilike=True, glob=True, double_equals=True, functions=_DUCKDB_FUNCTIONS,
+    ),
+    "postgres": Dialect(
+        quotes=_DOUBLE_QUOTES, quoted_case="exact", bare_case="lower", double_quoted_strings=False,
+        casts=True, limit_comma=False, ilike=True, glob=False, double_equals=False, functions=_POSTGRES_FUNCTIONS,
+    ),
+}  # fmt: skip
+
 # The query language; {tables}, {columns} and {qualified} are the database's names (`schema_grammar`).
 _QUERY = r"""
 start: _o select_stmt (_o ";")? _s "```"
 
 select_stmt: select_core (_s compound_op _s select_core)* (_s ORDER _s BY _s ordering (_o "," _o ordering)*)? limit?
 compound_op: UNION (_s ALL)? | INTERSECT | EXCEPT
-limit: _s LIMIT _s expr ((_s OFFSET _s | _o "," _o) expr)?
+limit: _s LIMIT _s expr ((_s OFFSET _s{limit_comma}) expr)?
 select_core: SELECT (_s (DISTINCT | ALL))? _s result_column (_o "," _o result_column)* from? where? group_by?
            | SELECT _s DISTINCT_OPEN _o expr _o ")" (_s (AS _s)? ALIAS)? (_o "," _o result_column)* from? where? group_by?
 from: _s FROM _s from_item (join_op from_item join_constraint?)*
 where: _s WHERE _s expr
 group_by: _s GROUP _s BY _s expr (_o "," _o expr)* (_s HAVING _s expr)?
-result_column: "*" | (qualifier | table) ".*" | expr (_s (AS _s)? (ALIAS | SQ_STRING | DQ_STRING))?
+result_column: "*" | (qualifier | table) ".*" | expr (_s (AS _s)? ({column_aliases}))?
 ordering: expr (_s COLLATE _s ALIAS)? (_s (ASC | DESC))? (_s NULLS _s (FIRST | LAST))?
 
 from_item: (table | "(" _o select_stmt _o ")") (_s (AS _s)? ALIAS)?
@@ -79,16 +130,16 @@ join_constraint: _s ON _s expr | _s USING _o "(" _o column_name (_o "," _o colum
 
 expr: unary (binary unary | like)*
 binary: _o OPERATOR _o | _s (AND | OR | IS (_s NOT)?) _s | _s (NOT _s)? BETWEEN _s unary _s AND _s
-like: _s (NOT _s)? (LIKE | GLOB) _s unary (_s ESCAPE _s SQ_STRING)?
+like: _s (NOT _s)? ({likes}) _s unary (_s ESCAPE _s SQ_STRING)?
 unary: ((NOT _s) | ("-" | "+" | "~") _o)* primary postfix*
 postfix: _s (NOT _s)? IN _o "(" _o (select_stmt | expr (_o "," _o expr)*)? _o ")"
-       | _s COLLATE _s ALIAS | _s NOT _s NULL
+       | _s COLLATE _s ALIAS | _s NOT _s NULL{casts}
 primary: literal | column | function | "(" _o expr (_o "," _o expr)* _o ")" | "(" _o select_stmt _o ")"
        | (NOT _s)? EXISTS _o "(" _o select_stmt _o ")"
        | CASE (_s expr)? (_s WHEN _s expr _s THEN _s expr)+ (_s ELSE _s expr)? _s END
        | CAST _o "(" _o expr _s AS _s TYPE _o ")"
 function: FUNCTION _o "(" _o ((DISTINCT _s)? expr (_o "," _o expr)* | "*")? _o ")"
-literal: NUMBER | SQ_STRING | DQ_STRING | NULL
+literal: {literals}
 column: column_name | qualifier "." column_name | table_column
 table_column: {qualified}
 qualifier: QUALIFIER
@@ -101,7 +152,7 @@ WS: /[ \t\r\n]{{1,16}}/
 NUMBER: /[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?/ | /\.[0-9]+([eE][-+]?[0-9]+)?/
 SQ_STRING: /'([^'`]|'')*'/
 DQ_STRING: /"([^"`]|"")*"/
-OPERATOR: "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=" | "+" | "-" | "*" | "/" | "%" | "||" | "&" | "|" | "<<" | ">>"
+OPERATOR: "="{double_equals} | "!=" | "<>" | "<" | "<=" | ">" | ">=" | "+" | "-" | "*" | "/" | "%" | "||" | "&" | "|" | "<<" | ">>"
 ALIAS: /[A-Za-z_][A-Za-z0-9_]*/ & ~/{reserved}/
 QUALIFIER: /[A-Za-z_][A-Za-z0-9_]{{0,2}}/ & ~/{reserved}/
 FUNCTION: {functions}
@@ -112,45 +163,63 @@ DISTINCT_OPEN: /{distinct}\(/
 
 
 @functools.cache
-def schema_grammar(db_path: str) -> str:
-    """The grammar (llguidance Lark) of a read-only query on the database at `db_path`; cached per database."""
-    tables = [t for t in sqlite_tables(db_path) if t.columns]
+def schema_grammar(address: str) -> str:
+    """The grammar (llguidance Lark) of a read-only query on the database at `address`, in its engine's dialect;
+    cached per database."""
+    engine = engine_of(address)
+    dialect = DIALECTS[engine]
+    tables = [t for t in (sqlite_tables(address) if engine == "sqlite" else read_tables(address)) if t.columns]
     if not tables:
-        raise ValueError(f"{db_path}: no tables to write a query over")
+        raise ValueError(f"{address}: no tables to write a query over")
     all_columns = sorted({name.lower(): name for t in tables for name, _ in t.columns}.values(), key=str.lower)
     table_rules, qualified, table_terminals = [], [], []
     for i, table in enumerate(tables):
-        table_terminals.append(f"TABLE_{i}: {_names([table.name])}")
-        table_terminals.append(f"COLUMNS_{i}: {_names([c for c, _ in table.columns])}")
+        table_terminals.append(f"TABLE_{i}: {_names([table.name], dialect)}")
+        table_terminals.append(f"COLUMNS_{i}: {_names([c for c, _ in table.columns], dialect)}")
         table_rules.append(f"TABLE_{i}")
         qualified.append(f'TABLE_{i} "." COLUMNS_{i}')
-    reserved = KEYWORDS + [t.name for t in tables if _PLAIN_NAME.fullmatch(t.name)]
+    keywords = KEYWORDS + (["ilike"] if dialect.ilike else [])
+    reserved = keywords + [t.name for t in tables if _PLAIN_NAME.fullmatch(t.name)]
     grammar = _QUERY.format(
         tables=" | ".join(table_rules),
         qualified="\n      | ".join(qualified),
-        columns=_names(all_columns),
+        columns=_names(all_columns, dialect),
         reserved="|".join(_ascii_case_free(word) for word in reserved),
         distinct=_ascii_case_free("distinct"),
-        functions=_alternatives(FUNCTIONS),
+        functions=_alternatives(list(dialect.functions)),
         types=_alternatives(TYPES),
+        limit_comma=' | _o "," _o' if dialect.limit_comma else "",
+        column_aliases="ALIAS | SQ_STRING | DQ_STRING" if dialect.double_quoted_strings else "ALIAS | DQ_STRING",
+        likes=" | ".join(["LIKE"] + (["ILIKE"] if dialect.ilike else []) + (["GLOB"] if dialect.glob else [])),
+        casts=' | _o "::" _o TYPE' if dialect.casts else "",
+        literals="NUMBER | SQ_STRING | DQ_STRING | NULL" if dialect.double_quoted_strings else "NUMBER | SQ_STRING | NULL",
+        double_equals=' | "=="' if dialect.double_equals else "",
     )
-    keywords = [f"{k.upper()}: /{_ascii_case_free(k)}/" for k in KEYWORDS]
-    return grammar + "\n".join(table_terminals + keywords) + "\n"
+    keyword_terminals = [f"{k.upper()}: /{_ascii_case_free(k)}/" for k in keywords]
+    return grammar + "\n".join(table_terminals + keyword_terminals) + "\n"
 
 
-def _names(names: list[str]) -> str:
-    """A terminal's alternatives for the names: plain where SQLite takes them bare, and in each quoting SQLite reads."""
+def _names(names: list[str], dialect: Dialect) -> str:
+    """A terminal's alternatives for the names: bare where the engine takes them so, and in each quoting it reads."""
+    quoted_regex = _ascii_case_free if dialect.quoted_case == "free" else _exact
     alternatives = []
     for name in names:
-        if _PLAIN_NAME.fullmatch(name) and name.lower() not in KEYWORDS:
-            alternatives.append(name)
-        alternatives += ['"' + name.replace('"', '""') + '"', f"`{name}`", f"[{name}]"]
-    return _alternatives(alternatives)
+        if _PLAIN_NAME.fullmatch(name) and name.lower() not in KEYWORDS and (dialect.bare_case == "free" or name == name.lower()):
+            alternatives.append(_ascii_case_free(name))
+        for open_, close in dialect.quotes:
+            inner = name.replace(close, close * 2) if open_ == close else name
+            alternatives.append(quoted_regex(open_ + inner + close))
+    return "/(" + "|".join(alternatives) + ")/"
 
 
 def _alternatives(texts: list[str]) -> str:
     """One regex terminal matching any of the texts, case-free."""
     return "/(" + "|".join(_ascii_case_free(text) for text in texts) + ")/"
+
+
+def _exact(text: str) -> str:
+    """A regex matching `text` exactly: letters, digits and _ as themselves, other characters as hex escapes."""
+    return "".join(c if c.isascii() and (c.isalnum() or c == "_") else f"\\x{{{ord(c):x}}}" for c in text)
 
 
 def _ascii_case_free(text: str) -> str:
@@ -168,7 +237,7 @@ def _ascii_case_free(text: str) -> str:
 
 def prompt_grammars(tasks: Sequence[Task], constrain: str) -> list[str | None] | None:
     """Per task, the grammar its answer is decoded under: None for every task when `constrain` is none,
-    and for Python tasks, which are not constrained; SQL on a database other than SQLite is refused."""
+    and for Python tasks, which are not constrained."""
     if constrain == "none":
         return None
     grammars = []
@@ -176,7 +245,5 @@ def prompt_grammars(tasks: Sequence[Task], constrain: str) -> list[str | None] |
         if task.kind != "sql":
             grammars.append(None)
             continue
-        if engine_of(task.db_path) != "sqlite":
-            raise UserError(f"generation.constrain=schema: the grammar is SQLite's, and {task.db_path} is not a SQLite database")
         grammars.append(schema_grammar(task.db_path))
     return grammars
