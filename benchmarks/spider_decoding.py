@@ -6,7 +6,8 @@ answers them four ways: greedy; greedy under the schema's grammar (`generation.c
 guided voting over --vote sampled queries (`eval.vote`); and that voting under the grammar. Per cell: execution
 accuracy and the verdict mix (how many answers did not run, and why). Each model's two evaluations (unconstrained
 and constrained, each greedy and voted) are `codelutra eval` folders under OUTPUT/runs/spider-decoding/, which
-resume where they stopped.
+resume where they stopped. `--vote 0` gives the two greedy rows only: the base model rambles to the token budget,
+so voting it over 8 samples of 1,042 questions is about an hour of a 2-core CPU per row.
 
 Usage: python benchmarks/spider_decoding.py [--model RUN/iter_K/model ...] [--no-base] [--vote 8] [--limit N]
        [--backend transformers|vllm] [--output DIR] [--results DIR] [--tag T]
