@@ -258,3 +258,5 @@ def test_sft_alone_loads_no_reference_and_spares_its_pass(iteration_1, tiny_mode
     reference = load_model(tiny_model_dir)  # any reference: the SFT term does not read it
     expected = _loss_by_hand(trainer.model, reference, batch, 0.1, lam=1.0) - _loss_by_hand(trainer.model, reference, batch, 0.1, lam=0.0)
     assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    logged = trainer._metrics["eval"]  # _trainer_loss computes in eval mode
+    assert "logps/chosen" in logged and not any(name.startswith("rewards/") for name in logged), "no reference, no rewards"

@@ -105,22 +105,27 @@ class PackedDPOTrainer(DPOTrainer):
             dpo_pairs=inputs["dpo_pairs"].to(chosen.dtype) if "dpo_pairs" in inputs else None,
         )
         chosen_ratio, rejected_ratio = chosen.detach() - ref_chosen, rejected.detach() - ref_rejected
-        self._log_rewards(chosen, rejected, chosen_ratio, rejected_ratio, inputs["input_ids"].numel())
+        # SFT alone has no reference log-probs (zeros stand in), so no rewards to log
+        rewards = (chosen_ratio, rejected_ratio) if "sigmoid" in terms else None
+        self._log_metrics(chosen, rejected, rewards, inputs["input_ids"].numel())
         return loss
 
-    def _log_rewards(self, chosen, rejected, chosen_ratio, rejected_ratio, tokens: int) -> None:
-        """TRL's reward metrics, gathered over the processes the way TRL gathers them."""
+    def _log_metrics(self, chosen, rejected, rewards, tokens: int) -> None:
+        """TRL's log-prob and reward metrics (`rewards`: the two log-ratios, or None), gathered over the processes
+        the way TRL gathers them."""
         gather = self.accelerator.gather
-        chosen_rewards, rejected_rewards = gather(self.beta * chosen_ratio), gather(self.beta * rejected_ratio)
         trl_internals.count_tokens(self, int(gather(torch.tensor(tokens, device=chosen.device)).sum()))
-        for name, value in (
-            ("rewards/chosen", chosen_rewards.mean()),
-            ("rewards/rejected", rejected_rewards.mean()),
-            ("rewards/accuracies", (chosen_rewards > rejected_rewards).float().mean()),
-            ("rewards/margins", (chosen_rewards - rejected_rewards).mean()),
-            ("logps/chosen", gather(chosen.detach()).mean()),
-            ("logps/rejected", gather(rejected.detach()).mean()),
-        ):
+        metrics = [("logps/chosen", gather(chosen.detach()).mean()), ("logps/rejected", gather(rejected.detach()).mean())]
+        if rewards is not None:
+            chosen_rewards, rejected_rewards = (gather(self.beta * ratio) for ratio in rewards)
+            metrics = [
+                ("rewards/chosen", chosen_rewards.mean()),
+                ("rewards/rejected", rejected_rewards.mean()),
+                ("rewards/accuracies", (chosen_rewards > rejected_rewards).float().mean()),
+                ("rewards/margins", (chosen_rewards - rejected_rewards).mean()),
+                *metrics,
+            ]
+        for name, value in metrics:
             trl_internals.log_metric(self, name, value.item())
 
 
