@@ -248,9 +248,9 @@ class GenerationConfig(_Section):
     api_key_env: str = Field(default="OPENAI_API_KEY", min_length=1)  # openai: the variable holding the key, if any
     concurrency: int = Field(default=4, ge=1)  # openai: requests in flight
     # schema: SQL answers decoded under a grammar of the engine's queries (SQLite, DuckDB or PostgreSQL) over the task's
-    # own tables and columns (`codelutra.tasks.sql_grammar`); Python tasks are never constrained. Kept log-probs stay
-    # unconstrained.
-    constrain: Literal["none", "schema"] = "none"
+    # own tables and columns (`codelutra.tasks.sql_grammar`); scope: also, a query that reads one table names only its
+    # columns after FROM. Python tasks are never constrained. Kept log-probs stay unconstrained.
+    constrain: Literal["none", "schema", "scope"] = "none"
 
     @field_validator("base_url")
     @classmethod

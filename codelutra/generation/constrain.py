@@ -24,8 +24,6 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor
 
-CONSTRAINTS = ("none", "schema")
-
 
 @functools.lru_cache(maxsize=4)
 def _llg_tokenizer(tokenizer):

@@ -113,12 +113,10 @@ DIALECTS = {
 _QUERY = r"""
 start: _o select_stmt (_o ";")? _s "```"
 
-select_stmt: select_core (_s compound_op _s select_core)* (_s ORDER _s BY _s ordering (_o "," _o ordering)*)? limit?
+{statement}
 compound_op: UNION (_s ALL)? | INTERSECT | EXCEPT
 limit: _s LIMIT _s expr ((_s OFFSET _s{limit_comma}) expr)?
-select_core: SELECT (_s (DISTINCT | ALL))? _s result_column (_o "," _o result_column)* from? where? group_by?
-           | SELECT _s DISTINCT_OPEN _o expr _o ")" (_s (AS _s)? ALIAS)? (_o "," _o result_column)* from? where? group_by?
-from: _s FROM _s from_item (join_op from_item join_constraint?)*
+{cores}
 where: _s WHERE _s expr
 group_by: _s GROUP _s BY _s expr (_o "," _o expr)* (_s HAVING _s expr)?
 result_column: "*" | (qualifier | table) ".*" | expr (_s (AS _s)? ({column_aliases}))?
@@ -162,10 +160,50 @@ DISTINCT_OPEN: /{distinct}\(/
 """
 
 
+# The statement and cores of `constrain: schema`: any column of the database wherever a column goes.
+_STATEMENT = r"""select_stmt: select_core (_s compound_op _s select_core)* (_s ORDER _s BY _s ordering (_o "," _o ordering)*)? limit?"""
+_CORES = r"""select_core: SELECT (_s (DISTINCT | ALL))? _s result_column (_o "," _o result_column)* from? where? group_by?
+           | SELECT _s DISTINCT_OPEN _o expr _o ")" (_s (AS _s)? ALIAS)? (_o "," _o result_column)* from? where? group_by?
+from: _s FROM _s from_item (join_op from_item join_constraint?)*"""
+
+# The statement and cores of `constrain: scope`: a query that reads one table names only that table's columns after
+# FROM (in WHERE, GROUP BY, HAVING and ORDER BY: one copy of those per table, `_ONE_TABLE`); a query that joins, or
+# reads a subquery, names any column as `schema` does. The select list is shared by all copies, so it may name any
+# column: a copy per table there too kept every table's expression rules alive at once while the list was written,
+# and llguidance's parser gave up (over 50,000 Earley items a mask step); shared, a mask step costs what `schema`'s does.
+_SCOPED_STATEMENT = r"""select_stmt: select_core (_s compound_op _s select_core)+ (_s ORDER _s BY _s ordering (_o "," _o ordering)*)? limit?
+           | joined_core (_s ORDER _s BY _s ordering (_o "," _o ordering)*)? limit?
+           | {one_table_statements}"""
+_SCOPED_CORES = r"""select_core: joined_core | {one_table_cores}
+joined_core: select_list from where? group_by?
+select_list: SELECT (_s (DISTINCT | ALL))? _s result_column (_o "," _o result_column)*
+           | SELECT _s DISTINCT_OPEN _o expr _o ")" (_s (AS _s)? ALIAS)? (_o "," _o result_column)*
+from: _s FROM _s from_item (join_op from_item join_constraint?)+ | _s FROM _s "(" _o select_stmt _o ")" (_s (AS _s)? ALIAS)?"""
+
+# One table's copy of a statement and its expressions (`@`: the table's number); subqueries are whole statements.
+_ONE_TABLE = r"""
+one_stmt_@: one_core_@ (_s ORDER _s BY _s ordering_@ (_o "," _o ordering_@)*)? limit?
+one_core_@: select_list _s FROM _s TABLE_@ (_s (AS _s)? ALIAS)? (_s WHERE _s expr_@)? (_s GROUP _s BY _s expr_@ (_o "," _o expr_@)* (_s HAVING _s expr_@)?)?
+ordering_@: expr_@ (_s COLLATE _s ALIAS)? (_s (ASC | DESC))? (_s NULLS _s (FIRST | LAST))?
+expr_@: unary_@ (binary_@ unary_@ | like_@)*
+binary_@: _o OPERATOR _o | _s (AND | OR | IS (_s NOT)?) _s | _s (NOT _s)? BETWEEN _s unary_@ _s AND _s
+like_@: _s (NOT _s)? ({likes}) _s unary_@ (_s ESCAPE _s SQ_STRING)?
+unary_@: ((NOT _s) | ("-" | "+" | "~") _o)* primary_@ postfix_@*
+postfix_@: _s (NOT _s)? IN _o "(" _o (select_stmt | expr_@ (_o "," _o expr_@)*)? _o ")"
+       | _s COLLATE _s ALIAS | _s NOT _s NULL{casts}
+primary_@: literal | column_@ | function_@ | "(" _o expr_@ (_o "," _o expr_@)* _o ")" | "(" _o select_stmt _o ")"
+       | (NOT _s)? EXISTS _o "(" _o select_stmt _o ")"
+       | CASE (_s expr_@)? (_s WHEN _s expr_@ _s THEN _s expr_@)+ (_s ELSE _s expr_@)? _s END
+       | CAST _o "(" _o expr_@ _s AS _s TYPE _o ")"
+function_@: FUNCTION _o "(" _o ((DISTINCT _s)? expr_@ (_o "," _o expr_@)* | "*")? _o ")"
+column_@: COLUMNS_@ | (qualifier | TABLE_@) "." COLUMNS_@
+"""
+
+
 @functools.cache
-def schema_grammar(address: str) -> str:
+def schema_grammar(address: str, scope: bool = False) -> str:
     """The grammar (llguidance Lark) of a read-only query on the database at `address`, in its engine's dialect;
-    cached per database."""
+    cached per database. `scope`: a query over one table names only its columns (`_SCOPED_STATEMENTS`)."""
     engine = engine_of(address)
     dialect = DIALECTS[engine]
     tables = [t for t in (sqlite_tables(address) if engine == "sqlite" else read_tables(address)) if t.columns]
@@ -180,7 +218,22 @@ def schema_grammar(address: str) -> str:
         qualified.append(f'TABLE_{i} "." COLUMNS_{i}')
     keywords = KEYWORDS + (["ilike"] if dialect.ilike else [])
     reserved = keywords + [t.name for t in tables if _PLAIN_NAME.fullmatch(t.name)]
+    pieces = dict(
+        column_aliases="ALIAS | SQ_STRING | DQ_STRING" if dialect.double_quoted_strings else "ALIAS | DQ_STRING",
+        likes=" | ".join(["LIKE"] + (["ILIKE"] if dialect.ilike else []) + (["GLOB"] if dialect.glob else [])),
+        casts=' | _o "::" _o TYPE' if dialect.casts else "",
+    )
+    if scope:
+        numbers = [str(i) for i in range(len(tables))]
+        statement = _SCOPED_STATEMENT.format(one_table_statements=" | ".join(f"one_stmt_{i}" for i in numbers))
+        cores = _SCOPED_CORES.format(one_table_cores=" | ".join(f"one_core_{i}" for i in numbers))
+        one_table = _ONE_TABLE.format(**pieces)
+        cores += "".join(one_table.replace("@", i) for i in numbers)
+    else:
+        statement, cores = _STATEMENT, _CORES
     grammar = _QUERY.format(
+        statement=statement,
+        cores=cores,
         tables=" | ".join(table_rules),
         qualified="\n      | ".join(qualified),
         columns=_names(all_columns, dialect),
@@ -189,9 +242,7 @@ def schema_grammar(address: str) -> str:
         functions=_alternatives(list(dialect.functions)),
         types=_alternatives(TYPES),
         limit_comma=' | _o "," _o' if dialect.limit_comma else "",
-        column_aliases="ALIAS | SQ_STRING | DQ_STRING" if dialect.double_quoted_strings else "ALIAS | DQ_STRING",
-        likes=" | ".join(["LIKE"] + (["ILIKE"] if dialect.ilike else []) + (["GLOB"] if dialect.glob else [])),
-        casts=' | _o "::" _o TYPE' if dialect.casts else "",
+        **pieces,
         literals="NUMBER | SQ_STRING | DQ_STRING | NULL" if dialect.double_quoted_strings else "NUMBER | SQ_STRING | NULL",
         double_equals=' | "=="' if dialect.double_equals else "",
     )
@@ -236,8 +287,8 @@ def _ascii_case_free(text: str) -> str:
 
 
 def prompt_grammars(tasks: Sequence[Task], constrain: str) -> list[str | None] | None:
-    """Per task, the grammar its answer is decoded under: None for every task when `constrain` is none,
-    and for Python tasks, which are not constrained."""
+    """Per task, the grammar its answer is decoded under (`constrain`: none, schema or scope): None for every task
+    when `constrain` is none, and for Python tasks, which are not constrained."""
     if constrain == "none":
         return None
     grammars = []
@@ -245,5 +296,5 @@ def prompt_grammars(tasks: Sequence[Task], constrain: str) -> list[str | None] |
         if task.kind != "sql":
             grammars.append(None)
             continue
-        grammars.append(schema_grammar(task.db_path))
+        grammars.append(schema_grammar(task.db_path, scope=constrain == "scope"))
     return grammars
