@@ -109,7 +109,11 @@ SCOPE = [
     ("SELECT name FROM singer AS s WHERE s.year > 2000", False),
     ("SELECT name FROM singer ORDER BY year", False),
     ("SELECT country FROM singer GROUP BY singer_id", False),
-    ("SELECT year FROM singer", True),  # the select list is not scoped (the module says why)
+    ("SELECT year FROM singer", False),  # after FROM singer only a JOIN could go on
+    ("SELECT year, name FROM singer JOIN concert ON singer.id = concert.singer_id", True),
+    ("SELECT max(age) - min(age), count(DISTINCT country) AS n FROM singer", False),  # one table: plain items only
+    ("SELECT max(age), count(DISTINCT country) AS n, age * 2 FROM singer", True),
+    ("SELECT distinct(country) FROM singer WHERE age > 30", True),
     ("SELECT name FROM singer WHERE id IN (SELECT singer_id FROM concert WHERE year = 2014)", True),
     ("SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.singer_id WHERE year = 2014", True),
     ("SELECT name FROM singer EXCEPT SELECT name FROM singer WHERE age < 20", True),
