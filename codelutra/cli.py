@@ -70,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", choices=["transformers", "vllm", "openai"], help="how to generate (config: generation.backend)")
     ev.add_argument("--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:8000/v1 (config: generation.base_url)")
     ev.add_argument("--constrain", choices=["none", "schema", "scope"],
-                    help="SQL answers under the database's grammar; scope: a one-table query names only its table's "
-                         "columns after FROM (config: generation.constrain)")
+                    help="SQL answers under the database's grammar; scope: and a one-table query names only its "
+                         "table's columns (config: generation.constrain)")
     ev.add_argument("--vote", type=int, default=None, metavar="N",
                     help=f"SQL: also answer by voting over N (at most {MAX_VOTE}) sampled candidates, reported beside "
                          "greedy (config: eval.vote)")
@@ -172,8 +172,9 @@ def _add_serving_commands(sub, max_vote: int) -> None:
                      help=f"sample N queries (at most {max_vote}) and answer with the voted one (config: eval.vote)")
     ask.add_argument("--show-schema", action="store_true", help="print the schema the model is shown")
     ask.add_argument("--constrain", choices=["none", "schema", "scope"],
-                     help="schema (the default): the query under the database's grammar, naming only its tables and "
-                          "columns; scope: also a one-table query names only its table's columns after FROM; none: unconstrained")
+                     help="scope (the default): the query under the database's grammar, naming only its tables and "
+                          "columns, and a one-table query only its table's; schema: any of the database's columns; "
+                          "none: unconstrained")
     ask.add_argument("--max-rows", type=int, default=20, help="rows of the result to print (default 20)")
     ask.add_argument("--config", help="YAML config whose prompt/eval/verify settings to use")
     ask.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")

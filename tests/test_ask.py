@@ -47,8 +47,9 @@ def test_ask_decodes_under_the_grammar_by_default_and_says_so(tiny_model_dir, bu
 @pytest.mark.parametrize(
     "requested, backend, constrain, said",
     [
-        (None, "transformers", "schema", "under the database's grammar"),  # on any engine: the grammar is its dialect
-        (None, "vllm", "schema", "under the database's grammar"),
+        (None, "transformers", "scope", "a one-table query only its table's"),  # any engine: the grammar is its dialect
+        (None, "vllm", "scope", "a one-table query only its table's"),
+        ("schema", "transformers", "schema", "only its tables and columns (--constrain none: off)"),
         ("none", "transformers", "none", "--constrain none"),
         (None, "openai", "none", "the openai backend takes no grammar"),
     ],

@@ -31,14 +31,19 @@ class Answer:
 
 
 def decoding_constraint(requested: str | None, backend: str) -> tuple[str, str]:
-    """ask's `generation.constrain` and the line that tells the user: the schema's grammar unless turned off
+    """ask's `generation.constrain` and the line that tells the user: the scoped grammar unless told otherwise
     (`requested`, from --constrain) or not possible here (the openai backend takes none). The grammar is the
-    database engine's dialect (SQLite, DuckDB or PostgreSQL)."""
+    database engine's dialect (SQLite, DuckDB or PostgreSQL); `scope` beat `schema` by 1.9 points (README)."""
     if requested == "none":
         return "none", "decoding: unconstrained (--constrain none)"
     if requested is None and backend == "openai":
         return "none", "decoding: unconstrained (the openai backend takes no grammar)"
-    return "schema", "decoding: under the database's grammar, so only its tables and columns (--constrain none: off)"
+    if requested == "schema":
+        return "schema", "decoding: under the database's grammar, so only its tables and columns (--constrain none: off)"
+    return "scope", (
+        "decoding: under the database's grammar, so only its tables and columns, and a one-table query only its "
+        "table's (--constrain none: off)"
+    )
 
 
 def read_schema(db: str, style: str) -> str:

@@ -14,7 +14,8 @@ What a context-free grammar can and cannot say about names, and what this one sa
   Which table `T1` is, is declared in FROM, after the select list has used it: relating the two is a crossing
   dependency that a CFG can express only by spelling out one copy of the query grammar per binding of aliases to
   tables (exponential in the tables a query joins), and a decoding mask allows the union of every parse still
-  alive, so any looser fallback beside those copies would undo the restriction. Not done here.
+  alive, so any looser fallback beside those copies would undo the restriction. Not done for joins; for queries
+  that read one table, `scope=True` spells out one copy per table (linear), see `_SCOPED_STATEMENT`.
 - The alias before a dot (`T1.`) has at most 3 characters (T1, t2, a: the habit of Spider's golds and of the
   models trained on them). A free name of any length there was where constrained decoding got lost: a model
   that began an invented column (`city_name`) could only go on as a would-be alias, since nothing but `.` may
