@@ -8,7 +8,10 @@ terminal without its keyword exclusion), so its grammar is slightly looser, neve
 A compile is timed from the grammar text to a matcher ready for its first mask, the tokenizer's own set-up left
 out (done once per process). One thread each.
 
-Usage: python benchmarks/grammar_engines.py [--databases N] [--queries Q] [--engines llguidance,xgrammar] [--tag T]
+`--grammars schema,scope` times the scoped grammar (`generation.constrain: scope`) beside the schema one.
+
+Usage: python benchmarks/grammar_engines.py [--databases N] [--queries Q] [--engines llguidance,xgrammar]
+       [--grammars schema,scope] [--tag T]
 (results: benchmarks/results/grammar-engines[-T].{json,md})
 """
 
@@ -77,6 +80,7 @@ def main() -> int:
     parser.add_argument("--databases", type=int, default=None, help="the first N databases by name (default: all)")
     parser.add_argument("--queries", type=int, default=5, help="gold answers stepped through per database")
     parser.add_argument("--engines", default="llguidance,xgrammar")
+    parser.add_argument("--grammars", default="schema", help="schema, scope or both (comma-separated)")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
     if not (SPIDER / "train_spider.json").is_file():
@@ -90,13 +94,13 @@ def main() -> int:
     for record in json.loads((SPIDER / "train_spider.json").read_text()):
         gold[record["db_id"]].append(record["query"])
     databases = sorted(d for d in gold if (SPIDER / "database" / d / f"{d}.sqlite").is_file())[: args.databases]
-    grammars = {d: schema_grammar(str(SPIDER / "database" / d / f"{d}.sqlite")) for d in databases}
     answers = {
         d: [tokenizer(q.strip().rstrip(";") + "\n```", add_special_tokens=False).input_ids for q in gold[d][: args.queries]]
         for d in databases
     }
     rows = []
-    for name in args.engines.split(","):
+    for kind, name in [(kind, name) for kind in args.grammars.split(",") for name in args.engines.split(",")]:
+        grammars = {d: schema_grammar(str(SPIDER / "database" / d / f"{d}.sqlite"), scope=kind == "scope") for d in databases}
         compile_, matcher_of, step = ENGINES[name](tokenizer)
         compile_s, step_us, rejected, steps = [], [], 0, 0
         for d in databases:
@@ -115,6 +119,7 @@ def main() -> int:
                         break
         step_us.sort()
         rows.append({
+            "grammar": kind,
             "engine": name,
             "databases": len(databases),
             "compile_s_median": round(statistics.median(compile_s), 4),
@@ -127,11 +132,11 @@ def main() -> int:
             "answers_rejected": rejected,
         })
         print(json.dumps(rows[-1]), flush=True)
-    header = ("| engine | databases | compile median s | compile max s | compile total s | steps "
+    header = ("| grammar | engine | databases | compile median s | compile max s | compile total s | steps "
               "| mask+consume median µs | p90 µs | max µs | answers rejected |")
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [
-        f"| {r['engine']} | {r['databases']} | {r['compile_s_median']} | {r['compile_s_max']} | {r['compile_s_total']} "
+        f"| {r['grammar']} | {r['engine']} | {r['databases']} | {r['compile_s_median']} | {r['compile_s_max']} | {r['compile_s_total']} "
         f"| {r['steps']} "
         f"| {r['step_us_median']} | {r['step_us_p90']} | {r['step_us_max']} | {r['answers_rejected']} |"
         for r in rows
