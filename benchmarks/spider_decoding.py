@@ -26,13 +26,14 @@ from record import REPO, RESULTS, SPIDER, SPIDER_PATHS, provenance, provenance_m
 from codelutra.config import load_config
 from codelutra.console import console
 from codelutra.errors import UserError
+from codelutra.execution.verdict import VERDICT_KINDS
 from codelutra.loop.evaluate import evaluate_model
 from codelutra.loop.stages import prompts_that_fit
 from codelutra.models import EMBEDDED_DEFAULT, resolve_model
 from codelutra.tasks.sources import load_tasks
 
 CONFIG = REPO / "configs" / "spider.yaml"
-KINDS = ("correct", "wrong_result", "runtime_error", "syntax_error", "timeout", "truncated", "no_code")
+KINDS = VERDICT_KINDS  # every verdict a column: the base model's writes are `forbidden`
 
 
 def main() -> int:

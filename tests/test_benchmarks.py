@@ -249,7 +249,8 @@ def test_spider_decoding_gives_each_model_its_rows(tmp_path, tiny_model_dir, vot
     rows = json.loads((results / "spider-decoding.json").read_text())["rows"]
     assert [r["decoding"] for r in rows] == decodings
     assert all(r["n"] == 2 and sum(r["counts"].values()) == 2 for r in rows)
-    assert f"| {decodings[-1]} | 2 |" in (results / "spider-decoding.md").read_text()
+    table = (results / "spider-decoding.md").read_text()
+    assert f"| {decodings[-1]} | 2 |" in table and "| forbidden |" in table, "every verdict kind is a column"
 
 
 
