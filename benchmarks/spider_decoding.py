@@ -10,7 +10,7 @@ resume where they stopped. `--vote 0` gives the two greedy rows only: the base m
 so voting it over 8 samples of 1,042 questions is about an hour of a 2-core CPU per row.
 
 Usage: python benchmarks/spider_decoding.py [--model RUN/iter_K/model ...] [--no-base] [--vote 8] [--limit N]
-       [--backend transformers|vllm] [--output DIR] [--results DIR] [--tag T]
+       [--constrain none,schema,scope] [--backend transformers|vllm] [--output DIR] [--results DIR] [--tag T]
 Results: benchmarks/results/spider-decoding[-TAG].{json,md}
 """
 
@@ -41,6 +41,9 @@ def main() -> int:
     if not SPIDER.exists():
         print(f"spider_decoding: error: no Spider data at {SPIDER} (set CODELUTRA_SHARED_DATA to the folder holding spider/)", file=sys.stderr)
         return 2
+    if unknown := set(args.constrain.split(",")) - {"none", "schema", "scope"}:
+        print(f"spider_decoding: error: --constrain: unknown {', '.join(sorted(unknown))} (none, schema, scope)", file=sys.stderr)
+        return 2
     models = ([] if args.no_base else [EMBEDDED_DEFAULT]) + args.model
     if not models:
         print("spider_decoding: error: no model to evaluate (--no-base needs --model)", file=sys.stderr)
@@ -66,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-base", action="store_true", help="leave out the embedded base model")
     parser.add_argument("--vote", type=int, default=8, help="candidates per question for voting (default 8; 0: greedy rows only)")
     parser.add_argument("--limit", type=int, default=None, help="a fixed random sample of this many questions (default: all)")
+    parser.add_argument("--constrain", default="none,schema", help="the decodings' constraints (default none,schema; also scope)")
     parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers", help="how to generate")
     parser.add_argument("--output", default=str(REPO / "benchmarks"), help="folder that runs/ goes into (default: benchmarks/)")
     parser.add_argument("--results", default=str(RESULTS), help="folder for the result files (default: benchmarks/results/)")
@@ -92,7 +96,7 @@ def evaluate_four_ways(model: str, questions: tuple, args) -> list[dict]:
         max_new_tokens=tasks.kind.max_new_tokens(cfg.eval.max_new_tokens), generation=cfg.generation,
     )  # fmt: skip
     rows = []
-    for constrain in ("none", "schema"):
+    for constrain in args.constrain.split(","):
         cfg = spider_config(args, constrain)
         folder = Path(args.output) / "runs" / "spider-decoding" / f"{_slug(model)}-{constrain}"
         console.rule(f"spider decoding: {model}, constrain {constrain}, {len(tasks)} questions")
@@ -100,7 +104,7 @@ def evaluate_four_ways(model: str, questions: tuple, args) -> list[dict]:
             path, tasks, folder, prompt=cfg.prompt, eval_cfg=cfg.eval, verify=cfg.verify, generation=cfg.generation,
             label=f"{_slug(model)} {constrain}", skipped=skipped + too_long,
         )  # fmt: skip
-        grammar = " + grammar" if constrain == "schema" else ""
+        grammar = {"none": "", "schema": " + grammar", "scope": " + scoped grammar"}[constrain]
         parts = [("greedy", result)] + ([(f"vote@{args.vote}", result["voted"])] if args.vote else [])
         for decoding, part in parts:
             rows.append({
