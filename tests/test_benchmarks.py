@@ -232,16 +232,21 @@ def test_fixed_pairs_trains_one_iterations_pairs_once_per_arm_and_pairs_the_verd
 
 
 @pytest.mark.parametrize(
-    ("vote", "decodings"),
-    [("2", ["greedy", "vote@2", "greedy + grammar", "vote@2 + grammar"]), ("0", ["greedy", "greedy + grammar"])],
+    ("vote", "constrain", "decodings"),
+    [
+        ("2", "none,schema", ["greedy", "vote@2", "greedy + grammar", "vote@2 + grammar"]),
+        ("0", "none,schema", ["greedy", "greedy + grammar"]),
+        ("0", "scope", ["greedy + scoped grammar"]),
+    ],
 )
-def test_spider_decoding_gives_each_model_its_rows(tmp_path, tiny_model_dir, vote, decodings):
-    """Four rows a model with --vote N; with --vote 0 the greedy ones only (the base model, cheaply)."""
+def test_spider_decoding_gives_each_model_its_rows(tmp_path, tiny_model_dir, vote, constrain, decodings):
+    """Four rows a model with --vote N; with --vote 0 the greedy ones only (the base model, cheaply); --constrain
+    says under which grammars."""
     shared_dataset("spider")
     results = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "spider_decoding.py"), "--no-base", "--model", tiny_model_dir,
-         "--limit", "2", "--vote", vote, "--output", str(tmp_path), "--results", str(results)],
+         "--limit", "2", "--vote", vote, "--constrain", constrain, "--output", str(tmp_path), "--results", str(results)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
