@@ -70,7 +70,7 @@ _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class Dialect:
     """What one engine's read-only queries differ in, as far as this grammar goes."""
 
-    quotes: tuple[str, ...]  # how a name may be quoted, as (open, close) pairs
+    quotes: tuple[tuple[str, str], ...]  # how a name may be quoted: (open, close) pairs
     quoted_case: str  # "free": a quoted name matches in any case (SQLite, DuckDB); "exact": as written (PostgreSQL)
     bare_case: str  # "free": an unquoted name matches in any case; "lower": only a lower-case name may go unquoted
     double_quoted_strings: bool  # SQLite reads "x" as a string where no column is called x
