@@ -55,12 +55,12 @@ def _vote_sizes(history: list[dict]) -> set[int]:
 def write_report(run: RunLayout, history: list[dict], cfg) -> None:
     """Write `report.md` and `accuracy.png` for a run."""
     plot_history(history, run.plot, title=f"codelutra run '{cfg.name}'")
+    t = cfg.train
+    settings = "" if t.loss == "sft" else f" (beta={t.beta}, lambda={t.sft_weight}, anchor={t.anchor}, rejected_window={t.rejected_window})"
     text = (
         f"# codelutra run `{cfg.name}`\n\n"
         f"Model: `{cfg.model.name}`; training tasks: `{cfg.train_tasks.path}`; "
-        f"held-out tasks: `{cfg.eval_tasks.path}`; loss: {cfg.train.loss} "
-        f"(beta={cfg.train.beta}, lambda={cfg.train.sft_weight}, anchor={cfg.train.anchor}, "
-        f"rejected_window={cfg.train.rejected_window}).\n\n"
+        f"held-out tasks: `{cfg.eval_tasks.path}`; loss: {t.loss}{settings}.\n\n"
         + markdown_table(history)
         + f"\n![accuracy per iteration]({run.plot.name})\n"
         + ("" if history and history[0]["iteration"] == 0 else "\nThe base model was not evaluated (`eval.base: false`).\n")
