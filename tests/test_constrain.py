@@ -368,8 +368,8 @@ def test_ask_answers_under_the_grammar(sql_model_dir, db, tokenizer):
     args = _parser().parse_args(["ask", "Oldest singer?", "--db", db])
     constrain, _ = decoding_constraint(args.constrain, "transformers")
     cfg = load_config(None, [f"generation.constrain={constrain}", "eval.max_new_tokens=24"])
-    assert cfg.generation.constrain == "schema"
-    grammar = schema_grammar(db)
+    assert cfg.generation.constrain == "scope"
+    grammar = schema_grammar(db, scope=True)
     constrained = ask(sql_model_dir, db, "Oldest singer?", cfg).sql
     tokens = tokenizer(constrained or "", add_special_tokens=False).input_ids
     assert constrained and Grammars(tokenizer).start(grammar).consume_tokens(tokens)
